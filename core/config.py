@@ -1,0 +1,400 @@
+"""The configuration model tree: the seed's ``config.yaml`` schema plus what the fleet needs.
+
+Every section validates itself and rejects unknown keys, so a typo such as
+``failure_treshold`` is reported by name instead of silently ignored. Secrets are
+``SecretStr``: they print as ``**********`` and reach no log, task argument or report.
+Load a file with :func:`core.config_loader.load_config`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+#: The exchanges this project has limit tables and error mappings for, by ccxt id.
+SUPPORTED_EXCHANGES = ("binance", "coinbase", "kraken", "htx", "okx")
+#: Older ccxt ids that the seed's README uses, mapped to the current ones.
+EXCHANGE_ALIASES = {"huobi": "htx", "okex": "okx", "okex5": "okx", "coinbasepro": "coinbase"}
+#: The priority tiers, highest first; every tier is a Celery queue of the same name.
+PRIORITY_QUEUES = ("high", "medium", "low")
+
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,15}$")
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class ConnectionPoolConfig(Section):
+    """The Redis connection pool of each process."""
+
+    max_connections: PositiveInt = 50
+    retry_on_timeout: bool = True
+    socket_timeout: PositiveFloat = 5.0
+    socket_connect_timeout: PositiveFloat = 5.0
+    health_check_interval: NonNegativeInt = 25
+
+
+class EmbeddedRedisConfig(Section):
+    """Where the embedded redis-server keeps its files when no Redis is configured."""
+
+    dir: Path = Path(".crypto-ai/redis")
+    appendonly: bool = True
+
+
+class RedisConfig(Section):
+    """Which Redis the fleet shares. No ``url`` and no ``host`` means the embedded server."""
+
+    url: SecretStr | None = None
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 6379
+    db: NonNegativeInt = 0
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl: bool = False
+    ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    ssl_ca_certs: Path | None = None
+    key_prefix: str = ""
+    connection_pool: ConnectionPoolConfig = ConnectionPoolConfig()
+    embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().split("://", 1)[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"expected a redis://, rediss:// or unix:// URL, got scheme {scheme!r}"
+                )
+        return value
+
+    @property
+    def is_embedded(self) -> bool:
+        """Return True when neither a URL nor a host names an external server."""
+        return self.url is None and self.host is None
+
+
+RateLimitType = Literal["token_bucket", "sliding_window", "leaky_bucket", "fixed_window"]
+
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "token_bucket": ("capacity", "rate"),
+    "sliding_window": ("limit", "window"),
+    "fixed_window": ("limit", "window"),
+    "leaky_bucket": ("capacity", "leak_rate"),
+}
+
+
+class RateLimitRule(Section):
+    """One pool of an exchange's budget, in the seed's shape (``type`` picks the fields)."""
+
+    type: RateLimitType
+    name: str | None = None
+    capacity: PositiveFloat | None = None
+    rate: PositiveFloat | None = None
+    window: PositiveFloat | None = None
+    limit: PositiveInt | None = None
+    leak_rate: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> RateLimitRule:
+        missing = [f for f in _REQUIRED_FIELDS[self.type] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.type} limit needs {' and '.join(missing)}")
+        return self
+
+
+class CircuitBreakerConfig(Section):
+    """When a breaker opens and how long it stays open before one trial call."""
+
+    failure_threshold: PositiveInt = 5
+    recovery_timeout: PositiveFloat = 60.0
+
+
+class ExchangeConfig(Section):
+    """One exchange account: which ccxt class, where it is, its keys and limits."""
+
+    name: str | None = None
+    ccxt_id: str | None = None
+    base_url: str | None = None
+    enabled: bool = True
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    password: SecretStr | None = None
+    rate_limits: list[RateLimitRule] = []
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @property
+    def has_keys(self) -> bool:
+        """Return True when both an API key and a secret are set."""
+        return self.api_key is not None and self.api_secret is not None
+
+
+RetryStrategyName = Literal["exponential_backoff", "linear_backoff", "fibonacci_backoff", "fixed"]
+
+
+class RetryStrategyConfig(Section):
+    """The seed's retry settings: attempts, the shape of the wait, its bounds, jitter."""
+
+    max_attempts: PositiveInt = 3
+    strategy: RetryStrategyName = "exponential_backoff"
+    base_delay: NonNegativeFloat = 1.0
+    multiplier: PositiveFloat = 2.0
+    max_delay: PositiveFloat = 60.0
+    jitter: bool = True
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RetryStrategyConfig:
+        if self.max_delay < self.base_delay:
+            raise ValueError(
+                f"max_delay ({self.max_delay}) is below base_delay ({self.base_delay})"
+            )
+        return self
+
+
+class AlertThresholds(Section):
+    """The seed's alert thresholds; ``response_time`` is in milliseconds as in the seed."""
+
+    error_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
+    response_time: PositiveFloat = 5000.0
+    queue_size: PositiveInt = 1000
+
+
+class AlertsConfig(Section):
+    """Alert rules and where alerts go."""
+
+    enabled: bool = True
+    thresholds: AlertThresholds = AlertThresholds()
+    evaluation_interval: PositiveFloat = 30.0
+    repeat_interval: PositiveFloat = 600.0
+    webhook_url: SecretStr | None = None
+
+
+class FlowerConfig(Section):
+    """The Flower dashboard that ``crypto-ai up`` starts."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5555
+    basic_auth: SecretStr | None = None
+
+
+class MonitoringConfig(Section):
+    """Alerts, dashboards and logs."""
+
+    alerts: AlertsConfig = AlertsConfig()
+    flower: FlowerConfig = FlowerConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    redis_log_max_entries: PositiveInt = 1000
+
+
+class ConnectionPoolingConfig(Section):
+    """HTTP connection pools under ccxt, one per worker process per exchange."""
+
+    enabled: bool = True
+    max_connections_per_exchange: PositiveInt = 20
+    connection_timeout: PositiveFloat = 10.0
+    read_timeout: PositiveFloat = 30.0
+
+
+class CachingConfig(Section):
+    """The shared response cache."""
+
+    enabled: bool = True
+    default_ttl: PositiveFloat = 300.0
+    max_cache_size: PositiveInt = 10000
+    eviction_policy: Literal["lru"] = "lru"
+
+
+class BatchProcessingConfig(Section):
+    """Merging same-kind requests for many symbols into one batched exchange call."""
+
+    enabled: bool = True
+    batch_size: PositiveInt = 50
+    batch_timeout: PositiveFloat = 1.0
+
+
+class PerformanceConfig(Section):
+    """The seed's performance section."""
+
+    connection_pooling: ConnectionPoolingConfig = ConnectionPoolingConfig()
+    caching: CachingConfig = CachingConfig()
+    batch_processing: BatchProcessingConfig = BatchProcessingConfig()
+
+
+class CeleryConfig(Section):
+    """Broker-level settings of the fleet.
+
+    ``visibility_timeout`` is how long a message fetched by a worker that then dies stays
+    invisible before Redis hands it to another worker. It must exceed every countdown or
+    ETA the fleet uses and every task's time limit, or a healthy task gets delivered twice.
+    """
+
+    visibility_timeout: PositiveInt = 3600
+    unacked_restore_interval: PositiveInt = 10
+    max_countdown: NonNegativeInt = 600
+    task_time_limit: PositiveInt = 300
+    task_soft_time_limit: PositiveInt = 270
+    result_expires: PositiveInt = 86400
+    worker_concurrency: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _timeouts_consistent(self) -> CeleryConfig:
+        longest = max(self.max_countdown, self.task_time_limit)
+        if self.visibility_timeout <= longest:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}s) must be longer than the "
+                f"longest countdown or task time limit ({longest}s), or tasks run twice"
+            )
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("task_soft_time_limit must be below task_time_limit")
+        return self
+
+
+class ScheduleEntry(Section):
+    """One celery beat entry: a task run every N seconds on a queue."""
+
+    task: str
+    every: PositiveFloat
+    queue: Literal["high", "medium", "low"] | None = None
+    kwargs: dict[str, str | int | float | bool] = {}
+    enabled: bool = True
+
+
+class WatchItem(Section):
+    """The symbols the fleet analyses on one configured exchange."""
+
+    exchange: str
+    symbols: list[str]
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_format(cls, values: list[str]) -> list[str]:
+        bad = [s for s in values if not _SYMBOL.match(s)]
+        if bad:
+            raise ValueError(f"expected symbols like 'BTC/USDT', got {', '.join(map(repr, bad))}")
+        return values
+
+
+class LLMConfig(Section):
+    """An OpenAI-compatible LLM. Unset ``api_key`` and ``base_url`` means rule-based agents."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout: PositiveFloat = 30.0
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    requests_per_minute: PositiveInt = 60
+    tokens_per_minute: PositiveInt = 90000
+
+    @property
+    def configured(self) -> bool:
+        """Return True when an API key or a server URL switches the LLM on."""
+        return self.api_key is not None or self.base_url is not None
+
+
+class RiskLimits(Section):
+    """The risk guard's limits, in the quote currency (USDT) unless named otherwise."""
+
+    max_notional_per_order: PositiveFloat = 100.0
+    max_position_per_symbol: PositiveFloat = 500.0
+    max_daily_loss: PositiveFloat = 200.0
+    max_open_orders: PositiveInt = 5
+    max_price_deviation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.02
+
+
+class TradingConfig(Section):
+    """Paper or live, and the risk limits no decision can pass."""
+
+    mode: Literal["paper", "live"] = "paper"
+    risk: RiskLimits = RiskLimits()
+
+
+def _default_schedules() -> dict[str, ScheduleEntry]:
+    return {
+        f"health-{queue}": ScheduleEntry(task="health.ping", every=60.0, queue=queue)
+        for queue in PRIORITY_QUEUES
+    }
+
+
+class AppConfig(Section):
+    """The whole configuration, validated as one tree."""
+
+    redis: RedisConfig = RedisConfig()
+    exchanges: dict[str, ExchangeConfig] = {}
+    retry_strategies: dict[str, RetryStrategyConfig] = {"default": RetryStrategyConfig()}
+    monitoring: MonitoringConfig = MonitoringConfig()
+    performance: PerformanceConfig = PerformanceConfig()
+    celery: CeleryConfig = CeleryConfig()
+    schedules: dict[str, ScheduleEntry] = Field(default_factory=_default_schedules)
+    watchlist: list[WatchItem] = []
+    llm: LLMConfig = LLMConfig()
+    trading: TradingConfig = TradingConfig()
+
+    @field_validator("exchanges")
+    @classmethod
+    def _resolve_aliases(cls, value: dict[str, ExchangeConfig]) -> dict[str, ExchangeConfig]:
+        resolved = {}
+        for key, exchange in value.items():
+            ccxt_id = exchange.ccxt_id or key
+            resolved[key] = exchange.model_copy(
+                update={"ccxt_id": EXCHANGE_ALIASES.get(ccxt_id, ccxt_id)}
+            )
+        return resolved
+
+
+def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
+    """Return (field path, message) for every rule that spans sections."""
+    problems: list[tuple[str, str]] = []
+    for key, exchange in config.exchanges.items():
+        if exchange.ccxt_id not in SUPPORTED_EXCHANGES:
+            problems.append(
+                (
+                    f"exchanges.{key}.ccxt_id",
+                    f"unknown exchange {exchange.ccxt_id!r}; expected one of "
+                    f"{', '.join(SUPPORTED_EXCHANGES)}",
+                )
+            )
+    for index, item in enumerate(config.watchlist):
+        if item.exchange not in config.exchanges:
+            problems.append(
+                (
+                    f"watchlist.{index}.exchange",
+                    f"{item.exchange!r} is not under exchanges "
+                    f"(configured: {', '.join(config.exchanges) or 'none'})",
+                )
+            )
+    if config.trading.mode == "live":
+        for key, exchange in config.exchanges.items():
+            if exchange.enabled and not exchange.has_keys:
+                problems.append(
+                    (
+                        f"exchanges.{key}.api_key",
+                        "trading.mode is 'live' but this exchange has no api_key/api_secret "
+                        f"(set {key.upper()}_API_KEY and {key.upper()}_API_SECRET)",
+                    )
+                )
+    return problems

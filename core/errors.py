@@ -1,0 +1,91 @@
+"""The one error tree of crypto_ai_trading, grouped by what the caller must do.
+
+    CryptoAIError
+    ├── ConfigError                 stop: the configuration is wrong; fix the file or env
+    ├── RetryableError              retry: the same call may succeed soon (timeouts, 5xx)
+    │   └── OutcomeUnknownError     reconcile first: a write may or may not have happened
+    ├── BackOffError                back off: wait ``retry_after`` seconds, spend no budget
+    │   ├── RateLimitedError        our own limiter said no (never counts as a failure)
+    │   └── ExchangeThrottledError  the exchange said 429/418; a fleet-wide cooldown is set
+    ├── GiveUpError                 give up: retrying cannot help (business errors)
+    │   ├── InvalidRequestError     bad symbol, bad quantity, unsupported call
+    │   └── InsufficientFundsError  the account cannot pay for it
+    └── StopError                   stop trading: something is unsafe to continue
+        ├── LimiterUnavailableError the shared limiter's Redis is unreachable (order paths
+        │                           fail closed on it)
+        └── AuthenticationError     keys are wrong or revoked
+
+Business errors (``GiveUpError``) never trip a circuit breaker and are never retried.
+Vendor exceptions are translated into this tree at the edge that calls the vendor, with
+``raise ... from exc`` so the original stays attached.
+"""
+
+from __future__ import annotations
+
+
+class CryptoAIError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(CryptoAIError):
+    """Report a configuration problem, naming the file and the field path."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """Return the error as the lines an operator reads."""
+        count = len(self.problems)
+        head = f"invalid configuration in {self.source} ({count} problem{'s' * (count != 1)}):"
+        lines = [f"  {path or '<root>'}: {message}" for path, message in self.problems]
+        return "\n".join([head, *lines])
+
+
+class RetryableError(CryptoAIError):
+    """The same call may succeed if made again after a short wait."""
+
+
+class OutcomeUnknownError(RetryableError):
+    """A write was sent but its outcome is unknown; look it up before sending again."""
+
+
+class BackOffError(CryptoAIError):
+    """Wait before calling again; ``retry_after`` says how long, in seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(BackOffError):
+    """The fleet's shared limiter did not admit the call within the allowed wait."""
+
+
+class ExchangeThrottledError(BackOffError):
+    """The exchange answered 429 or 418; the fleet cools down for ``retry_after``."""
+
+
+class GiveUpError(CryptoAIError):
+    """Retrying cannot help: the request itself is wrong or cannot be paid for."""
+
+
+class InvalidRequestError(GiveUpError):
+    """The exchange rejected the request as invalid (symbol, quantity, parameters)."""
+
+
+class InsufficientFundsError(GiveUpError):
+    """The account's balance does not cover the order."""
+
+
+class StopError(CryptoAIError):
+    """Continuing would be unsafe; stop the affected path and alert an operator."""
+
+
+class LimiterUnavailableError(StopError):
+    """The shared rate limiter's Redis cannot be reached."""
+
+
+class AuthenticationError(StopError):
+    """The exchange rejected the credentials."""

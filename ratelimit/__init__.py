@@ -1,0 +1,1 @@
+"""Fleet-wide rate limiting: pure reference algorithms and an atomic Redis backend."""

@@ -1,0 +1,46 @@
+"""What a task may use from its process: the config and clients, installed by the worker.
+
+Tasks sit below ``workers`` in the import layers, so they cannot import the composition
+root; ``workers.app`` installs its runtime here when the app module is imported, and tasks
+ask :func:`current` for it when they run.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import redis
+
+from core.config import AppConfig
+from core.keys import KeySpace
+
+
+class Runtime(Protocol):
+    """The per-process services a task can use."""
+
+    def config(self) -> AppConfig:
+        """Return the validated configuration."""
+        ...
+
+    def redis_client(self) -> redis.Redis:
+        """Return this process's Redis client."""
+        ...
+
+    def keyspace(self) -> KeySpace:
+        """Return the key builder."""
+        ...
+
+
+_installed: list[Runtime] = []
+
+
+def install(runtime: Runtime) -> None:
+    """Make ``runtime`` the one tasks in this process use."""
+    _installed[:] = [runtime]
+
+
+def current() -> Runtime:
+    """Return the installed runtime; tasks run only in a process that installed one."""
+    if not _installed:
+        raise RuntimeError("no runtime installed: tasks must run inside the workers app")
+    return _installed[0]

@@ -1,0 +1,31 @@
+"""Which priority queue a task goes to, by the first part of its name.
+
+Execution, cancels and reconciliation go to ``high``; analysts and strategy to ``medium``;
+news, market refresh and reports to ``low``. A ``queue=`` given at send time wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUEUE_BY_PREFIX = {
+    "execution": "high",
+    "orders": "high",
+    "reconcile": "high",
+    "analysis": "medium",
+    "strategy": "medium",
+    "news": "low",
+    "market": "low",
+    "report": "low",
+}
+
+
+def queue_for(task_name: str) -> str | None:
+    """Return the queue for a task name such as ``execution.execute``, or None."""
+    return QUEUE_BY_PREFIX.get(task_name.split(".", 1)[0])
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+    """Celery router: send a task to its tier's queue (None lets Celery use the default)."""
+    queue = queue_for(name)
+    return {"queue": queue} if queue else None

@@ -1,0 +1,33 @@
+"""The Celery app: ``celery -A workers worker -Q high,medium,low`` from the repository root.
+
+Settings are computed lazily from the validated configuration the first time Celery reads
+them (see ``celeryconfig.py``), so importing this module reads no file and opens no socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+import celeryconfig
+from tasks import context
+from workers import runtime
+
+#: The task modules every worker loads.
+TASK_MODULES = ["tasks.health"]
+
+
+def _settings() -> dict[str, Any]:
+    return celeryconfig.celery_settings(runtime.config(), runtime.redis_url())
+
+
+context.install(runtime)
+app = Celery("crypto_ai", include=TASK_MODULES)
+app.add_defaults(_settings)
+
+
+@worker_process_init.connect
+def _fresh_clients_per_process(**_: Any) -> None:
+    runtime.reset_after_fork()

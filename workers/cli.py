@@ -1,0 +1,127 @@
+"""The ``crypto-ai`` command line: run the fleet, check a config, show the fleet's status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import AppConfig
+from core.config_loader import load_config, resolve_config_path
+from core.errors import ConfigError
+from core.redis_target import external_redis_url, redact_url
+
+app = typer.Typer(help="crypto_ai_trading: a multi-agent crypto analysis fleet on Celery.")
+config_app = typer.Typer(help="Validate configuration files.")
+redis_app = typer.Typer(help="The embedded Redis server.")
+app.add_typer(config_app, name="config")
+app.add_typer(redis_app, name="redis")
+
+_out = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="config file (default: $CRYPTO_AI_CONFIG or ./config.yaml)"
+    ),
+]
+
+
+def _load_or_exit(path: Path | None) -> AppConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _describe(config: AppConfig) -> str:
+    exchanges = ", ".join(config.exchanges) or "none"
+    symbols = sum(len(item.symbols) for item in config.watchlist)
+    url = external_redis_url(config.redis)
+    redis_label = redact_url(url) if url else f"embedded ({config.redis.embedded.dir})"
+    llm = f"{config.llm.model}" if config.llm.configured else "off (rule-based agents)"
+    return (
+        f"exchanges: {exchanges}; watchlist: {symbols} symbols; trading: {config.trading.mode}; "
+        f"redis: {redis_label}; llm: {llm}"
+    )
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Validate a config file with the environment applied; exit 2 naming every problem."""
+    config = _load_or_exit(file)
+    shown = resolve_config_path(file, dict(os.environ)) or "<defaults>"
+    _out.print(f"{shown}: valid. {_describe(config)}", markup=False, highlight=False)
+
+
+@app.command()
+def up(config: ConfigOption = None) -> None:
+    """Run the fleet locally: Redis, a worker per tier, beat and Flower, until Ctrl-C."""
+    from workers.fleet import run_fleet
+
+    cfg = _load_or_exit(config)
+    logging.basicConfig(
+        level=cfg.monitoring.log_level, format="%(levelname)s %(name)s: %(message)s"
+    )
+    path = resolve_config_path(config, dict(os.environ))
+    _out.print(f"[bold]crypto-ai[/bold] {_describe(cfg)}", highlight=False)
+    raise typer.Exit(run_fleet(cfg, path))
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show the workers, the queue depths and the last health round trips."""
+    from workers import runtime
+    from workers.app import app as celery_app
+    from workers.status import fleet_status
+
+    cfg = _load_or_exit(config)
+    runtime.configure(cfg)
+    url = runtime.redis_url()
+    snapshot = fleet_status(celery_app, runtime.redis_client(), runtime.keyspace(), redact_url(url))
+    if as_json:
+        print(json.dumps(snapshot.as_dict(), indent=2))
+        return
+    _out.print(f"Redis: {snapshot.redis}", highlight=False)
+    workers = Table("worker", "queues", title="Workers")
+    for name, queues in sorted(snapshot.workers.items()):
+        workers.add_row(name, ", ".join(queues))
+    if not snapshot.workers:
+        workers.add_row("(none answered)", "")
+    _out.print(workers)
+    table = Table("queue", "waiting", "last health answer", title="Queues")
+    for queue, depth in snapshot.queues.items():
+        answer = snapshot.health.get(queue, {})
+        seen = f"{answer.get('worker', '-')} (pid {answer.get('pid', '-')})" if answer else "never"
+        table.add_row(queue, str(depth), seen)
+    _out.print(table)
+
+
+@redis_app.command("stop")
+def redis_stop(config: ConfigOption = None) -> None:
+    """Stop an embedded Redis that a standalone worker started."""
+    from workers.redis_server import stop_running_embedded
+
+    cfg = _load_or_exit(config)
+    stopped = stop_running_embedded(Path(cfg.redis.embedded.dir))
+    _out.print("embedded Redis stopped" if stopped else "no embedded Redis is running")
+
+
+def main() -> None:
+    """Entry point of the ``crypto-ai`` console script."""
+    app(prog_name="crypto-ai")
+
+
+if __name__ == "__main__":
+    main()

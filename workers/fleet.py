@@ -1,0 +1,214 @@
+"""Run the whole fleet on one machine: Redis (embedded if none is configured), a worker per
+priority tier, beat and Flower, with their logs in one terminal and a clean Ctrl-C.
+
+Tiers: ``worker-high`` consumes ``high``; ``worker-medium`` consumes ``high,medium``;
+``worker-low`` consumes ``high,medium,low``. Every worker drains higher queues first, so a
+high-priority task never waits behind lower tiers, and idle capacity helps upward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import PRIORITY_QUEUES, AppConfig
+from core.redis_target import external_redis_url, redact_url
+from workers import runtime
+from workers.redis_server import EmbeddedRedis, running_embedded
+
+log = logging.getLogger(__name__)
+
+_TIERS = {"high": "high", "medium": "high,medium", "low": "high,medium,low"}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the fleet: a name for its log lines and its command line."""
+
+    name: str
+    argv: list[str]
+
+
+def fleet_specs(
+    config: AppConfig, state_dir: Path, python: str = sys.executable
+) -> list[ProcessSpec]:
+    """Return the processes ``crypto-ai up`` starts for this configuration."""
+    celery = [python, "-m", "celery", "-A", "workers"]
+    level = config.monitoring.log_level
+    concurrency = str(config.celery.worker_concurrency or 2)
+    specs = [
+        ProcessSpec(
+            f"worker-{tier}",
+            [
+                *celery,
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"{tier}@%h",
+                "-c",
+                concurrency,
+                "--loglevel",
+                level,
+            ],
+        )
+        for tier, queues in _TIERS.items()
+    ]
+    specs.append(
+        ProcessSpec(
+            "beat",
+            [*celery, "beat", "-s", str(state_dir / "beat-schedule"), "--loglevel", level],
+        )
+    )
+    flower = config.monitoring.flower
+    if flower.enabled:
+        specs.append(
+            ProcessSpec(
+                "flower",
+                [*celery, "flower", f"--address={flower.address}", f"--port={flower.port}"],
+            )
+        )
+    return specs
+
+
+class Fleet:
+    """Start, watch and stop the fleet's processes."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        config_path: Path | None,
+        *,
+        state_dir: Path = Path(".crypto-ai"),
+        echo: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.echo = echo or (lambda name, line: print(f"[{name}] {line}", flush=True))
+        self.redis_url = ""
+        self._embedded: EmbeddedRedis | None = None
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        """Resolve Redis (starting the embedded one if needed), then start every process."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.redis_url = self._start_redis()
+        runtime.configure(self.config, self.redis_url)
+        env = dict(os.environ)
+        env["REDIS_URL"] = self.redis_url
+        if self.config_path is not None:
+            env["CRYPTO_AI_CONFIG"] = str(self.config_path.resolve())
+        for spec in fleet_specs(self.config, self.state_dir):
+            process = subprocess.Popen(
+                spec.argv,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self._processes[spec.name] = process
+            threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
+        self.echo("fleet", f"started {', '.join(self._processes)} on {redact_url(self.redis_url)}")
+
+    def _start_redis(self) -> str:
+        url = external_redis_url(self.config.redis)
+        if url is not None:
+            return url
+        directory = Path(self.config.redis.embedded.dir)
+        running = running_embedded(directory)
+        if running is not None:
+            self.echo("fleet", f"using the embedded Redis already running at {running}")
+            return running
+        self._embedded = EmbeddedRedis(directory, appendonly=self.config.redis.embedded.appendonly)
+        url = self._embedded.start()
+        self.echo("fleet", f"embedded Redis started at {url} (stops with the fleet)")
+        return url
+
+    def _pump(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            self.echo(name, raw.decode(errors="replace").rstrip())
+
+    def exited(self) -> dict[str, int]:
+        """Return the processes that have exited, with their exit codes."""
+        return {name: code for name, p in self._processes.items() if (code := p.poll()) is not None}
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return; safe to call from a signal handler."""
+        self._stopping.set()
+
+    def wait(self, health_every: float = 30.0) -> int:
+        """Block until Ctrl-C or a process dies; return 0 for a requested stop, else 1."""
+        next_health = time.monotonic() + 5.0
+        while not self._stopping.wait(0.5):
+            dead = self.exited()
+            if dead:
+                self.echo("fleet", f"stopping: {dead} exited unexpectedly")
+                return 1
+            if time.monotonic() >= next_health:
+                threading.Thread(target=self._health_round, daemon=True).start()
+                next_health = time.monotonic() + health_every
+        return 0
+
+    def _health_round(self) -> None:
+        from workers.app import app
+
+        for queue in PRIORITY_QUEUES:
+            sent = time.time()
+            try:
+                answer = app.send_task("health.ping", kwargs={"sent_at": sent}, queue=queue).get(
+                    timeout=10
+                )
+                self.echo(
+                    "health",
+                    f"{queue}: answered by {answer['worker']} "
+                    f"in {(time.time() - sent) * 1000:.0f} ms",
+                )
+            except Exception as exc:
+                self.echo("health", f"{queue}: no answer ({type(exc).__name__}: {exc})")
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop every process (SIGTERM, then SIGKILL after ``grace``), then the embedded Redis."""
+        for process in self._processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, process in self._processes.items():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.echo("fleet", f"{name} did not stop within {grace:.0f}s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if self._embedded is not None:
+            self._embedded.stop()
+            self.echo("fleet", "embedded Redis stopped")
+        self.echo("fleet", "all processes stopped")
+
+
+def run_fleet(config: AppConfig, config_path: Path | None) -> int:
+    """Start the fleet, run until Ctrl-C/SIGTERM or a failure, stop it; return an exit code."""
+    fleet = Fleet(config, config_path)
+    previous = {
+        sig: signal.signal(sig, lambda *_: fleet.request_stop())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        fleet.start()
+        return fleet.wait()
+    finally:
+        fleet.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,112 @@
+"""Per-process runtime: the configuration (loaded once) and clients built on first use.
+
+Nothing here runs at import time. Celery's prefork pool forks workers after the parent has
+started; :func:`reset_after_fork` (wired to ``worker_process_init``) drops clients inherited
+from the parent so that no socket is shared between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from core.config import AppConfig
+from core.config_loader import load_config
+from core.keys import KeySpace
+from core.redis_target import external_redis_url, redact_url
+from workers.redis_server import EmbeddedRedis, running_embedded
+
+log = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_state: dict[str, Any] = {}
+
+
+def configure(config: AppConfig, redis_url: str | None = None) -> None:
+    """Install a configuration (and optionally a Redis URL) for this process."""
+    with _lock:
+        _state.clear()
+        _state["config"] = config
+        if redis_url is not None:
+            _state["redis_url"] = redis_url
+
+
+def config() -> AppConfig:
+    """Return this process's configuration, loading it on first use."""
+    with _lock:
+        if "config" not in _state:
+            _state["config"] = load_config()
+        return _state["config"]  # type: ignore[no-any-return]
+
+
+def keyspace() -> KeySpace:
+    """Return the key builder for the configured prefix."""
+    return KeySpace(config().redis.key_prefix)
+
+
+def redis_url() -> str:
+    """Return the URL of the fleet's Redis, starting the embedded server if none is set.
+
+    Warning: with no Redis configured and no embedded server running for the configured
+    directory, this starts one that outlives the process (stop it with
+    ``crypto-ai redis stop``); ``crypto-ai up`` instead owns and stops its own server.
+    """
+    with _lock:
+        if "redis_url" not in _state:
+            _state["redis_url"] = _resolve_redis_url(config())
+        return _state["redis_url"]  # type: ignore[no-any-return]
+
+
+def _resolve_redis_url(cfg: AppConfig) -> str:
+    url = external_redis_url(cfg.redis)
+    if url is not None:
+        return url
+    directory = Path(cfg.redis.embedded.dir)
+    running = running_embedded(directory)
+    if running is not None:
+        return running
+    server = EmbeddedRedis(directory, appendonly=cfg.redis.embedded.appendonly)
+    url = server.start()
+    log.warning(
+        "no Redis configured: started an embedded redis-server at %s (pid %s) that keeps "
+        "running for other processes; stop it with `crypto-ai redis stop`",
+        redact_url(url),
+        server.pid,
+    )
+    return url
+
+
+def redis_client() -> redis.Redis:
+    """Return this process's Redis client (one connection pool per process)."""
+    with _lock:
+        if "redis" not in _state:
+            _state["redis"] = make_redis_client(redis_url(), config())
+        return _state["redis"]  # type: ignore[no-any-return]
+
+
+def make_redis_client(url: str, cfg: AppConfig) -> redis.Redis:
+    """Build a Redis client for ``url`` with the configured pool, timeouts and TLS."""
+    pool = cfg.redis.connection_pool
+    options: dict[str, Any] = {
+        "max_connections": pool.max_connections,
+        "socket_timeout": pool.socket_timeout,
+        "socket_connect_timeout": pool.socket_connect_timeout,
+        "retry_on_timeout": pool.retry_on_timeout,
+        "health_check_interval": pool.health_check_interval,
+        "decode_responses": False,
+    }
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = cfg.redis.ssl_cert_reqs
+        if cfg.redis.ssl_ca_certs:
+            options["ssl_ca_certs"] = str(cfg.redis.ssl_ca_certs)
+    return redis.Redis.from_url(url, **options)
+
+
+def reset_after_fork() -> None:
+    """Forget clients inherited from a parent process; they are rebuilt on first use."""
+    with _lock:
+        _state.pop("redis", None)

@@ -1,0 +1,69 @@
+"""What the fleet is doing: workers, queue depths and the last health round trips."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import redis
+from celery import Celery
+
+from core.config import PRIORITY_QUEUES
+from core.keys import KeySpace
+
+# kombu's Redis transport keeps one list per priority step; step 0 is the bare queue name.
+_PRIORITY_STEPS = (0, 3, 6, 9)
+_PRIORITY_SEP = "\x06\x16"
+
+
+@dataclass
+class FleetStatus:
+    """A snapshot of the fleet, the same facts for the terminal view and for JSON."""
+
+    redis: str
+    workers: dict[str, list[str]] = field(default_factory=dict)
+    queues: dict[str, int] = field(default_factory=dict)
+    health: dict[str, dict[str, str]] = field(default_factory=dict)
+    taken_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the snapshot as plain JSON-able data."""
+        return asdict(self)
+
+
+def queue_depths(client: redis.Redis, keys: KeySpace, queues: tuple[str, ...]) -> dict[str, int]:
+    """Return the number of messages waiting in each queue (all priority steps counted)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for step in _PRIORITY_STEPS:
+            pipe.llen(keys.prefix + (queue if step == 0 else f"{queue}{_PRIORITY_SEP}{step}"))
+    lengths = pipe.execute()
+    steps = len(_PRIORITY_STEPS)
+    return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)}
+
+
+def worker_queues(app: Celery, timeout: float = 1.0) -> dict[str, list[str]]:
+    """Return each live worker's name with the queues it consumes."""
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    return {name: sorted(q["name"] for q in queues) for name, queues in replies.items()}
+
+
+def last_health(client: redis.Redis, keys: KeySpace) -> dict[str, dict[str, str]]:
+    """Return the last recorded health round trip per queue."""
+    health = {}
+    for queue in PRIORITY_QUEUES:
+        raw = cast(dict[bytes, bytes], client.hgetall(keys.health(queue)))
+        if raw:
+            health[queue] = {k.decode(): v.decode() for k, v in raw.items()}
+    return health
+
+
+def fleet_status(app: Celery, client: redis.Redis, keys: KeySpace, redis_label: str) -> FleetStatus:
+    """Gather a :class:`FleetStatus` from the broker and the workers."""
+    return FleetStatus(
+        redis=redis_label,
+        workers=worker_queues(app),
+        queues=queue_depths(client, keys, PRIORITY_QUEUES),
+        health=last_health(client, keys),
+    )
