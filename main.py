@@ -11,18 +11,11 @@ import sys
 from workers.cli import app
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Start the fleet with the given command-line options; return the exit code."""
+def main(argv: list[str] | None = None) -> None:
+    """Start the fleet with the given options; exits with the fleet's exit code."""
     args = sys.argv[1:] if argv is None else argv
-    try:
-        app(["up", *args], prog_name="main.py", standalone_mode=False)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    except Exception as exc:  # click raises its own errors for bad options
-        print(f"main.py: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    app(["up", *args], prog_name="main.py")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

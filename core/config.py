@@ -374,7 +374,7 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
             problems.append(
                 (
                     f"exchanges.{key}.ccxt_id",
-                    f"unknown exchange {exchange.ccxt_id!r}; expected one of "
+                    f"unknown exchange {exchange.ccxt_id!r}; expected one of: "
                     f"{', '.join(SUPPORTED_EXCHANGES)}",
                 )
             )

@@ -24,7 +24,7 @@ redis_app = typer.Typer(help="The embedded Redis server.")
 app.add_typer(config_app, name="config")
 app.add_typer(redis_app, name="redis")
 
-_out = Console()
+_out = Console(soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,

@@ -86,5 +86,7 @@ def test_high_priority_task_runs_before_a_waiting_low_backlog(
         fleet.start("tiered", queues="high,medium,low")
         _wait_for(lambda: redis_client.llen(f"{namespace}{key}") == 31, 60, "all 31 tasks")
 
-    order = [entry.decode().split("@")[0] for entry in redis_client.lrange(f"{namespace}{key}", 0, -1)]
+    order = [
+        entry.decode().split("@")[0] for entry in redis_client.lrange(f"{namespace}{key}", 0, -1)
+    ]
     assert order.index("high") == 0, order

@@ -50,10 +50,8 @@ class WorkerProcess:
         """Stop the worker gracefully, then for sure."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
 
@@ -124,7 +122,9 @@ class WorkerFleet:
 
 
 @contextlib.contextmanager
-def worker_fleet(redis_url: str, namespace: str, tmp: Path, **overrides: Any) -> Iterator[WorkerFleet]:
+def worker_fleet(
+    redis_url: str, namespace: str, tmp: Path, **overrides: Any
+) -> Iterator[WorkerFleet]:
     """Yield a :class:`WorkerFleet`; every worker is stopped when the block ends."""
     fleet = WorkerFleet(redis_url, namespace, tmp, {k: str(v) for k, v in overrides.items()})
     try:

@@ -1,0 +1,39 @@
+# Two commands on a fresh machine with only Python 3.11+:
+#   make run    set up .venv and run the fleet (embedded Redis, workers, beat, Flower)
+#   make test   set up .venv and run lint, types, import contracts and the test suite
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck imports pytest bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/python main.py
+
+test: lint typecheck imports pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+imports: $(BIN)/.installed
+	$(BIN)/lint-imports
+
+pytest: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .crypto-ai .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""The Celery settings the fleet derives from its configuration."""
+
+from __future__ import annotations
+
+import ssl
+
+import celeryconfig
+from core.config import AppConfig, CeleryConfig, RedisConfig, ScheduleEntry
+from tasks.routing import queue_for, route_task
+
+
+def test_reliability_settings() -> None:
+    settings = celeryconfig.celery_settings(AppConfig(), "redis://h:1/0")
+    assert settings["task_acks_late"] is True
+    assert settings["task_reject_on_worker_lost"] is True
+    assert settings["worker_prefetch_multiplier"] == 1
+    assert settings["task_serializer"] == "json"
+    assert settings["accept_content"] == ["json"]
+    assert [q.name for q in settings["task_queues"]] == ["high", "medium", "low"]
+    assert settings["task_default_queue"] == "medium"
+
+
+def test_visibility_timeout_is_the_same_for_broker_and_results() -> None:
+    config = AppConfig(redis=RedisConfig(key_prefix="fleet1:"),
+                       celery=CeleryConfig(visibility_timeout=7200))  # fmt: skip
+    settings = celeryconfig.celery_settings(config, "redis://h:1/0")
+    broker = settings["broker_transport_options"]
+    backend = settings["result_backend_transport_options"]
+    assert broker["queue_order_strategy"] == "priority"
+    assert broker["visibility_timeout"] == backend["visibility_timeout"] == 7200
+    assert broker["global_keyprefix"] == backend["global_keyprefix"] == "fleet1:"
+
+
+def test_tls_broker_gets_certificate_checks() -> None:
+    settings = celeryconfig.celery_settings(AppConfig(), "rediss://h:1/0")
+    assert settings["broker_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert settings["redis_backend_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert "broker_use_ssl" not in celeryconfig.celery_settings(AppConfig(), "redis://h:1/0")
+
+
+def test_beat_schedule_from_config_expires_missed_runs() -> None:
+    config = AppConfig(
+        schedules={
+            "ping": ScheduleEntry(task="health.ping", every=15, queue="high"),
+            "off": ScheduleEntry(task="health.ping", every=15, enabled=False),
+        }
+    )
+    schedule = celeryconfig.beat_schedule(config)
+    assert list(schedule) == ["ping"]
+    assert schedule["ping"]["schedule"] == 15
+    assert schedule["ping"]["options"] == {"expires": 15, "queue": "high"}
+
+
+def test_tasks_route_to_their_tier() -> None:
+    assert queue_for("execution.execute") == "high"
+    assert queue_for("reconcile.orders") == "high"
+    assert queue_for("analysis.long") == "medium"
+    assert queue_for("news.collect") == "low"
+    assert route_task("market.snapshot", (), {}, {}) == {"queue": "low"}
+    assert route_task("health.ping", (), {}, {}) is None
