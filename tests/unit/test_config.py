@@ -213,7 +213,7 @@ def test_secrets_never_print(tmp_path: Path) -> None:
         (
             "exchanges:\n  binance: {base_url: 'api.binance.com'}\n",
             "exchanges.binance.base_url: expected an http:// or https:// URL",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_bad_config_is_named_by_file_field_and_expectation(
