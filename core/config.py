@@ -70,7 +70,7 @@ class RedisConfig(Section):
     ssl: bool = False
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     ssl_ca_certs: Path | None = None
-    key_prefix: str = ""
+    key_prefix: Annotated[str, Field(pattern=r"^[^{}\s]*$")] = ""
     connection_pool: ConnectionPoolConfig = ConnectionPoolConfig()
     embedded: EmbeddedRedisConfig = EmbeddedRedisConfig()
 

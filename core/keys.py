@@ -6,6 +6,15 @@ keys get the same prefix through kombu's ``global_keyprefix``):
     <p>logs:system                         capped list of recent log records (the seed's name)
     <p>fleet:health:<queue>                last health round trip per queue (hash)
 
+Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
+Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config):
+
+    <p>{rl:<x>}:pool:<pool>                a pool's state: hash (buckets, fixed window) or
+                                           sorted set of charges (sliding window)
+    <p>{rl:<x>}:pool:<pool>:aux            sliding window's running sum and sequence (hash)
+    <p>{rl:<x>}:cooldown:<pool>            a pool's cooldown after a 429/418 (PX TTL)
+    <p>{rl:<x>}:cooldown                   the whole exchange's cooldown (PX TTL)
+
 Keys that one Lua script touches together share a ``{hash tag}`` so they live in one
 Redis Cluster slot; later sections of this table document them as they are added.
 """
@@ -28,3 +37,23 @@ class KeySpace:
     def health(self, queue: str) -> str:
         """Return the hash that records the last health round trip through ``queue``."""
         return f"{self.prefix}fleet:health:{queue}"
+
+    def limiter_tag(self, exchange: str) -> str:
+        """Return the Redis Cluster hash tag shared by all of one exchange's limiter keys."""
+        return f"{self.prefix}{{rl:{exchange}}}"
+
+    def pool_state(self, exchange: str, pool: str) -> str:
+        """Return the key holding a pool's state."""
+        return f"{self.limiter_tag(exchange)}:pool:{pool}"
+
+    def pool_aux(self, exchange: str, pool: str) -> str:
+        """Return the sliding window's auxiliary hash (running sum, sequence)."""
+        return f"{self.limiter_tag(exchange)}:pool:{pool}:aux"
+
+    def pool_cooldown(self, exchange: str, pool: str) -> str:
+        """Return the key whose TTL is a pool's remaining cooldown."""
+        return f"{self.limiter_tag(exchange)}:cooldown:{pool}"
+
+    def exchange_cooldown(self, exchange: str) -> str:
+        """Return the key whose TTL is the whole exchange's remaining cooldown."""
+        return f"{self.limiter_tag(exchange)}:cooldown"

@@ -1,0 +1,127 @@
+"""Pure Python reference of the four limiter algorithms, by weight and with a reserve.
+
+Each algorithm has a state (a small dict), and three pure functions of (spec, state, now):
+``check`` says whether ``weight`` fits while leaving ``reserve`` untouched, ``charge``
+returns the state after spending it, and ``observe`` raises the state to a usage the exchange
+reported. ``ratelimit/lua/acquire.lua`` implements the same arithmetic in the same order; the
+contract tests feed both the same times and weights and demand the same decisions.
+
+- token_bucket: ``limit`` tokens, refilled at ``rate``/s; allows bursts up to ``limit``.
+- leaky_bucket: a meter that drains at ``rate``/s and holds at most ``limit``; the same
+  arithmetic mirrored (level instead of tokens), kept because the seed configures it.
+- fixed_window: at most ``limit`` per window aligned to the epoch (so 60 s windows start on
+  the minute, 86400 s windows at 00:00 UTC), as Binance counts ORDERS and REQUEST_WEIGHT.
+- sliding_window: at most ``limit`` in any window of ``window`` seconds (a log of charges);
+  exact, so it never admits more than the limit in any interval of that length.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ratelimit.pools import PoolCheck, PoolSpec
+
+State = dict[str, Any]
+INF = math.inf
+
+
+def _refilled_tokens(spec: PoolSpec, state: State, now: float) -> float:
+    if not state:
+        return spec.limit
+    elapsed = max(0.0, now - state["ts"])
+    return float(min(spec.limit, state["tokens"] + elapsed * spec.rate))
+
+
+def _drained_level(spec: PoolSpec, state: State, now: float) -> float:
+    if not state:
+        return 0.0
+    elapsed = max(0.0, now - state["ts"])
+    return float(max(0.0, state["level"] - elapsed * spec.rate))
+
+
+def _window_count(spec: PoolSpec, state: State, now: float) -> tuple[int, float]:
+    window_id = math.floor(now / spec.window)
+    count = state["count"] if state and state["window_id"] == window_id else 0.0
+    return window_id, count
+
+
+def _live_entries(spec: PoolSpec, state: State, now: float) -> tuple[list[tuple[float, float]], float]:
+    entries = state.get("entries", []) if state else []
+    horizon = now - spec.window
+    live = [(ts, w) for ts, w in entries if ts > horizon]
+    total = state.get("sum", 0.0) if state else 0.0
+    for ts, w in entries:  # one subtraction per expired entry, oldest first, as the Lua does
+        if ts <= horizon:
+            total -= w
+    return live, (total if live else 0.0)
+
+
+def check(spec: PoolSpec, state: State, now: float, weight: float, reserve: float) -> PoolCheck:
+    """Return whether ``weight`` fits in the pool at ``now`` leaving ``reserve`` unused."""
+    need = weight + reserve
+    if spec.algorithm == "token_bucket":
+        tokens = _refilled_tokens(spec, state, now)
+        if tokens >= need:
+            return PoolCheck(True, 0.0, tokens - weight)
+        wait = INF if need > spec.limit else (need - tokens) / spec.rate
+        return PoolCheck(False, wait, tokens)
+    if spec.algorithm == "leaky_bucket":
+        level = _drained_level(spec, state, now)
+        if level + need <= spec.limit:
+            return PoolCheck(True, 0.0, spec.limit - level - weight)
+        wait = INF if need > spec.limit else (level + need - spec.limit) / spec.rate
+        return PoolCheck(False, wait, spec.limit - level)
+    if spec.algorithm == "fixed_window":
+        window_id, count = _window_count(spec, state, now)
+        if count + need <= spec.limit:
+            return PoolCheck(True, 0.0, spec.limit - count - weight)
+        wait = INF if need > spec.limit else (window_id + 1) * spec.window - now
+        return PoolCheck(False, wait, spec.limit - count)
+    live, total = _live_entries(spec, state, now)
+    if total + need <= spec.limit:
+        return PoolCheck(True, 0.0, spec.limit - total - weight)
+    if need > spec.limit:
+        return PoolCheck(False, INF, spec.limit - total)
+    freed = 0.0
+    wait = INF
+    for ts, w in live:
+        freed += w
+        if total - freed + need <= spec.limit:
+            wait = ts + spec.window - now
+            break
+    return PoolCheck(False, wait, spec.limit - total)
+
+
+def charge(spec: PoolSpec, state: State, now: float, weight: float) -> State:
+    """Return the pool's state after spending ``weight`` at ``now``."""
+    if spec.algorithm == "token_bucket":
+        return {"tokens": _refilled_tokens(spec, state, now) - weight, "ts": now}
+    if spec.algorithm == "leaky_bucket":
+        return {"level": _drained_level(spec, state, now) + weight, "ts": now}
+    if spec.algorithm == "fixed_window":
+        window_id, count = _window_count(spec, state, now)
+        return {"window_id": window_id, "count": count + weight}
+    live, total = _live_entries(spec, state, now)
+    return {"entries": [*live, (now, weight)], "sum": total + weight}
+
+
+def observe(spec: PoolSpec, state: State, now: float, used: float) -> State:
+    """Return the state raised so that at least ``used`` counts as spent now.
+
+    The exchange's usage headers say what it has counted; when that is more than we have
+    (another client on the same IP, a restart, a request we never saw), we adopt it. A
+    lower figure changes nothing: our count may include requests still in flight.
+    """
+    if spec.algorithm == "token_bucket":
+        tokens = _refilled_tokens(spec, state, now)
+        return {"tokens": min(tokens, spec.limit - used), "ts": now}
+    if spec.algorithm == "leaky_bucket":
+        return {"level": max(_drained_level(spec, state, now), used), "ts": now}
+    if spec.algorithm == "fixed_window":
+        window_id, count = _window_count(spec, state, now)
+        return {"window_id": window_id, "count": max(count, used)}
+    live, total = _live_entries(spec, state, now)
+    if used > total:
+        return {"entries": [*live, (now, used - total)], "sum": used}
+    return {"entries": live, "sum": total}

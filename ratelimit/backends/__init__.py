@@ -1,0 +1,1 @@
+"""Limiter backends: ``redis`` (fleet-wide, atomic) and ``memory`` (one process)."""
