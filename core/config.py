@@ -120,6 +120,24 @@ class RateLimitRule(Section):
         return self
 
 
+class RateLimitingConfig(Section):
+    """How the fleet shares each exchange's budget.
+
+    ``safety_margin`` is the share of each *published* default limit the fleet leaves
+    unused (limits you set under ``exchanges.<id>.rate_limits`` are taken as given).
+    ``high_priority_reserve`` is the share of every pool that only high-priority requests
+    (orders, cancels, stop-losses) may use. When Redis is unreachable, order paths always fail
+    closed; market data either fails too (``fail``) or falls back to a limiter in each process
+    with a ``1/fleet_processes`` share of the budget (``local_share``).
+    """
+
+    safety_margin: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    high_priority_reserve: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2
+    on_redis_unavailable: Literal["local_share", "fail"] = "local_share"
+    fleet_processes: PositiveInt = 8
+    max_wait: PositiveFloat = 30.0
+
+
 class CircuitBreakerConfig(Section):
     """When a breaker opens and how long it stays open before one trial call."""
 
@@ -348,6 +366,7 @@ class AppConfig(Section):
     retry_strategies: dict[str, RetryStrategyConfig] = {"default": RetryStrategyConfig()}
     monitoring: MonitoringConfig = MonitoringConfig()
     performance: PerformanceConfig = PerformanceConfig()
+    rate_limiting: RateLimitingConfig = RateLimitingConfig()
     celery: CeleryConfig = CeleryConfig()
     schedules: dict[str, ScheduleEntry] = Field(default_factory=_default_schedules)
     watchlist: list[WatchItem] = []

@@ -3,6 +3,7 @@
 ``from ratelimit import ExchangeRateLimitManager`` is the seed's entry point.
 """
 
+from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import PoolSpec, Priority, RateLimitResult
 
-__all__ = ["PoolSpec", "Priority", "RateLimitResult"]
+__all__ = ["ExchangeRateLimitManager", "PoolSpec", "Priority", "RateLimitResult"]

@@ -1,4 +1,6 @@
 -- Decide, and if allowed charge, one request's weight against every pool it touches.
+-- Numbers given to redis.call are formatted by Lua with only 14 significant digits, which
+-- at Unix-epoch seconds is 0.1 ms: every time or score is passed through fmt() instead.
 -- The arithmetic mirrors ratelimit/algorithms.py line for line; the contract tests hold
 -- them to the same decisions.
 --
@@ -77,12 +79,16 @@ local function load(p)
   else
     local horizon = now - p.window
     local total = tonumber(redis.call('HGET', p.aux, 'sum') or '0')
-    local expired = redis.call('ZRANGEBYSCORE', p.key, '-inf', horizon)
+    local expired = redis.call('ZRANGEBYSCORE', p.key, '-inf', fmt(horizon))
     for _, member in ipairs(expired) do
       total = total - tonumber(string.match(member, ':(.+)$'))
     end
-    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', p.key, '-inf', horizon) end
-    if redis.call('ZCARD', p.key) == 0 then total = 0 end
+    if redis.call('ZCARD', p.key) == #expired then total = 0 end
+    if #expired > 0 then
+      -- the purge and the running sum change together, even when nothing is charged
+      redis.call('ZREMRANGEBYSCORE', p.key, '-inf', fmt(horizon))
+      redis.call('HSET', p.aux, 'sum', fmt(total))
+    end
     p.value = total
     p.horizon = horizon
   end

@@ -45,11 +45,11 @@ for i = 1, n do
   else
     local horizon = now - window
     local total = tonumber(redis.call('HGET', aux, 'sum') or '0')
-    local expired = redis.call('ZRANGEBYSCORE', key, '-inf', horizon)
+    local expired = redis.call('ZRANGEBYSCORE', key, '-inf', fmt(horizon))
     for _, member in ipairs(expired) do
       total = total - tonumber(string.match(member, ':(.+)$'))
     end
-    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
+    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(horizon)) end
     if redis.call('ZCARD', key) == 0 then total = 0 end
     if used > total then
       local seq = redis.call('HINCRBY', aux, 'seq', 1)
