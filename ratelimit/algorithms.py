@@ -46,7 +46,9 @@ def _window_count(spec: PoolSpec, state: State, now: float) -> tuple[int, float]
     return window_id, count
 
 
-def _live_entries(spec: PoolSpec, state: State, now: float) -> tuple[list[tuple[float, float]], float]:
+def _live_entries(
+    spec: PoolSpec, state: State, now: float
+) -> tuple[list[tuple[float, float]], float]:
     entries = state.get("entries", []) if state else []
     horizon = now - spec.window
     live = [(ts, w) for ts, w in entries if ts > horizon]
@@ -57,40 +59,63 @@ def _live_entries(spec: PoolSpec, state: State, now: float) -> tuple[list[tuple[
     return live, (total if live else 0.0)
 
 
-def check(spec: PoolSpec, state: State, now: float, weight: float, reserve: float) -> PoolCheck:
-    """Return whether ``weight`` fits in the pool at ``now`` leaving ``reserve`` unused."""
-    need = weight + reserve
-    if spec.algorithm == "token_bucket":
-        tokens = _refilled_tokens(spec, state, now)
-        if tokens >= need:
-            return PoolCheck(True, 0.0, tokens - weight)
-        wait = INF if need > spec.limit else (need - tokens) / spec.rate
-        return PoolCheck(False, wait, tokens)
-    if spec.algorithm == "leaky_bucket":
-        level = _drained_level(spec, state, now)
-        if level + need <= spec.limit:
-            return PoolCheck(True, 0.0, spec.limit - level - weight)
-        wait = INF if need > spec.limit else (level + need - spec.limit) / spec.rate
-        return PoolCheck(False, wait, spec.limit - level)
-    if spec.algorithm == "fixed_window":
-        window_id, count = _window_count(spec, state, now)
-        if count + need <= spec.limit:
-            return PoolCheck(True, 0.0, spec.limit - count - weight)
-        wait = INF if need > spec.limit else (window_id + 1) * spec.window - now
-        return PoolCheck(False, wait, spec.limit - count)
+def _check_token_bucket(
+    spec: PoolSpec, state: State, now: float, weight: float, need: float
+) -> PoolCheck:
+    tokens = _refilled_tokens(spec, state, now)
+    if tokens >= need:
+        return PoolCheck(True, 0.0, tokens - weight)
+    wait = INF if need > spec.limit else (need - tokens) / spec.rate
+    return PoolCheck(False, wait, tokens)
+
+
+def _check_leaky_bucket(
+    spec: PoolSpec, state: State, now: float, weight: float, need: float
+) -> PoolCheck:
+    level = _drained_level(spec, state, now)
+    if level + need <= spec.limit:
+        return PoolCheck(True, 0.0, spec.limit - level - weight)
+    wait = INF if need > spec.limit else (level + need - spec.limit) / spec.rate
+    return PoolCheck(False, wait, spec.limit - level)
+
+
+def _check_fixed_window(
+    spec: PoolSpec, state: State, now: float, weight: float, need: float
+) -> PoolCheck:
+    window_id, count = _window_count(spec, state, now)
+    if count + need <= spec.limit:
+        return PoolCheck(True, 0.0, spec.limit - count - weight)
+    wait = INF if need > spec.limit else (window_id + 1) * spec.window - now
+    return PoolCheck(False, wait, spec.limit - count)
+
+
+def _check_sliding_window(
+    spec: PoolSpec, state: State, now: float, weight: float, need: float
+) -> PoolCheck:
     live, total = _live_entries(spec, state, now)
     if total + need <= spec.limit:
         return PoolCheck(True, 0.0, spec.limit - total - weight)
-    if need > spec.limit:
-        return PoolCheck(False, INF, spec.limit - total)
-    freed = 0.0
-    wait = INF
-    for ts, w in live:
-        freed += w
-        if total - freed + need <= spec.limit:
-            wait = ts + spec.window - now
-            break
+    freed, wait = 0.0, INF
+    if need <= spec.limit:
+        for ts, w in live:  # the oldest charges expire first
+            freed += w
+            if total - freed + need <= spec.limit:
+                wait = ts + spec.window - now
+                break
     return PoolCheck(False, wait, spec.limit - total)
+
+
+_CHECKS = {
+    "token_bucket": _check_token_bucket,
+    "leaky_bucket": _check_leaky_bucket,
+    "fixed_window": _check_fixed_window,
+    "sliding_window": _check_sliding_window,
+}
+
+
+def check(spec: PoolSpec, state: State, now: float, weight: float, reserve: float) -> PoolCheck:
+    """Return whether ``weight`` fits in the pool at ``now`` leaving ``reserve`` unused."""
+    return _CHECKS[spec.algorithm](spec, state, now, weight, weight + reserve)
 
 
 def charge(spec: PoolSpec, state: State, now: float, weight: float) -> State:

@@ -21,11 +21,15 @@ def pool_from_rule(rule: RateLimitRule, index: int, reserve: float) -> PoolSpec:
     """Return the pool a seed-style config entry describes."""
     name = rule.name or f"CONFIG_{index}"
     if rule.type == "token_bucket":
-        return PoolSpec(name, "token_bucket", rule.capacity or 0, rate=rule.rate or 0, reserve=reserve)
+        return PoolSpec(
+            name, "token_bucket", rule.capacity or 0, rate=rule.rate or 0, reserve=reserve
+        )
     if rule.type == "leaky_bucket":
         return PoolSpec(name, "leaky_bucket", rule.capacity or 0, rate=rule.leak_rate or 0,
                         reserve=reserve)  # fmt: skip
-    return PoolSpec(name, rule.type, float(rule.limit or 0), window=rule.window or 0, reserve=reserve)
+    return PoolSpec(
+        name, rule.type, float(rule.limit or 0), window=rule.window or 0, reserve=reserve
+    )
 
 
 def _apply_overrides(
@@ -33,30 +37,31 @@ def _apply_overrides(
 ) -> tuple[ExchangeTable, list[tuple[str, str]]]:
     reserve = settings.high_priority_reserve
     margin = 1.0 - settings.safety_margin
-    pools = {
-        p.name: dataclasses.replace(p.scaled(margin), reserve=reserve) for p in table.pools
-    }
-    scopes = {scope: dict(weights) for scope, weights in table.scopes.items()}
+    pools = {p.name: dataclasses.replace(p.scaled(margin), reserve=reserve) for p in table.pools}
+    mirrors = list(table.mirrors)
     problems: list[tuple[str, str]] = []
     for index, rule in enumerate(exchange.rate_limits):
         pool = pool_from_rule(rule, index, reserve)
         if pool.name not in pools:
-            for weights in scopes.values():
-                weights[pool.name] = next(iter(weights.values()))
+            mirrors.append(pool.name)
         pools[pool.name] = pool
-    result = dataclasses.replace(table, pools=tuple(pools.values()), scopes=scopes)
+    result = dataclasses.replace(table, pools=tuple(pools.values()), mirrors=tuple(mirrors))
     for index, rule in enumerate(exchange.rate_limits):
         pool = result.pool(rule.name or f"CONFIG_{index}")
         heaviest = max_weight(result, pool.name)
         field = "capacity" if rule.type in ("token_bucket", "leaky_bucket") else "limit"
         path = f"exchanges.{key}.rate_limits.{index}.{field}"
         if pool.limit < heaviest:
-            problems.append((path, f"{pool.limit:g} is below the weight of one {key} request "
-                                   f"in this pool ({heaviest:g}); no such request could ever pass"))  # fmt: skip
+            problems.append(
+                (path, f"{pool.limit:g} is below the weight of one {key} request in this "
+                       f"pool ({heaviest:g}); no such request could ever pass")
+            )  # fmt: skip
         elif pool.limit * (1 - reserve) < heaviest:
-            problems.append((path, f"{pool.limit:g} leaves {pool.limit * (1 - reserve):g} for medium/low "
-                                   f"priority after the {reserve:.0%} high-priority reserve, below "
-                                   f"one request's weight ({heaviest:g})"))  # fmt: skip
+            problems.append(
+                (path, f"{pool.limit:g} leaves {pool.limit * (1 - reserve):g} for medium/low "
+                       f"priority after the {reserve:.0%} high-priority reserve, below one "
+                       f"request's weight ({heaviest:g})")
+            )  # fmt: skip
     return result, problems
 
 

@@ -1,11 +1,11 @@
 """The seed's limiter API over the fleet-wide backend: check, acquire, and exchange feedback.
 
-    manager = ExchangeRateLimitManager(redis_client)          # default tables, 5 exchanges
-    result = await manager.check_request("binance", "public")  # decide and charge, no wait
-    result = manager.acquire("binance", "GET /api/v3/depth", params={"limit": 500},
-                             priority="low", max_wait=10)      # wait for budget, or raise
-    manager.report_headers("binance", response.headers)       # the exchange's own count
-    manager.report_throttle("binance", 429, retry_after=12)   # fleet-wide cooldown
+manager = ExchangeRateLimitManager(redis_client)          # default tables, 5 exchanges
+result = await manager.check_request("binance", "public")  # decide and charge, no wait
+result = manager.acquire("binance", "GET /api/v3/depth", params={"limit": 500},
+                         priority="low", max_wait=10)      # wait for budget, or raise
+manager.report_headers("binance", response.headers)       # the exchange's own count
+manager.report_throttle("binance", 429, retry_after=12)   # fleet-wide cooldown
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class ExchangeRateLimitManager:
         self._local_tables = share(self.tables, self.settings.fleet_processes)
         self._sleep = sleep
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     def table(self, exchange: str) -> ExchangeTable:
         """Return the effective limits of a configured exchange."""
@@ -120,10 +120,14 @@ class ExchangeRateLimitManager:
         except LimiterUnavailableError:
             if self.is_order_scope(exchange, scope) or self.settings.on_redis_unavailable == "fail":
                 raise
-            return self._decide_locally(exchange, scope, params, weight, prio, charge)
+            return self._decide_locally(
+                exchange=exchange, scope=scope, params=params, weight=weight,
+                priority=prio, charge=charge,
+            )  # fmt: skip
 
     def _decide_locally(
         self,
+        *,
         exchange: str,
         scope: str,
         params: Mapping[str, object] | None,
@@ -259,5 +263,5 @@ class ExchangeRateLimitManager:
 def _with_wait(result: RateLimitResult, waited: float) -> RateLimitResult:
     return RateLimitResult(
         result.allowed, result.retry_after, result.remaining, result.denied_by,
-        result.cooldown, waited,
+        result.cooldown, waited, result.at,
     )  # fmt: skip

@@ -26,7 +26,9 @@ class Priority(enum.IntEnum):
             try:
                 return cls[value.upper()]
             except KeyError:
-                raise ValueError(f"unknown priority {value!r}; expected high, medium or low") from None
+                raise ValueError(
+                    f"unknown priority {value!r}; expected high, medium or low"
+                ) from None
         return cls(value)
 
 
@@ -88,6 +90,7 @@ class RateLimitResult:
     ``retry_after`` is 0 when allowed, else the seconds until every denying pool (and any
     cooldown) would admit this weight; ``math.inf`` means it never can (weight too large).
     ``remaining`` is each pool's remaining units after this request (or now, when denied).
+    ``at`` is the decision's time on the limiter's clock (Redis TIME for the Redis backend).
     """
 
     allowed: bool
@@ -96,6 +99,7 @@ class RateLimitResult:
     denied_by: str | None = None
     cooldown: bool = False
     waited: float = 0.0
+    at: float = 0.0
 
     @property
     def never(self) -> bool:

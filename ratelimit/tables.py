@@ -50,6 +50,7 @@ class ExchangeTable:
     )
     no_symbol_weights: Mapping[str, float] = field(default_factory=dict)
     usage_headers: Mapping[str, str] = field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
 
     def pool(self, name: str) -> PoolSpec:
         """Return the pool called ``name``."""
@@ -193,7 +194,8 @@ def scope_weights(
     """Return the weight per pool of one request, applying parameter-dependent weights.
 
     ``GET /api/v3/depth`` with ``limit=500`` weighs 25 on Binance; ticker endpoints without a
-    ``symbol`` weigh more. An unknown scope is an error, not a free request.
+    ``symbol`` weigh more. Pools in ``mirrors`` (extra pools from the config) spend the main
+    weight. An unknown scope is an error, not a free request.
     """
     if scope not in table.scopes:
         raise KeyError(f"unknown scope {scope!r}; known: {', '.join(sorted(table.scopes))}")
@@ -206,16 +208,19 @@ def scope_weights(
         weights[primary] = next((w for upto, w in steps if value <= upto), steps[-1][1])
     if scope in table.no_symbol_weights and not params.get("symbol") and not params.get("symbols"):
         weights[primary] = table.no_symbol_weights[scope]
+    for pool in table.mirrors:
+        weights[pool] = weights[primary]
     return weights
 
 
 def max_weight(table: ExchangeTable, pool: str) -> float:
     """Return the largest weight any known request spends in ``pool``."""
-    candidates = [w.get(pool, 0.0) for w in table.scopes.values()]
-    for scope, (_, steps) in table.param_weights.items():
-        if next(iter(table.scopes[scope])) == pool:
-            candidates.append(max(w for _, w in steps))
-    for scope, weight in table.no_symbol_weights.items():
-        if next(iter(table.scopes[scope])) == pool:
-            candidates.append(weight)
-    return max(candidates, default=0.0)
+    heaviest = 0.0
+    for scope in table.scopes:
+        variants: list[dict[str, object]] = [{}, {"symbol": "X"}]
+        if scope in table.param_weights:
+            name, steps = table.param_weights[scope]
+            variants += [{name: upto, "symbol": "X"} for upto, _ in steps]
+        for params in variants:
+            heaviest = max(heaviest, scope_weights(table, scope, params).get(pool, 0.0))
+    return heaviest

@@ -17,6 +17,7 @@ from core.config import AppConfig
 from core.config_loader import load_config, resolve_config_path
 from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
+from ratelimit.limits import build_limits
 
 app = typer.Typer(help="crypto_ai_trading: a multi-agent crypto analysis fleet on Celery.")
 config_app = typer.Typer(help="Validate configuration files.")
@@ -36,7 +37,10 @@ ConfigOption = Annotated[
 
 def _load_or_exit(path: Path | None) -> AppConfig:
     try:
-        return load_config(path)
+        config = load_config(path)
+        source = resolve_config_path(path, dict(os.environ))
+        build_limits(config, str(source or "<defaults>"))
+        return config
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise typer.Exit(2) from None

@@ -43,7 +43,7 @@ class MemoryBackend:
             now = self._clock() if now is None else now
             cooldown = self._cooldown_left(exchange, charges, now)
             if cooldown > 0:
-                return RateLimitResult(False, cooldown, {}, None, cooldown=True)
+                return RateLimitResult(False, cooldown, {}, None, cooldown=True, at=now)
             retry_after, denied, remaining = 0.0, None, {}
             for c in charges:
                 state = self._states.get((exchange, c.pool.name), {})
@@ -55,8 +55,10 @@ class MemoryBackend:
             if denied is None and charge:
                 for c in charges:
                     key = (exchange, c.pool.name)
-                    self._states[key] = algorithms.charge(c.pool, self._states.get(key, {}), now, c.weight)
-            return RateLimitResult(denied is None, retry_after, remaining, denied)
+                    self._states[key] = algorithms.charge(
+                        c.pool, self._states.get(key, {}), now, c.weight
+                    )
+            return RateLimitResult(denied is None, retry_after, remaining, denied, at=now)
 
     def observe(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None

@@ -73,7 +73,7 @@ class RedisBackend:
                 _fmt(c.weight), _fmt(p.reserved_units(priority)),
             ]  # fmt: skip
         reply = self._run(self._acquire, keys, args)
-        allowed, retry_after, _, denied, cooldown = reply[:5]
+        allowed, retry_after, at, denied, cooldown = reply[:5]
         remaining = {
             c.pool.name: _number(raw) for c, raw in zip(charges, reply[5:], strict=True) if raw
         }
@@ -83,6 +83,7 @@ class RedisBackend:
             remaining=remaining,
             denied_by=charges[int(denied) - 1].pool.name if int(denied) else None,
             cooldown=bool(cooldown),
+            at=_number(at),
         )
 
     def observe(
@@ -94,8 +95,17 @@ class RedisBackend:
         keys: list[str] = []
         args = ["" if now is None else _fmt(now), str(len(usage))]
         for pool, used in usage:
-            keys += [self.keys.pool_state(exchange, pool.name), self.keys.pool_aux(exchange, pool.name)]
-            args += [pool.algorithm, _fmt(pool.limit), _fmt(pool.window), _fmt(pool.rate), _fmt(used)]
+            keys += [
+                self.keys.pool_state(exchange, pool.name),
+                self.keys.pool_aux(exchange, pool.name),
+            ]
+            args += [
+                pool.algorithm,
+                _fmt(pool.limit),
+                _fmt(pool.window),
+                _fmt(pool.rate),
+                _fmt(used),
+            ]
         self._run(self._observe, keys, args)
 
     def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
