@@ -7,6 +7,7 @@ tag (see ``core.keys``), so this works on Redis Cluster.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from importlib import resources
@@ -49,18 +50,13 @@ class RedisBackend:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise LimiterUnavailableError(f"rate limiter Redis unreachable: {exc}") from exc
 
-    def decide(
-        self,
-        exchange: str,
-        charges: Sequence[Charge],
-        priority: Priority,
-        *,
-        charge: bool = True,
-        now: float | None = None,
-    ) -> RateLimitResult:
-        """Admit (and charge) only if every pool allows it and no cooldown runs."""
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - bounded; backends live as long as the process
+    def _layout(
+        self, exchange: str, charges: tuple[Charge, ...], priority: Priority
+    ) -> tuple[list[str], list[str]]:
+        """Return the script's keys and per-pool arguments (cached: the hot path repeats)."""
         keys = [self.keys.exchange_cooldown(exchange)]
-        args = ["" if now is None else _fmt(now), str(len(charges)), "1" if charge else "0"]
+        args: list[str] = []
         for c in charges:
             p = c.pool
             keys += [
@@ -72,6 +68,21 @@ class RedisBackend:
                 p.algorithm, _fmt(p.limit), _fmt(p.window), _fmt(p.rate),
                 _fmt(c.weight), _fmt(p.reserved_units(priority)),
             ]  # fmt: skip
+        return keys, args
+
+    def decide(
+        self,
+        exchange: str,
+        charges: Sequence[Charge],
+        priority: Priority,
+        *,
+        charge: bool = True,
+        now: float | None = None,
+    ) -> RateLimitResult:
+        """Admit (and charge) only if every pool allows it and no cooldown runs."""
+        keys, pool_args = self._layout(exchange, tuple(charges), priority)
+        args = ["" if now is None else _fmt(now), str(len(charges)), "1" if charge else "0"]
+        args += pool_args
         reply = self._run(self._acquire, keys, args)
         allowed, retry_after, at, denied, cooldown = reply[:5]
         remaining = {

@@ -37,10 +37,15 @@ local function cooldown_left(key)
   return 0
 end
 
-local cooldown = cooldown_left(KEYS[1])
-for i = 1, n do
-  local left = cooldown_left(KEYS[2 + 3 * (i - 1) + 2])
-  if left > cooldown then cooldown = left end
+-- one EXISTS over every cooldown key on the common path; PTTLs only when one is set
+local cooldown_keys = {KEYS[1]}
+for i = 1, n do cooldown_keys[i + 1] = KEYS[2 + 3 * (i - 1) + 2] end
+local cooldown = 0
+if redis.call('EXISTS', unpack(cooldown_keys)) > 0 then
+  for _, key in ipairs(cooldown_keys) do
+    local left = cooldown_left(key)
+    if left > cooldown then cooldown = left end
+  end
 end
 if cooldown > 0 then
   local reply = {0, fmt(cooldown), fmt(now), 0, 1}
