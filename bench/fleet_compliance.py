@@ -44,8 +44,16 @@ def _offered(seed: int, rate: float, seconds: float, start: float) -> list[tuple
     return out
 
 
-def ours(url: str, limit: float, window: float, rate: float, seconds: float, start: float,
-         seed: int, out: str) -> None:  # fmt: skip
+def ours(
+    url: str,
+    limit: float,
+    window: float,
+    rate: float,
+    seconds: float,
+    start: float,
+    seed: int,
+    out: str,
+) -> None:
     """One fleet process using the shared limiter."""
     backend = RedisBackend(redis.Redis.from_url(url), KeySpace("bench:"))
     pool = PoolSpec("REQUEST_WEIGHT", "fixed_window", limit, window=window)
@@ -65,14 +73,23 @@ def ours(url: str, limit: float, window: float, rate: float, seconds: float, sta
     Path(out).write_text(json.dumps(admitted))
 
 
-def ccxt_baseline(url: str, limit: float, window: float, rate: float, seconds: float,
-                  start: float, seed: int, out: str) -> None:  # fmt: skip
+def ccxt_baseline(
+    url: str,
+    limit: float,
+    window: float,
+    rate: float,
+    seconds: float,
+    start: float,
+    seed: int,
+    out: str,
+) -> None:
     """One fleet process using ccxt's per-process Throttler for the whole budget."""
     from ccxt.async_support.base.throttler import Throttler
 
     async def run() -> list[tuple[float, int]]:
-        throttler = Throttler({"refillRate": limit / window / 1000.0, "capacity": 1.0,
-                               "delay": 0.001})  # fmt: skip
+        throttler = Throttler(
+            {"refillRate": limit / window / 1000.0, "capacity": 1.0, "delay": 0.001}
+        )
         admitted = []
         for due, weight in _offered(seed, rate, seconds, start):
             await asyncio.sleep(max(0.0, due - time.time()))
@@ -92,11 +109,10 @@ def measure(target: object, url: str, args: argparse.Namespace) -> dict[str, flo
     rate = 2 * args.limit / args.window / args.processes
     with tempfile.TemporaryDirectory() as tmp:
         outs = [str(Path(tmp) / f"{i}.json") for i in range(args.processes)]
-        procs = [
-            ctx.Process(target=target, args=(url, args.limit, args.window, rate,  # type: ignore[arg-type]
-                                             args.seconds, start, i, outs[i]))  # fmt: skip
-            for i in range(args.processes)
-        ]
+        procs = []
+        for i in range(args.processes):
+            run_args = (url, args.limit, args.window, rate, args.seconds, start, i, outs[i])
+            procs.append(ctx.Process(target=target, args=run_args))  # type: ignore[arg-type]
         for p in procs:
             p.start()
         for p in procs:
@@ -125,15 +141,24 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=1.0, help="window in seconds")
     args = parser.parse_args()
     with redis_for_bench() as url:
-        rows = {"ours (shared Redis limiter)": measure(ours, url, args),
-                "ccxt built-in limiter (per process)": measure(ccxt_baseline, url, args)}  # fmt: skip
-        redis.Redis.from_url(url).delete(*redis.Redis.from_url(url).keys("bench:*") or ["_"])
-    print(f"{args.processes} processes, demand 2x budget, {args.limit:g} weight per "
-          f"{args.window:g} s window, {args.seconds:g} s each")  # fmt: skip
+        rows = {
+            "ours (shared Redis limiter)": measure(ours, url, args),
+            "ccxt built-in limiter (per process)": measure(ccxt_baseline, url, args),
+        }
+        client = redis.Redis.from_url(url)
+        leftovers = client.keys("bench:*")
+        if leftovers:
+            client.delete(*leftovers)
+    print(
+        f"{args.processes} processes, demand 2x budget, {args.limit:g} weight per "
+        f"{args.window:g} s window, {args.seconds:g} s each"
+    )
     print(f"{'limiter':38} {'windows':>7} {'used':>7} {'min':>7} {'worst':>7} {'over':>5}")
     for name, r in rows.items():
-        print(f"{name:38} {r['windows']:7.0f} {r['used_share']:7.1%} {r['min_share']:7.1%} "
-              f"{r['worst']:7.1%} {r['over']:5.0f}")  # fmt: skip
+        print(
+            f"{name:38} {r['windows']:7.0f} {r['used_share']:7.1%} {r['min_share']:7.1%} "
+            f"{r['worst']:7.1%} {r['over']:5.0f}"
+        )
 
 
 if __name__ == "__main__":

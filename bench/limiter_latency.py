@@ -37,8 +37,12 @@ def measure(name: str, call: Callable[[], object], n: int) -> dict[str, float]:
         call()
         samples.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
-    return {"name": name, "p50_ms": percentile(samples, 50) * 1e3,  # type: ignore[dict-item]
-            "p99_ms": percentile(samples, 99) * 1e3, "per_s": n / total}  # fmt: skip
+    return {
+        "name": name,
+        "p50_ms": percentile(samples, 50) * 1e3,  # type: ignore[dict-item]
+        "p99_ms": percentile(samples, 99) * 1e3,
+        "per_s": n / total,
+    }
 
 
 def run(n: int) -> list[dict[str, float]]:
@@ -51,22 +55,32 @@ def run(n: int) -> list[dict[str, float]]:
         huge = 1e12  # never deny: measure the admitting path
         bucket = [Charge(PoolSpec("tb", "token_bucket", huge, rate=huge), 1)]
         sliding = [Charge(PoolSpec("sw", "sliding_window", huge, window=0.05), 1)]
-        binance = [
-            Charge(PoolSpec(p.name, p.algorithm, huge, p.window, p.rate), w)
-            for p, w in ((BINANCE.pool(k), v) for k, v in scope_weights(BINANCE, "POST /api/v3/order").items())
-        ]  # fmt: skip
+        order = scope_weights(BINANCE, "POST /api/v3/order")
+        binance = []
+        for name, weight in order.items():
+            pool = BINANCE.pool(name)
+            binance.append(
+                Charge(PoolSpec(name, pool.algorithm, huge, pool.window, pool.rate), weight)
+            )
         moving = MovingWindowRateLimiter(RedisStorage(url))
         item = RateLimitItemPerMinute(10**9)
         rows = [
             measure("raw EVALSHA (floor)", lambda: trivial(keys=["bench:x"], args=[]), n),
-            measure("ours: token bucket, 1 pool",
-                    lambda: backend.decide("b", bucket, Priority.LOW), n),
-            measure("ours: sliding window, 1 pool",
-                    lambda: backend.decide("b", sliding, Priority.LOW), n),
-            measure("ours: Binance order, 4 linked pools",
-                    lambda: backend.decide("b", binance, Priority.HIGH), n),
+            measure(
+                "ours: token bucket, 1 pool", lambda: backend.decide("b", bucket, Priority.LOW), n
+            ),
+            measure(
+                "ours: sliding window, 1 pool",
+                lambda: backend.decide("b", sliding, Priority.LOW),
+                n,
+            ),
+            measure(
+                "ours: Binance order, 4 linked pools",
+                lambda: backend.decide("b", binance, Priority.HIGH),
+                n,
+            ),
             measure("limits: moving window hit()", lambda: moving.hit(item, "bench"), n),
-        ]  # fmt: skip
+        ]
         client.flushdb()
         return rows
 
@@ -79,8 +93,10 @@ def main() -> None:
     floor = rows[0]["per_s"]
     print(f"{'contender':40} {'p50 ms':>8} {'p99 ms':>8} {'decisions/s':>12} {'vs EVALSHA':>11}")
     for row in rows:
-        print(f"{row['name']:40} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
-              f"{row['per_s']:12.0f} {row['per_s'] / floor:10.0%}")  # fmt: skip
+        print(
+            f"{row['name']:40} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
+            f"{row['per_s']:12.0f} {row['per_s'] / floor:10.0%}"
+        )
 
 
 if __name__ == "__main__":
