@@ -157,3 +157,18 @@ def test_manager_on_real_redis_shares_one_budget_between_instances(
     assert taken == 10
     assert not second.decide("kraken", "private").allowed
     assert first.decide("kraken", "order", priority=Priority.HIGH).allowed, "reserve for orders"
+
+
+def test_an_unreachable_redis_is_a_clear_error_and_orders_fail_closed() -> None:
+    import socket
+
+    from core.errors import LimiterUnavailableError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    manager = ExchangeRateLimitManager(client)
+    with pytest.raises(LimiterUnavailableError, match="rate limiter Redis unreachable"):
+        manager.decide("binance", "POST /api/v3/order", priority="high")
+    assert manager.decide("binance", "GET /api/v3/klines").allowed, "market data: local share"

@@ -213,3 +213,23 @@ def test_redis_down_with_fail_policy_refuses_market_data_too() -> None:
     limiter = ExchangeRateLimitManager(config=config, backend=DownBackend())
     with pytest.raises(LimiterUnavailableError):
         limiter.decide("binance", "GET /api/v3/klines")
+
+
+def test_every_key_of_one_decision_shares_one_cluster_hash_tag() -> None:
+    from core.keys import KeySpace
+    from ratelimit.backends.redis import RedisBackend
+
+    class Recorder:
+        def register_script(self, text: str) -> object:
+            return lambda keys, args: self.calls.append(keys) or [1, "0", "0", 0, 0, "1", "1"]
+
+        calls: list[list[str]] = []
+
+    backend = RedisBackend(Recorder(), KeySpace("fleet1:"))  # type: ignore[arg-type]
+    limiter = ExchangeRateLimitManager(backend=backend)
+    limiter.decide("binance", "public")
+    keys = Recorder.calls[-1]
+    assert len(keys) == 7
+    tags = {key[key.index("{") : key.index("}") + 1] for key in keys}
+    assert tags == {"{rl:binance}"}, keys
+    assert all(key.startswith("fleet1:") for key in keys)
