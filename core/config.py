@@ -35,6 +35,14 @@ PRIORITY_QUEUES = ("high", "medium", "low")
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,15}/[A-Z0-9]{2,15}$")
 
 
+def check_symbols(values: list[str]) -> list[str]:
+    """Return ``values`` if every one looks like ``BASE/QUOTE``; raise naming the bad ones."""
+    bad = [s for s in values if not _SYMBOL.match(s)]
+    if bad:
+        raise ValueError(f"expected symbols like 'BTC/USDT', got {', '.join(map(repr, bad))}")
+    return values
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated."""
 
@@ -145,6 +153,55 @@ class CircuitBreakerConfig(Section):
     recovery_timeout: PositiveFloat = 60.0
 
 
+SandboxFaultKind = Literal[
+    "http_500", "http_503", "hang", "reset", "malformed_json", "clock_skew", "response_lost"
+]
+
+
+class SandboxFault(Section):
+    """A fault the sandbox injects: on which endpoint, how often, how many times."""
+
+    kind: SandboxFaultKind
+    endpoint: str = "*"
+    rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    seconds: PositiveFloat = 30.0
+    count: PositiveInt | None = None
+
+
+class SandboxLimits(Section):
+    """The limits the sandbox enforces, Binance's by default; ``time_scale`` shrinks windows."""
+
+    request_weight_per_minute: PositiveInt = 6000
+    raw_requests_per_5m: PositiveInt = 61000
+    orders_per_10s: PositiveInt = 100
+    orders_per_day: PositiveInt = 200000
+    time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    ban_seconds: PositiveFloat = 120.0
+    max_ban_seconds: PositiveFloat = 259200.0
+
+
+class SandboxConfig(Section):
+    """A local exchange speaking Binance's spot REST dialect (see sandbox/)."""
+
+    seed: int = 42
+    symbols: list[str] = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT"]
+    speed: PositiveFloat = 1.0
+    history_days: Annotated[float, Field(gt=0.0, le=120.0)] = 30.0
+    candles_file: Path | None = None
+    state_file: Path | None = None
+    fee_rate: Annotated[float, Field(ge=0.0, le=0.01)] = 0.001
+    api_key: str = "sandbox-key"
+    api_secret: SecretStr = SecretStr("sandbox-secret")
+    starting_balances: dict[str, NonNegativeFloat] = {"USDT": 10000.0, "BTC": 0.1, "ETH": 2.0}
+    limits: SandboxLimits = SandboxLimits()
+    faults: list[SandboxFault] = []
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_format(cls, values: list[str]) -> list[str]:
+        return check_symbols(values)
+
+
 class ExchangeConfig(Section):
     """One exchange account: which ccxt class, where it is, its keys and limits."""
 
@@ -157,6 +214,7 @@ class ExchangeConfig(Section):
     password: SecretStr | None = None
     rate_limits: list[RateLimitRule] = []
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     @field_validator("base_url")
     @classmethod
@@ -311,10 +369,7 @@ class WatchItem(Section):
     @field_validator("symbols")
     @classmethod
     def _symbol_format(cls, values: list[str]) -> list[str]:
-        bad = [s for s in values if not _SYMBOL.match(s)]
-        if bad:
-            raise ValueError(f"expected symbols like 'BTC/USDT', got {', '.join(map(repr, bad))}")
-        return values
+        return check_symbols(values)
 
 
 class LLMConfig(Section):

@@ -96,6 +96,7 @@ BINANCE = ExchangeTable(
         "GET /api/v3/exchangeInfo": _binance_read(20),
         "GET /api/v3/depth": _binance_read(5),
         "GET /api/v3/trades": _binance_read(25),
+        "GET /api/v3/aggTrades": _binance_read(4),
         "GET /api/v3/klines": _binance_read(2),
         "GET /api/v3/ticker/24hr": _binance_read(2),
         "GET /api/v3/ticker/price": _binance_read(2),

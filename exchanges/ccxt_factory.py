@@ -1,0 +1,44 @@
+"""Build ccxt async exchange instances from the config (spot only, base_url applied)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ccxt.async_support as ccxt_async
+
+from core.config import ExchangeConfig
+from exchanges.urls import rebase_urls
+
+#: Options that keep ccxt on the spot REST API we limit and sandbox: no futures/margin
+#: market lists and no SAPI currency list on load_markets.
+SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
+    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                "fetchMargins": False},  # fmt: skip
+}
+
+
+def make_exchange(
+    key: str, config: ExchangeConfig, *, timeout_ms: int = 10_000, **extra: Any
+) -> Any:
+    """Return a ccxt async exchange for ``exchanges.<key>``, with its URLs at ``base_url``.
+
+    ccxt's own rate limiter is switched off: the fleet-wide limiter admits every request.
+    Warning: the instance holds the API secret; never log it or pass it to a task.
+    """
+    ccxt_id = config.ccxt_id or key
+    options: dict[str, Any] = {
+        "enableRateLimit": False,
+        "timeout": timeout_ms,
+        "options": dict(SPOT_ONLY_OPTIONS.get(ccxt_id, {})),
+    }
+    if config.api_key is not None:
+        options["apiKey"] = config.api_key.get_secret_value()
+    if config.api_secret is not None:
+        options["secret"] = config.api_secret.get_secret_value()
+    if config.password is not None:
+        options["password"] = config.password.get_secret_value()
+    options.update(extra)
+    exchange = getattr(ccxt_async, ccxt_id)(options)
+    if config.base_url:
+        exchange.urls["api"] = rebase_urls(exchange.urls["api"], config.base_url)
+    return exchange

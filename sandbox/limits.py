@@ -1,0 +1,129 @@
+"""Binance's request limits, enforced per client IP and per account, from one config.
+
+REQUEST_WEIGHT per minute and RAW_REQUESTS per 5 minutes per IP; ORDERS per 10 s and per day
+per account (API key); windows aligned to the clock and multiplied by ``time_scale`` for fast
+tests. Over a limit: 429 with ``Retry-After`` and code -1003 (-1015 for orders). A client that
+keeps sending while told to wait gets 418 and a ban that doubles with every repeat.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.config import SandboxLimits
+from sandbox.errors import ApiError
+
+
+@dataclass
+class ClientStats:
+    """What one client IP did and was told."""
+
+    requests: int = 0
+    weight_total: float = 0.0
+    weight_by_window: dict[int, float] = field(default_factory=dict)
+    raw_by_window: dict[int, int] = field(default_factory=dict)
+    sent_429: int = 0
+    sent_418: int = 0
+    retry_until: float = 0.0
+    ban_until: float = 0.0
+    bans: int = 0
+
+
+class LimitEnforcer:
+    """Admit or refuse each request the way Binance's gateway does."""
+
+    def __init__(self, limits: SandboxLimits, clock: Callable[[], float] = time.time) -> None:
+        self.limits = limits
+        self.clock = clock
+        scale = limits.time_scale
+        self.weight_window, self.raw_window = 60 * scale, 300 * scale
+        self.order_windows = (10 * scale, 86400 * scale)
+        self.clients: dict[str, ClientStats] = {}
+        self.orders: dict[str, dict[tuple[int, int], int]] = {}
+
+    def client(self, ip: str) -> ClientStats:
+        """Return the counters of one client IP."""
+        return self.clients.setdefault(ip, ClientStats())
+
+    def admit(self, ip: str, weight: float, account: str | None, is_order: bool) -> dict[str, str]:
+        """Charge the request or raise ApiError (429/418); return the usage headers."""
+        now = self.clock()
+        stats = self.client(ip)
+        stats.requests += 1
+        self._refuse_banned(stats, now)
+        window = int(now // self.weight_window)
+        used = stats.weight_by_window.get(window, 0.0)
+        if used + weight > self.limits.request_weight_per_minute:
+            self._too_many(stats, (window + 1) * self.weight_window - now, -1003,
+                           f"Too much request weight used; current limit is "
+                           f"{self.limits.request_weight_per_minute} request weight per 1 MINUTE. "
+                           "Please use WebSocket Streams for live updates to avoid polling the API.")  # fmt: skip
+        raw_window = int(now // self.raw_window)
+        if stats.raw_by_window.get(raw_window, 0) + 1 > self.limits.raw_requests_per_5m:
+            self._too_many(stats, (raw_window + 1) * self.raw_window - now, -1003,
+                           "Too many requests; current limit of raw requests is exceeded.")  # fmt: skip
+        if is_order and account:
+            self._check_orders(account, now)
+        stats.weight_by_window = {window: used + weight}
+        stats.raw_by_window = {raw_window: stats.raw_by_window.get(raw_window, 0) + 1}
+        stats.weight_total += weight
+        return self.headers(ip, account)
+
+    def _refuse_banned(self, stats: ClientStats, now: float) -> None:
+        if stats.ban_until > now:
+            stats.sent_418 += 1
+            raise self._error(418, stats.ban_until - now, -1003,
+                              f"Way too many requests; IP banned until {int(stats.ban_until * 1000)}. "
+                              "Please use the websocket for live updates to avoid bans.")  # fmt: skip
+        if stats.retry_until > now:
+            stats.bans += 1
+            length = min(self.limits.ban_seconds * 2 ** (stats.bans - 1), self.limits.max_ban_seconds)
+            stats.ban_until = now + length * self.limits.time_scale
+            stats.sent_418 += 1
+            raise self._error(418, stats.ban_until - now, -1003,
+                              f"Way too many requests; IP banned until {int(stats.ban_until * 1000)}. "
+                              "Please use the websocket for live updates to avoid bans.")  # fmt: skip
+
+    def _too_many(self, stats: ClientStats, wait: float, code: int, msg: str) -> None:
+        stats.sent_429 += 1
+        stats.retry_until = max(stats.retry_until, self.clock() + wait)
+        raise self._error(429, wait, code, msg)
+
+    def _check_orders(self, account: str, now: float) -> None:
+        counts = self.orders.setdefault(account, {})
+        limits = (self.limits.orders_per_10s, self.limits.orders_per_day)
+        names = ("TEN_SECONDS", "DAY")
+        keys = [(i, int(now // w)) for i, w in enumerate(self.order_windows)]
+        for (i, window), limit, name in zip(keys, limits, names, strict=True):
+            if counts.get((i, window), 0) + 1 > limit:
+                wait = (window + 1) * self.order_windows[i] - now
+                raise self._error(429, wait, -1015,
+                                  f"Too many new orders; current limit is {limit} orders per {name}.")  # fmt: skip
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+        for key in [k for k in counts if k not in keys]:
+            del counts[key]
+
+    def _error(self, status: int, wait: float, code: int, msg: str) -> ApiError:
+        return ApiError(status, code, msg, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    def headers(self, ip: str, account: str | None) -> dict[str, str]:
+        """Return the usage headers Binance puts on every response."""
+        now = self.clock()
+        stats = self.client(ip)
+        used = stats.weight_by_window.get(int(now // self.weight_window), 0.0)
+        headers = {"X-MBX-USED-WEIGHT-1M": str(int(used))}
+        if account:
+            counts = self.orders.get(account, {})
+            for i, suffix in enumerate(("10S", "1D")):
+                n = counts.get((i, int(now // self.order_windows[i])), 0)
+                headers[f"X-MBX-ORDER-COUNT-{suffix}"] = str(n)
+        return headers
+
+    def reset(self) -> None:
+        """Forget every count, wait and ban (the admin endpoint's reset)."""
+        self.clients.clear()
+        self.orders.clear()
