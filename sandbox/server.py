@@ -138,9 +138,10 @@ class Sandbox:
         if fault.kind == "hang":
             await asyncio.sleep(fault.seconds)
             return None
-        if fault.kind == "reset" and request.transport is not None:
-            request.transport.close()
-            return web.Response(status=500)
+        if fault.kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()  # RST, no response: the client sees a reset
+            raise ConnectionResetError("sandbox fault: connection reset")
         return web.Response(text='{"symbol": "BTCUSDT", "price": "6', content_type="application/json")
 
     def _path(self, params: dict[str, str]) -> PricePath:
