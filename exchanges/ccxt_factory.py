@@ -12,8 +12,11 @@ from exchanges.urls import rebase_urls
 #: Options that keep ccxt on the spot REST API we limit and sandbox: no futures/margin
 #: market lists and no SAPI currency list on load_markets.
 SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                "fetchMargins": False},  # fmt: skip
+    "binance": {
+        "fetchMarkets": {"types": ["spot"]},
+        "fetchCurrencies": False,
+        "fetchMargins": False,
+    },
 }
 
 

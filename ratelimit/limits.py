@@ -25,8 +25,9 @@ def pool_from_rule(rule: RateLimitRule, index: int, reserve: float) -> PoolSpec:
             name, "token_bucket", rule.capacity or 0, rate=rule.rate or 0, reserve=reserve
         )
     if rule.type == "leaky_bucket":
-        return PoolSpec(name, "leaky_bucket", rule.capacity or 0, rate=rule.leak_rate or 0,
-                        reserve=reserve)  # fmt: skip
+        return PoolSpec(
+            name, "leaky_bucket", rule.capacity or 0, rate=rule.leak_rate or 0, reserve=reserve
+        )
     return PoolSpec(
         name, rule.type, float(rule.limit or 0), window=rule.window or 0, reserve=reserve
     )
@@ -53,15 +54,21 @@ def _apply_overrides(
         path = f"exchanges.{key}.rate_limits.{index}.{field}"
         if pool.limit < heaviest:
             problems.append(
-                (path, f"{pool.limit:g} is below the weight of one {key} request in this "
-                       f"pool ({heaviest:g}); no such request could ever pass")
-            )  # fmt: skip
+                (
+                    path,
+                    f"{pool.limit:g} is below the weight of one {key} request in this "
+                    f"pool ({heaviest:g}); no such request could ever pass",
+                )
+            )
         elif pool.limit * (1 - reserve) < heaviest:
             problems.append(
-                (path, f"{pool.limit:g} leaves {pool.limit * (1 - reserve):g} for medium/low "
-                       f"priority after the {reserve:.0%} high-priority reserve, below one "
-                       f"request's weight ({heaviest:g})")
-            )  # fmt: skip
+                (
+                    path,
+                    f"{pool.limit:g} leaves {pool.limit * (1 - reserve):g} for medium/low "
+                    f"priority after the {reserve:.0%} high-priority reserve, below one "
+                    f"request's weight ({heaviest:g})",
+                )
+            )
     return result, problems
 
 

@@ -121,9 +121,13 @@ class ExchangeRateLimitManager:
             if self.is_order_scope(exchange, scope) or self.settings.on_redis_unavailable == "fail":
                 raise
             return self._decide_locally(
-                exchange=exchange, scope=scope, params=params, weight=weight,
-                priority=prio, charge=charge,
-            )  # fmt: skip
+                exchange=exchange,
+                scope=scope,
+                params=params,
+                weight=weight,
+                priority=prio,
+                charge=charge,
+            )
 
     def _decide_locally(
         self,
@@ -139,8 +143,9 @@ class ExchangeRateLimitManager:
             log.warning(
                 "rate limiter Redis unreachable: market data on %s now uses a local limiter "
                 "with a 1/%d share of the budget; orders are refused until Redis returns",
-                exchange, self.settings.fleet_processes,
-            )  # fmt: skip
+                exchange,
+                self.settings.fleet_processes,
+            )
             self._local = MemoryBackend()
         charges = self.charges(exchange, scope, params, weight, self._local_tables)
         return self._local.decide(exchange, charges, priority, charge=charge)
@@ -255,13 +260,21 @@ class ExchangeRateLimitManager:
         left = self.backend.cooldown(exchange, seconds, pool, f"http {status}")
         log.warning(
             "%s answered %s: no process of the fleet calls %s for %.1fs",
-            exchange, status, pool or "it", left,
-        )  # fmt: skip
+            exchange,
+            status,
+            pool or "it",
+            left,
+        )
         return left
 
 
 def _with_wait(result: RateLimitResult, waited: float) -> RateLimitResult:
     return RateLimitResult(
-        result.allowed, result.retry_after, result.remaining, result.denied_by,
-        result.cooldown, waited, result.at,
-    )  # fmt: skip
+        result.allowed,
+        result.retry_after,
+        result.remaining,
+        result.denied_by,
+        result.cooldown,
+        waited,
+        result.at,
+    )

@@ -69,9 +69,13 @@ class PoolSpec:
     def scaled(self, factor: float) -> PoolSpec:
         """Return this pool with its limit and rate multiplied by ``factor``."""
         return PoolSpec(
-            self.name, self.algorithm, self.limit * factor, self.window,
-            self.rate * factor, self.reserve,
-        )  # fmt: skip
+            self.name,
+            self.algorithm,
+            self.limit * factor,
+            self.window,
+            self.rate * factor,
+            self.reserve,
+        )
 
 
 @dataclass(frozen=True)

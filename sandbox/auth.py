@@ -32,11 +32,17 @@ def check_signed(
         timestamp = int(params["timestamp"])
         recv_window = int(params.get("recvWindow", "5000"))
     except (KeyError, ValueError):
-        raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") from None
+        raise ApiError(
+            400,
+            -1102,
+            "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.",
+        ) from None
     if recv_window > 60000:
         raise ApiError(400, -1131, "recvWindow must be less than 60000")
     if timestamp > server_ms + 1000:
-        raise ApiError(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+        raise ApiError(
+            400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+        )
     if server_ms - timestamp > recv_window:
         raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
     payload, signature = unsigned_payload(total_params)

@@ -12,7 +12,7 @@ class FaultInjector:
     """Pick the fault (if any) that hits a request to ``METHOD /path``."""
 
     def __init__(self, rules: list[SandboxFault], seed: int = 0) -> None:
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - fault sampling, not security
         self.rules: list[SandboxFault] = []
         self._left: list[int | None] = []
         self.injected: Counter[str] = Counter()

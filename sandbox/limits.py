@@ -57,14 +57,16 @@ class LimitEnforcer:
         window = int(now // self.weight_window)
         used = stats.weight_by_window.get(window, 0.0)
         if used + weight > self.limits.request_weight_per_minute:
-            self._too_many(stats, (window + 1) * self.weight_window - now, -1003,
-                           f"Too much request weight used; current limit is "
-                           f"{self.limits.request_weight_per_minute} request weight per 1 MINUTE. "
-                           "Please use WebSocket Streams for live updates to avoid polling the API.")  # fmt: skip
+            message = (
+                "Too much request weight used; current limit is "
+                f"{self.limits.request_weight_per_minute} request weight per 1 MINUTE. "
+                "Please use WebSocket Streams for live updates to avoid polling the API."
+            )
+            self._too_many(stats, (window + 1) * self.weight_window - now, message)
         raw_window = int(now // self.raw_window)
         if stats.raw_by_window.get(raw_window, 0) + 1 > self.limits.raw_requests_per_5m:
-            self._too_many(stats, (raw_window + 1) * self.raw_window - now, -1003,
-                           "Too many requests; current limit of raw requests is exceeded.")  # fmt: skip
+            message = "Too many requests; current limit of raw requests is exceeded."
+            self._too_many(stats, (raw_window + 1) * self.raw_window - now, message)
         if is_order and account:
             self._check_orders(account, now)
         stats.weight_by_window = {window: used + weight}
@@ -73,24 +75,25 @@ class LimitEnforcer:
         return self.headers(ip, account)
 
     def _refuse_banned(self, stats: ClientStats, now: float) -> None:
+        if stats.ban_until <= now and stats.retry_until > now:
+            # still sending while told to wait: ban, twice as long as the last time
+            stats.bans += 1
+            length = self.limits.ban_seconds * 2 ** (stats.bans - 1)
+            stats.ban_until = (
+                now + min(length, self.limits.max_ban_seconds) * self.limits.time_scale
+            )
         if stats.ban_until > now:
             stats.sent_418 += 1
-            raise self._error(418, stats.ban_until - now, -1003,
-                              f"Way too many requests; IP banned until {int(stats.ban_until * 1000)}. "
-                              "Please use the websocket for live updates to avoid bans.")  # fmt: skip
-        if stats.retry_until > now:
-            stats.bans += 1
-            length = min(self.limits.ban_seconds * 2 ** (stats.bans - 1), self.limits.max_ban_seconds)
-            stats.ban_until = now + length * self.limits.time_scale
-            stats.sent_418 += 1
-            raise self._error(418, stats.ban_until - now, -1003,
-                              f"Way too many requests; IP banned until {int(stats.ban_until * 1000)}. "
-                              "Please use the websocket for live updates to avoid bans.")  # fmt: skip
+            message = (
+                f"Way too many requests; IP banned until {int(stats.ban_until * 1000)}. "
+                "Please use the websocket for live updates to avoid bans."
+            )
+            raise self._error(418, stats.ban_until - now, -1003, message)
 
-    def _too_many(self, stats: ClientStats, wait: float, code: int, msg: str) -> None:
+    def _too_many(self, stats: ClientStats, wait: float, msg: str) -> None:
         stats.sent_429 += 1
         stats.retry_until = max(stats.retry_until, self.clock() + wait)
-        raise self._error(429, wait, code, msg)
+        raise self._error(429, wait, -1003, msg)
 
     def _check_orders(self, account: str, now: float) -> None:
         counts = self.orders.setdefault(account, {})
@@ -100,8 +103,8 @@ class LimitEnforcer:
         for (i, window), limit, name in zip(keys, limits, names, strict=True):
             if counts.get((i, window), 0) + 1 > limit:
                 wait = (window + 1) * self.order_windows[i] - now
-                raise self._error(429, wait, -1015,
-                                  f"Too many new orders; current limit is {limit} orders per {name}.")  # fmt: skip
+                message = f"Too many new orders; current limit is {limit} orders per {name}."
+                raise self._error(429, wait, -1015, message)
         for key in keys:
             counts[key] = counts.get(key, 0) + 1
         for key in [k for k in counts if k not in keys]:

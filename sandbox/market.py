@@ -80,11 +80,11 @@ class PricePath:
         replay: list[tuple[float, float, float, float, float]] | None = None,
     ) -> None:
         self.symbol = symbol
-        base = symbol.split("/")[0]
+        base = symbol.split("/", maxsplit=1)[0]
         self.start_price, tick, step = SYMBOL_META.get(base, (100.0, "0.01", "0.001"))
         self.tick, self.step = Decimal(tick), Decimal(step)
         self.first_minute = int(origin // MINUTE) - history_minutes
-        self._rng = random.Random(f"{seed}:{symbol}")
+        self._rng = random.Random(f"{seed}:{symbol}")  # noqa: S311 - a seeded simulation
         self._replay = replay
         self._candles: list[Candle] = []
 
@@ -106,9 +106,13 @@ class PricePath:
         wick_up, wick_down = abs(self._rng.gauss(0, vol / 3)), abs(self._rng.gauss(0, vol / 3))
         volume = self._rng.lognormvariate(0, 0.5) * 200_000 / opened
         return Candle(
-            open_time, opened, max(opened, close) * (1 + wick_up),
-            min(opened, close) * (1 - wick_down), close, volume,
-        )  # fmt: skip
+            open_time,
+            opened,
+            max(opened, close) * (1 + wick_up),
+            min(opened, close) * (1 - wick_down),
+            close,
+            volume,
+        )
 
     def minute_candle(self, minute: int) -> Candle:
         """Return the finished (or, for the current minute, complete-to-be) candle."""
@@ -146,9 +150,14 @@ class PricePath:
                 if m * MINUTE <= now
             ]
             out.append(
-                Candle(t, minutes[0].open, max(c.high for c in minutes),
-                       min(c.low for c in minutes), minutes[-1].close,
-                       sum(c.volume for c in minutes))  # fmt: skip
+                Candle(
+                    t,
+                    minutes[0].open,
+                    max(c.high for c in minutes),
+                    min(c.low for c in minutes),
+                    minutes[-1].close,
+                    sum(c.volume for c in minutes),
+                )
             )
             t += interval
         return out
@@ -157,7 +166,9 @@ class PricePath:
         """Return ``price`` rounded down to the symbol's tick size."""
         return float(Decimal(str(price)).quantize(self.tick, rounding=ROUND_DOWN))
 
-    def book(self, now: float, depth: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    def book(
+        self, now: float, depth: int
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """Return (bids, asks) around the current price, best first, as (price, quantity)."""
         mid = self.price_at(now)
         spacing = max(float(self.tick), mid * 0.00005)
@@ -177,14 +188,15 @@ class PricePath:
         return float(max(rounded, self.step))
 
     def trades(self, now: float, count: int) -> list[tuple[int, float, float, float, bool]]:
-        """Return the last ``count`` trades as (id, time, price, qty, buyer_is_maker), oldest first."""
+        """Return the last ``count`` trades, oldest first: (id, time, price, qty, buyer_maker)."""
         latest = int(now / 0.7)
         out = []
         for n in range(latest - count + 1, latest + 1):
             t = n * 0.7
             qty = self.round_qty((50 + 5_000 * _unit(self.symbol, "trade", n)) / self.price_at(t))
-            out.append((n, t, self.round_price(self.price_at(t)), qty,
-                        _unit(self.symbol, "side", n) < 0.5))  # fmt: skip
+            out.append(
+                (n, t, self.round_price(self.price_at(t)), qty, _unit(self.symbol, "side", n) < 0.5)
+            )
         return out
 
 
@@ -202,7 +214,9 @@ def load_replay(path: Path) -> list[tuple[float, float, float, float, float]]:
                     f"{path}:{number}: expected time,open,high,low,close,volume; got {row!r}"
                 ) from None
             if not (low <= min(o, c) and max(o, c) <= h and low > 0):
-                raise ValueError(f"{path}:{number}: prices are not a candle (low<=open,close<=high)")
+                raise ValueError(
+                    f"{path}:{number}: prices are not a candle (low<=open,close<=high)"
+                )
             rows.append((o, h, low, c, v))
     if not rows:
         raise ValueError(f"{path}: no candles")

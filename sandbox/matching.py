@@ -54,27 +54,48 @@ class Order:
     def report(self) -> dict[str, Any]:
         """Return the order as Binance's GET /api/v3/order shows it."""
         return {
-            "symbol": self.symbol, "orderId": self.order_id, "orderListId": -1,
-            "clientOrderId": self.client_order_id, "price": f"{self.price:.8f}",
-            "origQty": f"{self.orig_qty:.8f}", "executedQty": f"{self.executed_qty:.8f}",
-            "cummulativeQuoteQty": f"{self.quote_qty:.8f}", "status": self.status,
-            "timeInForce": self.time_in_force, "type": self.type, "side": self.side,
-            "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": self.time_ms,
-            "updateTime": self.update_ms, "isWorking": True, "workingTime": self.time_ms,
-            "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "EXPIRE_MAKER",
-        }  # fmt: skip
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_order_id,
+            "price": f"{self.price:.8f}",
+            "origQty": f"{self.orig_qty:.8f}",
+            "executedQty": f"{self.executed_qty:.8f}",
+            "cummulativeQuoteQty": f"{self.quote_qty:.8f}",
+            "status": self.status,
+            "timeInForce": self.time_in_force,
+            "type": self.type,
+            "side": self.side,
+            "stopPrice": "0.00000000",
+            "icebergQty": "0.00000000",
+            "time": self.time_ms,
+            "updateTime": self.update_ms,
+            "isWorking": True,
+            "workingTime": self.time_ms,
+            "origQuoteOrderQty": "0.00000000",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
 
 
 def _decimal(params: dict[str, str], name: str, required: bool = True) -> float | None:
     raw = params.get(name)
     if raw is None or raw == "":
         if required:
-            raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+            raise ApiError(
+                400,
+                -1102,
+                f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.",
+            )
         return None
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.") from None
+        raise ApiError(
+            400,
+            -1100,
+            f"Illegal characters found in parameter '{name}'; "
+            "legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+        ) from None
     if not value.is_finite() or value <= 0:
         raise ApiError(400, -1013, f"Invalid {name}.")
     return float(value)
@@ -120,9 +141,12 @@ class PaperExchange:
         if self.state_file is None:
             return
         state = {
-            "accounts": self.accounts, "orders": [asdict(o) for o in self.orders.values()],
-            "trades": self.trades, "next_id": self.next_id,
-        }  # fmt: skip
+            "accounts": self.accounts,
+            "orders": [asdict(o) for o in self.orders.values()],
+            "trades": self.trades,
+            "next_id": self.next_id,
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_file)
@@ -180,8 +204,10 @@ class PaperExchange:
         if kind == "LIMIT" and tif not in ("GTC", "IOC", "FOK"):
             raise ApiError(400, -1115, "Invalid timeInForce.")
         client_id = params.get("newClientOrderId") or f"sandbox-{self.next_id}"
-        if any(o.is_open and o.account == account and o.client_order_id == client_id
-               for o in self.orders.values()):  # fmt: skip
+        if any(
+            o.is_open and o.account == account and o.client_order_id == client_id
+            for o in self.orders.values()
+        ):
             raise ApiError(400, -2010, "Duplicate order sent.")
         if kind == "LIMIT":
             price, qty = _decimal(params, "price"), _decimal(params, "quantity")
@@ -191,8 +217,19 @@ class PaperExchange:
             price, qty = 0.0, _decimal(params, "quantity")
         self.next_id += 1
         ms = int(now * 1000)
-        return Order(self.next_id - 1, client_id, account, symbol, side, kind, tif,
-                     price or 0.0, qty or 0.0, time_ms=ms, update_ms=ms)  # fmt: skip
+        return Order(
+            self.next_id - 1,
+            client_id,
+            account,
+            symbol,
+            side,
+            kind,
+            tif,
+            price or 0.0,
+            qty or 0.0,
+            time_ms=ms,
+            update_ms=ms,
+        )
 
     def _assets(self, symbol: str) -> tuple[str, str]:
         for quote in ("USDT", "USDC", "BUSD", "BTC", "ETH"):
@@ -200,7 +237,9 @@ class PaperExchange:
                 return symbol[: -len(quote)], quote
         raise ApiError(400, -1121, "Invalid symbol.")
 
-    def _qty_for_quote(self, path: PricePath, asks: list[tuple[float, float]], quote: float) -> float:
+    def _qty_for_quote(
+        self, path: PricePath, asks: list[tuple[float, float]], quote: float
+    ) -> float:
         qty, left = 0.0, quote
         for price, size in asks:
             take = min(size, left / price)
@@ -218,7 +257,9 @@ class PaperExchange:
         if order.orig_qty * reference < MIN_NOTIONAL:
             raise ApiError(400, -1013, "Filter failure: NOTIONAL")
 
-    def _reserve(self, order: Order, base: str, quote: str, levels: list[tuple[float, float]]) -> None:
+    def _reserve(
+        self, order: Order, base: str, quote: str, levels: list[tuple[float, float]]
+    ) -> None:
         if order.side == "SELL":
             need, asset = order.orig_qty, base
         elif order.type == "LIMIT":
@@ -235,8 +276,9 @@ class PaperExchange:
         self._move(order.account, asset, free=-need, locked=need)
         order.locked = need
 
-    def _take(self, order: Order, levels: list[tuple[float, float]], base: str, quote: str,
-              now: float) -> None:  # fmt: skip
+    def _take(
+        self, order: Order, levels: list[tuple[float, float]], base: str, quote: str, now: float
+    ) -> None:
         if order.type == "LIMIT" and order.time_in_force == "FOK":
             crossing = sum(s for p, s in levels if self._crosses(order, p))
             if crossing + 1e-12 < order.orig_qty:
@@ -245,14 +287,14 @@ class PaperExchange:
             left = order.orig_qty - order.executed_qty
             if left <= 1e-12 or (order.type == "LIMIT" and not self._crosses(order, price)):
                 break
-            self._fill(order, price, min(size, left), base, quote, now, maker=False)
+            self._fill(order, price, min(size, left), now, maker=False)
 
     @staticmethod
     def _crosses(order: Order, price: float) -> bool:
         return price <= order.price if order.side == "BUY" else price >= order.price
 
-    def _fill(self, order: Order, price: float, qty: float, base: str, quote: str, now: float,
-              maker: bool) -> None:  # fmt: skip
+    def _fill(self, order: Order, price: float, qty: float, now: float, *, maker: bool) -> None:
+        base, quote = self._assets(order.symbol)
         cost = price * qty
         if order.side == "BUY":
             spend = qty * order.price if order.type == "LIMIT" else cost
@@ -263,23 +305,44 @@ class PaperExchange:
             self._move(order.account, base, locked=-qty)
             fee, fee_asset = cost * self.fee_rate, quote
             self._move(order.account, quote, free=cost - fee)
-        order.locked -= qty * order.price if order.side == "BUY" and order.type == "LIMIT" else (
-            cost if order.side == "BUY" else qty)  # fmt: skip
+        order.locked -= (
+            qty * order.price
+            if order.side == "BUY" and order.type == "LIMIT"
+            else (cost if order.side == "BUY" else qty)
+        )
         order.executed_qty += qty
         order.quote_qty += cost
-        order.status = "FILLED" if order.orig_qty - order.executed_qty <= 1e-12 else "PARTIALLY_FILLED"
+        order.status = (
+            "FILLED" if order.orig_qty - order.executed_qty <= 1e-12 else "PARTIALLY_FILLED"
+        )
         order.update_ms = int(now * 1000)
         trade_id = len(self.trades) + 1
-        fill = {"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
-                "commissionAsset": fee_asset, "tradeId": trade_id}  # fmt: skip
+        fill = {
+            "price": f"{price:.8f}",
+            "qty": f"{qty:.8f}",
+            "commission": f"{fee:.8f}",
+            "commissionAsset": fee_asset,
+            "tradeId": trade_id,
+        }
         order.fills.append(fill)
-        self.trades.append({
-            "symbol": order.symbol, "id": trade_id, "orderId": order.order_id, "orderListId": -1,
-            "price": fill["price"], "qty": fill["qty"], "quoteQty": f"{cost:.8f}",
-            "commission": fill["commission"], "commissionAsset": fee_asset, "time": order.update_ms,
-            "isBuyer": order.side == "BUY", "isMaker": maker, "isBestMatch": True,
-            "account": order.account,
-        })  # fmt: skip
+        self.trades.append(
+            {
+                "symbol": order.symbol,
+                "id": trade_id,
+                "orderId": order.order_id,
+                "orderListId": -1,
+                "price": fill["price"],
+                "qty": fill["qty"],
+                "quoteQty": f"{cost:.8f}",
+                "commission": fill["commission"],
+                "commissionAsset": fee_asset,
+                "time": order.update_ms,
+                "isBuyer": order.side == "BUY",
+                "isMaker": maker,
+                "isBestMatch": True,
+                "account": order.account,
+            }
+        )
 
     def _finish_taker(self, order: Order, base: str, quote: str) -> None:
         rests = order.type == "LIMIT" and order.time_in_force == "GTC"
@@ -304,13 +367,16 @@ class PaperExchange:
         for order in open_orders:
             path = self.path(order.symbol)
             start = max(since, order.time_ms / 1000)
-            candles = [c for c in path.candles(60.0, start - 60.0, now, now) if c.open_time + 60 > start]
+            candles = [
+                c for c in path.candles(60.0, start - 60.0, now, now) if c.open_time + 60 > start
+            ]
             low = min((c.low for c in candles), default=path.price_at(now))
             high = max((c.high for c in candles), default=path.price_at(now))
-            if (order.side == "BUY" and low <= order.price) or (order.side == "SELL" and high >= order.price):
+            if (order.side == "BUY" and low <= order.price) or (
+                order.side == "SELL" and high >= order.price
+            ):
                 base, quote = self._assets(order.symbol)
-                self._fill(order, order.price, order.orig_qty - order.executed_qty, base, quote,
-                           now, maker=True)  # fmt: skip
+                self._fill(order, order.price, order.orig_qty - order.executed_qty, now, maker=True)
                 self._release(order, base, quote)
                 changed = True
         if changed:
@@ -323,11 +389,18 @@ class PaperExchange:
         if params.get("orderId"):
             order = self.orders.get(int(params["orderId"]))
         elif params.get("origClientOrderId"):
-            matches = [o for o in self.orders.values() if o.account == account
-                       and o.client_order_id == params["origClientOrderId"]]  # fmt: skip
+            matches = [
+                o
+                for o in self.orders.values()
+                if o.account == account and o.client_order_id == params["origClientOrderId"]
+            ]
             order = max(matches, key=lambda o: o.order_id) if matches else None
         else:
-            raise ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+            raise ApiError(
+                400,
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
         if order is None or order.account != account or order.symbol != symbol:
             raise ApiError(400, -2013, "Order does not exist.")
         return order

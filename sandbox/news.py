@@ -3,8 +3,8 @@ to read offline: one item per symbol every 30 market-minutes over the last day."
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from xml.sax.saxutils import escape
 
 from sandbox.market import PricePath
@@ -25,7 +25,9 @@ def headline(path: PricePath, at: float) -> tuple[str, str]:
         title = f"{name} slides {abs(change):.1f}% in an hour amid selling pressure"
     else:
         title = f"{name} trades flat near {now:,.2f} USDT"
-    description = f"{path.symbol} moved from {before:,.4f} to {now:,.4f} ({change:+.2f}%) over the last hour."
+    description = (
+        f"{path.symbol} moved from {before:,.4f} to {now:,.4f} ({change:+.2f}%) over the last hour."
+    )
     return title, description
 
 
@@ -43,7 +45,7 @@ def rss(paths: list[PricePath], now: float, hours: float = 24.0) -> str:
             published = format_datetime(datetime.fromtimestamp(t, UTC))
             items.append(
                 f"<item><title>{escape(title)}</title><link>http://sandbox.local/news/{guid}</link>"
-                f"<guid isPermaLink=\"false\">{guid}</guid><pubDate>{published}</pubDate>"
+                f'<guid isPermaLink="false">{guid}</guid><pubDate>{published}</pubDate>'
                 f"<description>{escape(description)}</description></item>"
             )
         t -= _EVERY

@@ -32,8 +32,13 @@ from sandbox.news import rss
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_SIGNED = {"/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders",
-           "/api/v3/myTrades"}  # fmt: skip
+_SIGNED = {
+    "/api/v3/account",
+    "/api/v3/order",
+    "/api/v3/openOrders",
+    "/api/v3/allOrders",
+    "/api/v3/myTrades",
+}
 _FAULTS = TypeAdapter(list[SandboxFault])
 PARAMS = web.RequestKey("params", dict[str, str])
 TOTAL = web.RequestKey("total_params", str)
@@ -68,15 +73,21 @@ class Sandbox:
     def _routes(self) -> None:
         r = self.app.router
         for path, handler in {
-            "/api/v3/ping": self.ping, "/api/v3/time": self.server_time,
-            "/api/v3/exchangeInfo": self.exchange_info, "/api/v3/ticker/price": self.ticker_price,
+            "/api/v3/ping": self.ping,
+            "/api/v3/time": self.server_time,
+            "/api/v3/exchangeInfo": self.exchange_info,
+            "/api/v3/ticker/price": self.ticker_price,
             "/api/v3/ticker/24hr": self.ticker_24hr,
-            "/api/v3/ticker/bookTicker": self.book_ticker, "/api/v3/depth": self.depth,
-            "/api/v3/klines": self.klines, "/api/v3/trades": self.trades,
+            "/api/v3/ticker/bookTicker": self.book_ticker,
+            "/api/v3/depth": self.depth,
+            "/api/v3/klines": self.klines,
+            "/api/v3/trades": self.trades,
             "/api/v3/aggTrades": self.agg_trades,
-            "/api/v3/account": self.account, "/api/v3/openOrders": self.open_orders,
-            "/api/v3/allOrders": self.all_orders, "/api/v3/myTrades": self.my_trades,
-        }.items():  # fmt: skip
+            "/api/v3/account": self.account,
+            "/api/v3/openOrders": self.open_orders,
+            "/api/v3/allOrders": self.all_orders,
+            "/api/v3/myTrades": self.my_trades,
+        }.items():
             r.add_get(path, handler)
         r.add_post("/api/v3/order", self.new_order)
         r.add_get("/api/v3/order", self.get_order)
@@ -126,15 +137,21 @@ class Sandbox:
         except ValueError:
             raise ApiError(400, -1100, "Illegal characters found in parameter 'limit'.") from None
 
-    async def _fault_before(self, fault: SandboxFault | None, request: web.Request) -> web.Response | None:
+    async def _fault_before(
+        self, fault: SandboxFault | None, request: web.Request
+    ) -> web.Response | None:
         if fault is None or fault.kind == "response_lost":
             return None
         if fault.kind == "http_500":
             raise ApiError(500, -1000, "An unknown error occurred while processing the request.")
         if fault.kind == "http_503":
-            raise ApiError(503, -1001, "Internal error; unable to process your request. Please try again.")
+            raise ApiError(
+                503, -1001, "Internal error; unable to process your request. Please try again."
+            )
         if fault.kind == "clock_skew":
-            raise ApiError(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.")
+            raise ApiError(
+                400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
         if fault.kind == "hang":
             await asyncio.sleep(fault.seconds)
             return None
@@ -142,17 +159,28 @@ class Sandbox:
             if request.transport is not None:
                 request.transport.abort()  # RST, no response: the client sees a reset
             raise ConnectionResetError("sandbox fault: connection reset")
-        return web.Response(text='{"symbol": "BTCUSDT", "price": "6', content_type="application/json")
+        return web.Response(
+            text='{"symbol": "BTCUSDT", "price": "6', content_type="application/json"
+        )
 
     def _path(self, params: dict[str, str]) -> PricePath:
         symbol = params.get("symbol")
         if not symbol:
-            raise ApiError(400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            raise ApiError(
+                400,
+                -1102,
+                "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+            )
         return self.exchange.path(symbol)
 
     def _signed(self, request: web.Request) -> str:
-        return check_signed(request.headers.get("X-MBX-APIKEY"), self.secrets,
-                            request[TOTAL], request[PARAMS], int(time.time() * 1000))  # fmt: skip
+        return check_signed(
+            request.headers.get("X-MBX-APIKEY"),
+            self.secrets,
+            request[TOTAL],
+            request[PARAMS],
+            int(time.time() * 1000),
+        )
 
     # -- public market data ------------------------------------------------------------------
 
@@ -172,8 +200,10 @@ class Sandbox:
         """GET /api/v3/ticker/price."""
         now = self.clock.now()
         names = views.requested_symbols(request[PARAMS], self.paths)
-        rows = [{"symbol": n, "price": f"{self.paths[n].round_price(self.paths[n].price_at(now)):.8f}"}
-                for n in names or self.paths]  # fmt: skip
+        rows = [
+            {"symbol": n, "price": f"{self.paths[n].round_price(self.paths[n].price_at(now)):.8f}"}
+            for n in names or self.paths
+        ]
         return _json(rows[0] if request[PARAMS].get("symbol") else rows)
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
@@ -213,32 +243,62 @@ class Sandbox:
         """GET /api/v3/account."""
         key = self._signed(request)
         self.exchange.settle(self.clock.now())
-        balances = [{"asset": a, "free": f"{f:.8f}", "locked": f"{lk:.8f}"}
-                    for a, (f, lk) in self.exchange.balances(key).items()]  # fmt: skip
+        balances = [
+            {"asset": a, "free": f"{f:.8f}", "locked": f"{lk:.8f}"}
+            for a, (f, lk) in self.exchange.balances(key).items()
+        ]
         fee = self.config.fee_rate
-        return _json({
-            "makerCommission": int(fee * 10000), "takerCommission": int(fee * 10000),
-            "buyerCommission": 0, "sellerCommission": 0,
-            "commissionRates": {"maker": f"{fee:.8f}", "taker": f"{fee:.8f}",
-                                "buyer": "0.00000000", "seller": "0.00000000"},
-            "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
-            "requireSelfTradePrevention": False, "preventSor": False,
-            "updateTime": int(time.time() * 1000), "accountType": "SPOT",
-            "balances": balances, "permissions": ["SPOT"], "uid": 1,
-        })  # fmt: skip
+        return _json(
+            {
+                "makerCommission": int(fee * 10000),
+                "takerCommission": int(fee * 10000),
+                "buyerCommission": 0,
+                "sellerCommission": 0,
+                "commissionRates": {
+                    "maker": f"{fee:.8f}",
+                    "taker": f"{fee:.8f}",
+                    "buyer": "0.00000000",
+                    "seller": "0.00000000",
+                },
+                "canTrade": True,
+                "canWithdraw": False,
+                "canDeposit": False,
+                "brokered": False,
+                "requireSelfTradePrevention": False,
+                "preventSor": False,
+                "updateTime": int(time.time() * 1000),
+                "accountType": "SPOT",
+                "balances": balances,
+                "permissions": ["SPOT"],
+                "uid": 1,
+            }
+        )
 
     async def new_order(self, request: web.Request) -> web.Response:
         """POST /api/v3/order (FULL response unless newOrderRespType says ACK/RESULT)."""
         key = self._signed(request)
         params = request[PARAMS]
         order = self.exchange.place(key, params, self.clock.now())
-        body = {k: v for k, v in order.report().items()
-                if k not in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking",
-                             "origQuoteOrderQty")}  # fmt: skip
+        body = {
+            k: v
+            for k, v in order.report().items()
+            if k
+            not in (
+                "stopPrice",
+                "icebergQty",
+                "time",
+                "updateTime",
+                "isWorking",
+                "origQuoteOrderQty",
+            )
+        }
         body["transactTime"] = order.time_ms
         kind = params.get("newOrderRespType", "FULL")
         if kind == "ACK":
-            body = {k: body[k] for k in ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")}
+            body = {
+                k: body[k]
+                for k in ("symbol", "orderId", "orderListId", "clientOrderId", "transactTime")
+            }
         elif kind == "FULL":
             body["fills"] = order.fills
         return _json(body)
@@ -265,39 +325,65 @@ class Sandbox:
         if symbol:
             self.exchange.path(symbol)
         self.exchange.settle(self.clock.now())
-        return _json([o.report() for o in self.exchange.orders.values()
-                      if o.account == key and o.is_open and (not symbol or o.symbol == symbol)])  # fmt: skip
+        return _json(
+            [
+                o.report()
+                for o in self.exchange.orders.values()
+                if o.account == key and o.is_open and (not symbol or o.symbol == symbol)
+            ]
+        )
 
     async def all_orders(self, request: web.Request) -> web.Response:
         """GET /api/v3/allOrders for one symbol."""
         key = self._signed(request)
         symbol = self._path(request[PARAMS]) and request[PARAMS]["symbol"]
-        return _json([o.report() for o in self.exchange.orders.values()
-                      if o.account == key and o.symbol == symbol])  # fmt: skip
+        return _json(
+            [
+                o.report()
+                for o in self.exchange.orders.values()
+                if o.account == key and o.symbol == symbol
+            ]
+        )
 
     async def my_trades(self, request: web.Request) -> web.Response:
         """GET /api/v3/myTrades for one symbol."""
         key = self._signed(request)
         symbol = self._path(request[PARAMS]) and request[PARAMS]["symbol"]
-        return _json([{k: v for k, v in t.items() if k != "account"} for t in self.exchange.trades
-                      if t["account"] == key and t["symbol"] == symbol])  # fmt: skip
+        return _json(
+            [
+                {k: v for k, v in t.items() if k != "account"}
+                for t in self.exchange.trades
+                if t["account"] == key and t["symbol"] == symbol
+            ]
+        )
 
     # -- admin ---------------------------------------------------------------------------------
 
     async def stats(self, request: web.Request) -> web.Response:
         """GET /sandbox/stats: per-client weight, 429s and 418s, orders, faults injected."""
         clients = {
-            ip: {"requests": s.requests, "weight_total": s.weight_total,
-                 "weight_current_window": self.limits.headers(ip, None)["X-MBX-USED-WEIGHT-1M"],
-                 "sent_429": s.sent_429, "sent_418": s.sent_418, "bans": s.bans}
+            ip: {
+                "requests": s.requests,
+                "weight_total": s.weight_total,
+                "weight_current_window": self.limits.headers(ip, None)["X-MBX-USED-WEIGHT-1M"],
+                "sent_429": s.sent_429,
+                "sent_418": s.sent_418,
+                "bans": s.bans,
+            }
             for ip, s in self.limits.clients.items()
-        }  # fmt: skip
+        }
         orders: dict[str, int] = {}
         for order in self.exchange.orders.values():
             orders[order.account] = orders.get(order.account, 0) + 1
-        return _json({"name": self.name, "clients": clients, "orders": orders,
-                      "faults_injected": dict(self.faults.injected),
-                      "violations": sum(s.sent_429 + s.sent_418 for s in self.limits.clients.values())})  # fmt: skip
+        return _json(
+            {
+                "name": self.name,
+                "clients": clients,
+                "orders": orders,
+                "faults_injected": dict(self.faults.injected),
+                "violations": sum(s.sent_429 + s.sent_418 for s in self.limits.clients.values()),
+            }
+        )
 
     async def set_faults(self, request: web.Request) -> web.Response:
         """PUT /sandbox/faults: replace the fault rules with the JSON list given."""
@@ -348,9 +434,8 @@ class SandboxThread:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
 
     def stop(self) -> None:
         """Stop serving and end the thread."""

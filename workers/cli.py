@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.config import AppConfig
+from core.config import AppConfig, SandboxConfig
 from core.config_loader import load_config, resolve_config_path
 from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
@@ -110,6 +110,36 @@ def status(
         seen = f"{answer.get('worker', '-')} (pid {answer.get('pid', '-')})" if answer else "never"
         table.add_row(queue, str(depth), seen)
     _out.print(table)
+
+
+@app.command()
+def sandbox(
+    config: ConfigOption = None,
+    exchange: Annotated[str, typer.Option(help="whose sandbox settings to use")] = "binance",
+    port: Annotated[
+        int | None, typer.Option(help="default: the port of the exchange's base_url")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+) -> None:
+    """Run a local exchange speaking Binance's spot REST dialect (limits, faults, paper fills)."""
+    from aiohttp import web
+
+    from sandbox.server import Sandbox
+    from workers.fleet import sandbox_port
+
+    cfg = _load_or_exit(config)
+    logging.basicConfig(
+        level=cfg.monitoring.log_level, format="%(levelname)s %(name)s: %(message)s"
+    )
+    settings = cfg.exchanges.get(exchange)
+    listen = port or (sandbox_port(settings.base_url) if settings else None) or 8901
+    instance = Sandbox(settings.sandbox if settings else SandboxConfig(), name=exchange)
+    _out.print(
+        f"sandbox {exchange!r} on http://{host}:{listen} "
+        f"({len(instance.paths)} symbols, speed x{instance.config.speed:g})",
+        highlight=False,
+    )
+    web.run_app(instance.app, host=host, port=listen, print=None, access_log=None)
 
 
 @redis_app.command("stop")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from core.config import PRIORITY_QUEUES, AppConfig
 from core.redis_target import external_redis_url, redact_url
@@ -38,14 +39,29 @@ class ProcessSpec:
     argv: list[str]
 
 
+def sandbox_port(base_url: str | None) -> int | None:
+    """Return the port of a base_url that points at this machine, else None."""
+    if not base_url:
+        return None
+    parsed = urlparse(base_url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
 def fleet_specs(
     config: AppConfig, state_dir: Path, python: str = sys.executable
 ) -> list[ProcessSpec]:
     """Return the processes ``crypto-ai up`` starts for this configuration."""
     celery = [python, "-m", "celery", "-A", "workers"]
+    sandboxes = [
+        ProcessSpec(f"sandbox-{key}", [python, "-m", "workers.cli", "sandbox", "--exchange", key])
+        for key, exchange in config.exchanges.items()
+        if exchange.enabled and sandbox_port(exchange.base_url) is not None
+    ]
     level = config.monitoring.log_level
     concurrency = str(config.celery.worker_concurrency or 2)
-    specs = [
+    specs = sandboxes + [
         ProcessSpec(
             f"worker-{tier}",
             [

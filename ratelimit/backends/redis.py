@@ -65,9 +65,13 @@ class RedisBackend:
                 self.keys.pool_cooldown(exchange, p.name),
             ]
             args += [
-                p.algorithm, _fmt(p.limit), _fmt(p.window), _fmt(p.rate),
-                _fmt(c.weight), _fmt(p.reserved_units(priority)),
-            ]  # fmt: skip
+                p.algorithm,
+                _fmt(p.limit),
+                _fmt(p.window),
+                _fmt(p.rate),
+                _fmt(c.weight),
+                _fmt(p.reserved_units(priority)),
+            ]
         return keys, args
 
     def decide(

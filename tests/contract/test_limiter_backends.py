@@ -50,8 +50,14 @@ def _run(backend: object, pools: list[PoolSpec], seed: int) -> list[tuple[object
     for now, weight, priority in _sequence(seed):
         charges = [Charge(p, weight) for p in pools]
         r = backend.decide("ex", charges, priority, now=now)  # type: ignore[attr-defined]
-        decisions.append((r.allowed, round(r.retry_after, 9), r.denied_by,
-                          tuple(round(v, 9) for v in r.remaining.values())))  # fmt: skip
+        decisions.append(
+            (
+                r.allowed,
+                round(r.retry_after, 9),
+                r.denied_by,
+                tuple(round(v, 9) for v in r.remaining.values()),
+            )
+        )
     return decisions
 
 

@@ -33,7 +33,11 @@ def ccxt_client(url: str, secret: str = "sandbox-secret", **extra: Any) -> Any:
 def admin(url: str, path: str, method: str = "GET", body: Any = None) -> Any:
     """Call a /sandbox/ admin endpoint and return its JSON."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{url}/sandbox/{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+    request = urllib.request.Request(
+        f"{url}/sandbox/{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -36,8 +37,12 @@ def test_config_check_prints_one_clear_error_and_exits_non_zero(tmp_path: Path) 
     )
     result = subprocess.run(
         [sys.executable, "-m", "workers.cli", "config", "check", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == (
@@ -49,8 +54,12 @@ def test_config_check_prints_one_clear_error_and_exits_non_zero(tmp_path: Path) 
 def test_config_check_accepts_the_shipped_config() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "workers.cli", "config", "check", "config.yaml"],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=_env(REPO_ROOT), timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=_env(REPO_ROOT),
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "config.yaml: valid." in result.stdout
     assert "trading: paper" in result.stdout
@@ -61,8 +70,12 @@ def test_main_with_a_broken_config_starts_nothing(tmp_path: Path) -> None:
     bad.write_text("redis: {port: -1}\n")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "main.py")],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "redis.port: Input should be greater than or equal to 1 (got -1)" in result.stderr
     assert not (tmp_path / ".crypto-ai").exists(), "something started before validation"
@@ -70,16 +83,21 @@ def test_main_with_a_broken_config_starts_nothing(tmp_path: Path) -> None:
 
 def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
+    sandbox = f"http://127.0.0.1:{_free_port()}"
     config.write_text(
         f"redis: {{embedded: {{dir: '{tmp_path / 'redis'}', appendonly: false}}}}\n"
         f"monitoring: {{flower: {{port: {_free_port()}}}}}\n"
+        f"exchanges: {{binance: {{base_url: '{sandbox}', sandbox: {{history_days: 1}}}}}}\n"
     )
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         fleet = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "up", "--config", str(config)],
-            cwd=REPO_ROOT, env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO_ROOT,
+            env=_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 90
         wanted = {f"[health] {q}: answered by" for q in ("high", "medium", "low")}
@@ -93,9 +111,18 @@ def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
             raise AssertionError("no health answers from every queue:\n" + log.read_text())
         children = psutil.Process(fleet.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        for part in ("-Q high ", "-Q high,medium ", "-Q high,medium,low", " beat ", " flower ",
-                     "redis-server"):  # fmt: skip
+        for part in (
+            "-Q high ",
+            "-Q high,medium ",
+            "-Q high,medium,low",
+            " beat ",
+            " flower ",
+            "redis-server",
+            " sandbox --exchange binance",
+        ):
             assert part in names + " ", f"{part!r} not running"
+        with urllib.request.urlopen(f"{sandbox}/api/v3/ping", timeout=10) as answer:
+            assert answer.status == 200
         fleet.send_signal(signal.SIGINT)
         assert fleet.wait(60) == 0, log.read_text()
         _, alive = psutil.wait_procs(children, timeout=10)

@@ -21,9 +21,14 @@ pytestmark = pytest.mark.integration
 
 
 def _run_processes(
-    redis_url: str, namespace: str, tmp_path: Path, pools: list[dict[str, Any]],
-    count: int, duration: float, skews: list[float] | None = None,
-) -> list[tuple[float, float]]:  # fmt: skip
+    redis_url: str,
+    namespace: str,
+    tmp_path: Path,
+    pools: list[dict[str, Any]],
+    count: int,
+    duration: float,
+    skews: list[float] | None = None,
+) -> list[tuple[float, float]]:
     ctx = multiprocessing.get_context("spawn")
     start_at = time.time() + 1.5  # every process starts hammering at the same moment
     procs = []
@@ -90,9 +95,14 @@ def test_a_process_with_a_skewed_clock_cannot_over_admit(
 ) -> None:
     pool = {"name": "w", "algorithm": "fixed_window", "limit": 30, "window": 0.5}
     admitted = _run_processes(
-        redis_url, namespace, tmp_path, [pool], count=3, duration=2.5,
+        redis_url,
+        namespace,
+        tmp_path,
+        [pool],
+        count=3,
+        duration=2.5,
         skews=[0.0, 3600.0, -7200.25],
-    )  # fmt: skip
+    )
     totals = _fixed_window_totals(admitted, 0.5)
     assert max(totals.values()) <= 30, totals
     server_now = float(redis_client.time()[0])

@@ -112,15 +112,34 @@ def test_duplicate_client_order_id_among_open_orders_is_rejected() -> None:
     ("call", "error", "code"),
     [
         (lambda ex: ex.publicGetTickerPrice({"symbol": "DOGEUSDT"}), ccxt.BadSymbol, "-1121"),
-        (lambda ex: ex.privatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
-                                         "timeInForce": "GTC", "quantity": "0.000015",
-                                         "price": "100000"}), ccxt.InvalidOrder, "LOT_SIZE"),
-        (lambda ex: ex.create_order("BTC/USDT", "limit", "buy", 0.00001, 1000), ccxt.BadRequest, "NOTIONAL"),
-        (lambda ex: ex.create_order("BTC/USDT", "market", "buy", 5), ccxt.InsufficientFunds, "insufficient balance"),
+        (
+            lambda ex: ex.privatePostOrder(
+                {
+                    "symbol": "BTCUSDT",
+                    "side": "BUY",
+                    "type": "LIMIT",
+                    "timeInForce": "GTC",
+                    "quantity": "0.000015",
+                    "price": "100000",
+                }
+            ),
+            ccxt.InvalidOrder,
+            "LOT_SIZE",
+        ),
+        (
+            lambda ex: ex.create_order("BTC/USDT", "limit", "buy", 0.00001, 1000),
+            ccxt.BadRequest,
+            "NOTIONAL",
+        ),
+        (
+            lambda ex: ex.create_order("BTC/USDT", "market", "buy", 5),
+            ccxt.InsufficientFunds,
+            "insufficient balance",
+        ),
         (lambda ex: ex.cancel_order("999", "BTC/USDT"), ccxt.OrderNotFound, "-2011"),
         (lambda ex: ex.fetch_order("999", "BTC/USDT"), ccxt.OrderNotFound, "-2013"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_get_binance_codes_that_ccxt_maps(call: Any, error: type, code: str) -> None:
     async def scenario(url: str) -> None:
         ex = ccxt_client(url)

@@ -32,13 +32,27 @@ def test_usage_headers_match_the_weight_actually_used() -> None:
             # start at the beginning of a (6 s) window so all calls land in one
             await asyncio.sleep(6 - time.time() % 6 + 0.05)
             for call, endpoint, params in [
-                (ex.publicGetTickerPrice({"symbol": "BTCUSDT"}), "GET /api/v3/ticker/price", {"symbol": "x"}),
-                (ex.publicGetDepth({"symbol": "BTCUSDT", "limit": 500}), "GET /api/v3/depth", {"limit": 500}),
+                (
+                    ex.publicGetTickerPrice({"symbol": "BTCUSDT"}),
+                    "GET /api/v3/ticker/price",
+                    {"symbol": "x"},
+                ),
+                (
+                    ex.publicGetDepth({"symbol": "BTCUSDT", "limit": 500}),
+                    "GET /api/v3/depth",
+                    {"limit": 500},
+                ),
                 (ex.publicGetTicker24hr(), "GET /api/v3/ticker/24hr", {}),
-                (ex.publicGetKlines({"symbol": "BTCUSDT", "interval": "1m"}), "GET /api/v3/klines", {}),
-            ]:  # fmt: skip
+                (
+                    ex.publicGetKlines({"symbol": "BTCUSDT", "interval": "1m"}),
+                    "GET /api/v3/klines",
+                    {},
+                ),
+            ]:
                 await call
-                seen.append((ex.last_response_headers["X-MBX-USED-WEIGHT-1M"], _weight(endpoint, params)))
+                seen.append(
+                    (ex.last_response_headers["X-MBX-USED-WEIGHT-1M"], _weight(endpoint, params))
+                )
         finally:
             await ex.close()
         return seen
@@ -121,8 +135,19 @@ def test_each_fault_mode_does_what_it_says(kind: str, error: type) -> None:
             # aiohttp silently re-sends a GET once when a reused connection is reset, so a
             # reset must happen twice to reach ccxt
             count = 2 if kind == "reset" else 1
-            admin(url, "faults", "PUT", [{"kind": kind, "endpoint": "GET /api/v3/ticker/24hr",
-                                          "seconds": 3, "count": count}])  # fmt: skip
+            admin(
+                url,
+                "faults",
+                "PUT",
+                [
+                    {
+                        "kind": kind,
+                        "endpoint": "GET /api/v3/ticker/24hr",
+                        "seconds": 3,
+                        "count": count,
+                    }
+                ],
+            )
             with pytest.raises(error):
                 await ex.fetch_ticker("BTC/USDT")
             assert (await ex.fetch_ticker("BTC/USDT"))["last"] > 0, "count=1: the next call works"
@@ -139,11 +164,23 @@ def test_response_lost_leaves_the_order_on_the_exchange_and_findable_by_client_i
         ex = ccxt_client(url, timeout_ms=800)
         try:
             await ex.load_markets()
-            admin(url, "faults", "PUT", [{"kind": "response_lost", "endpoint": "POST /api/v3/order",
-                                          "seconds": 2, "count": 1}])  # fmt: skip
+            admin(
+                url,
+                "faults",
+                "PUT",
+                [
+                    {
+                        "kind": "response_lost",
+                        "endpoint": "POST /api/v3/order",
+                        "seconds": 2,
+                        "count": 1,
+                    }
+                ],
+            )
             with pytest.raises(ccxt.RequestTimeout):
-                await ex.create_order("ETH/USDT", "limit", "buy", 0.01, 1000,
-                                      {"newClientOrderId": "lost-1"})  # fmt: skip
+                await ex.create_order(
+                    "ETH/USDT", "limit", "buy", 0.01, 1000, {"newClientOrderId": "lost-1"}
+                )
             found = await ex.fetch_order(None, "ETH/USDT", {"origClientOrderId": "lost-1"})
             assert found["status"] == "open" and found["amount"] == 0.01
             assert len(await ex.fetch_open_orders("ETH/USDT")) == 1
@@ -178,12 +215,12 @@ def test_two_sandboxes_run_at_once_with_different_limits() -> None:
     with running_sandbox(limits={"request_weight_per_minute": 5}) as a, running_sandbox() as b:
         assert a.port != b.port
         for _ in range(6):
-            with urllib.request.urlopen(f"{b.url}/api/v3/ping", timeout=5):  # noqa: S310
+            with urllib.request.urlopen(f"{b.url}/api/v3/ping", timeout=5):
                 pass
         codes = []
         for _ in range(6):
             try:
-                with urllib.request.urlopen(f"{a.url}/api/v3/ping", timeout=5) as r:  # noqa: S310
+                with urllib.request.urlopen(f"{a.url}/api/v3/ping", timeout=5) as r:
                     codes.append(r.status)
             except urllib.error.HTTPError as exc:
                 codes.append(exc.code)
@@ -192,9 +229,11 @@ def test_two_sandboxes_run_at_once_with_different_limits() -> None:
 
 
 def test_the_news_feed_parses_and_follows_the_price_path() -> None:
-    with running_sandbox() as sb:
-        with urllib.request.urlopen(f"{sb.url}/sandbox/news.rss", timeout=10) as r:  # noqa: S310
-            feed = feedparser.parse(r.read())
+    with (
+        running_sandbox() as sb,
+        urllib.request.urlopen(f"{sb.url}/sandbox/news.rss", timeout=10) as r,
+    ):
+        feed = feedparser.parse(r.read())
     assert not feed.bozo
     titles = [e.title for e in feed.entries]
     assert len(titles) >= 5 * 40
@@ -204,8 +243,10 @@ def test_the_news_feed_parses_and_follows_the_price_path() -> None:
 
 def test_a_candle_file_is_replayed(tmp_path: Path) -> None:
     candles = tmp_path / "candles.csv"
-    candles.write_text("time,open,high,low,close,volume\n" + "".join(
-        f"{i},{100 + i},{101 + i},{99 + i},{100.5 + i},10\n" for i in range(50)))  # fmt: skip
+    candles.write_text(
+        "time,open,high,low,close,volume\n"
+        + "".join(f"{i},{100 + i},{101 + i},{99 + i},{100.5 + i},10\n" for i in range(50))
+    )
     with running_sandbox(candles_file=str(candles), symbols=["BTC/USDT"]) as sb:
         rows = asyncio.run(_klines(sb.url))
     closes = [float(row[4]) for row in rows]
@@ -215,7 +256,9 @@ def test_a_candle_file_is_replayed(tmp_path: Path) -> None:
 async def _klines(url: str) -> list[list[Any]]:
     ex = ccxt_client(url)
     try:
-        result: list[list[Any]] = await ex.publicGetKlines({"symbol": "BTCUSDT", "interval": "1m", "limit": 20})
+        result: list[list[Any]] = await ex.publicGetKlines(
+            {"symbol": "BTCUSDT", "interval": "1m", "limit": 20}
+        )
         return result
     finally:
         await ex.close()
@@ -241,8 +284,12 @@ def test_malformed_json_reaches_ccxt_which_does_not_raise() -> None:
         ex = ccxt_client(url)
         try:
             await ex.load_markets()
-            admin(url, "faults", "PUT", [{"kind": "malformed_json", "count": 1,
-                                          "endpoint": "GET /api/v3/ticker/24hr"}])  # fmt: skip
+            admin(
+                url,
+                "faults",
+                "PUT",
+                [{"kind": "malformed_json", "count": 1, "endpoint": "GET /api/v3/ticker/24hr"}],
+            )
             ticker = await ex.fetch_ticker("BTC/USDT")
             return ticker, ex.last_http_response
         finally:

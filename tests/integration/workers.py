@@ -88,11 +88,25 @@ class WorkerFleet:
         """Start ``celery -A workers worker`` consuming ``queues``; wait until it is ready."""
         log = self.tmp / f"{name}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker",
-            "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency),
-            "-I", "tests.integration.slow_tasks", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queues,
+            "-n",
+            f"{name}@%h",
+            "-c",
+            str(concurrency),
+            "-I",
+            "tests.integration.slow_tasks",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command,

@@ -21,8 +21,9 @@ def test_reliability_settings() -> None:
 
 
 def test_visibility_timeout_is_the_same_for_broker_and_results() -> None:
-    config = AppConfig(redis=RedisConfig(key_prefix="fleet1:"),
-                       celery=CeleryConfig(visibility_timeout=7200))  # fmt: skip
+    config = AppConfig(
+        redis=RedisConfig(key_prefix="fleet1:"), celery=CeleryConfig(visibility_timeout=7200)
+    )
     settings = celeryconfig.celery_settings(config, "redis://h:1/0")
     broker = settings["broker_transport_options"]
     backend = settings["result_backend_transport_options"]
@@ -58,3 +59,22 @@ def test_tasks_route_to_their_tier() -> None:
     assert queue_for("news.collect") == "low"
     assert route_task("market.snapshot", (), {}, {}) == {"queue": "low"}
     assert route_task("health.ping", (), {}, {}) is None
+
+
+def test_the_fleet_starts_a_sandbox_only_for_local_base_urls() -> None:
+    from pathlib import Path
+
+    from core.config import ExchangeConfig
+    from workers.fleet import fleet_specs, sandbox_port
+
+    config = AppConfig(
+        exchanges={
+            "binance": ExchangeConfig(base_url="http://127.0.0.1:8901"),
+            "binance_live": ExchangeConfig(ccxt_id="binance", base_url="https://api.binance.com"),
+        }
+    )
+    names = [spec.name for spec in fleet_specs(config, Path(".crypto-ai"))]
+    assert "sandbox-binance" in names and "sandbox-binance_live" not in names
+    assert names.count("beat") == 1
+    assert sandbox_port("http://localhost:9000") == 9000
+    assert sandbox_port("https://api.binance.com") is None

@@ -140,8 +140,12 @@ def test_config_file_from_crypto_ai_config_variable(tmp_path: Path) -> None:
 
 
 def test_secrets_never_print(tmp_path: Path) -> None:
-    env = {"BINANCE_API_SECRET": "secret-xyz", "BINANCE_API_KEY": "key-abc", "REDIS_URL":
-           "redis://:hunter2@h:1/0", "OPENAI_API_KEY": "sk-live-123"}  # fmt: skip
+    env = {
+        "BINANCE_API_SECRET": "secret-xyz",
+        "BINANCE_API_KEY": "key-abc",
+        "REDIS_URL": "redis://:hunter2@h:1/0",
+        "OPENAI_API_KEY": "sk-live-123",
+    }
     config = load_config(write(tmp_path, SEED_EXAMPLE), env=env)
     for text in (str(config), repr(config), config.model_dump_json()):
         for secret in ("secret-xyz", "key-abc", "hunter2", "sk-live-123"):

@@ -33,8 +33,9 @@ class FakeClock:
 def manager(config: AppConfig | None = None) -> tuple[ExchangeRateLimitManager, FakeClock]:
     clock = FakeClock()
     backend = MemoryBackend(clock=clock)
-    return ExchangeRateLimitManager(config=config, backend=backend, sleep=clock.sleep,
-                                    clock=clock), clock  # fmt: skip
+    return ExchangeRateLimitManager(
+        config=config, backend=backend, sleep=clock.sleep, clock=clock
+    ), clock
 
 
 def test_binance_weights_depend_on_endpoint_and_parameters() -> None:
@@ -59,10 +60,16 @@ def test_defaults_apply_the_safety_margin_and_reserve() -> None:
 
 
 def test_seed_config_entries_build_limiters() -> None:
-    config = AppConfig(exchanges={"binance": ExchangeConfig(rate_limits=[
-        RateLimitRule(type="token_bucket", capacity=6000, rate=100, window=60),
-        RateLimitRule(type="fixed_window", name="ORDERS_10S", limit=50, window=10),
-    ])})  # fmt: skip
+    config = AppConfig(
+        exchanges={
+            "binance": ExchangeConfig(
+                rate_limits=[
+                    RateLimitRule(type="token_bucket", capacity=6000, rate=100, window=60),
+                    RateLimitRule(type="fixed_window", name="ORDERS_10S", limit=50, window=10),
+                ]
+            )
+        }
+    )
     table = build_limits(config)["binance"]
     extra = table.pool("CONFIG_0")
     assert (extra.algorithm, extra.limit, extra.rate) == ("token_bucket", 6000, 100)
@@ -75,12 +82,16 @@ def test_seed_config_entries_build_limiters() -> None:
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
-        (RateLimitRule(type="token_bucket", capacity=100, rate=10),
-         "exchanges.binance.rate_limits.0.capacity: 100 is below the weight of one binance request in this pool (250)"),
-        (RateLimitRule(type="fixed_window", limit=300, window=60),
-         "exchanges.binance.rate_limits.0.limit: 300 leaves 240 for medium/low priority after the 20% high-priority reserve"),
+        (
+            RateLimitRule(type="token_bucket", capacity=100, rate=10),
+            "exchanges.binance.rate_limits.0.capacity: 100 is below the weight of one binance request in this pool (250)",
+        ),
+        (
+            RateLimitRule(type="fixed_window", limit=300, window=60),
+            "exchanges.binance.rate_limits.0.limit: 300 leaves 240 for medium/low priority after the 20% high-priority reserve",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_capacity_below_one_requests_weight_is_a_config_error(
     rule: RateLimitRule, message: str
 ) -> None:
@@ -184,12 +195,20 @@ def test_a_pool_cooldown_only_stops_that_pool() -> None:
 class DownBackend:
     """A backend whose Redis is unreachable."""
 
-    def decide(self, exchange: str, charges: Sequence[Charge], priority: Priority, *,
-               charge: bool = True, now: float | None = None) -> RateLimitResult:  # fmt: skip
+    def decide(
+        self,
+        exchange: str,
+        charges: Sequence[Charge],
+        priority: Priority,
+        *,
+        charge: bool = True,
+        now: float | None = None,
+    ) -> RateLimitResult:
         raise LimiterUnavailableError("rate limiter Redis unreachable: connection refused")
 
-    def observe(self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *,
-                now: float | None = None) -> None:  # fmt: skip
+    def observe(
+        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
+    ) -> None:
         raise LimiterUnavailableError("down")
 
     def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
