@@ -154,7 +154,14 @@ class CircuitBreakerConfig(Section):
 
 
 SandboxFaultKind = Literal[
-    "http_500", "http_503", "hang", "reset", "malformed_json", "clock_skew", "response_lost"
+    "http_500",
+    "http_503",
+    "http_429",
+    "hang",
+    "reset",
+    "malformed_json",
+    "clock_skew",
+    "response_lost",
 ]
 
 
@@ -176,6 +183,7 @@ class SandboxLimits(Section):
     orders_per_10s: PositiveInt = 100
     orders_per_day: PositiveInt = 200000
     time_scale: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    ban_after: PositiveInt = 5
     ban_seconds: PositiveFloat = 120.0
     max_ban_seconds: PositiveFloat = 259200.0
 

@@ -3,7 +3,9 @@
     CryptoAIError
     ├── ConfigError                 stop: the configuration is wrong; fix the file or env
     ├── RetryableError              retry: the same call may succeed soon (timeouts, 5xx)
-    │   └── OutcomeUnknownError     reconcile first: a write may or may not have happened
+    │   ├── OutcomeUnknownError     reconcile first: a write may or may not have happened
+    │   ├── MalformedResponseError  the exchange answered something that does not parse
+    │   └── CircuitOpenError        the breaker is open; ``retry_after`` says until when
     ├── BackOffError                back off: wait ``retry_after`` seconds, spend no budget
     │   ├── RateLimitedError        our own limiter said no (never counts as a failure)
     │   └── ExchangeThrottledError  the exchange said 429/418; a fleet-wide cooldown is set
@@ -49,6 +51,18 @@ class RetryableError(CryptoAIError):
 
 class OutcomeUnknownError(RetryableError):
     """A write was sent but its outcome is unknown; look it up before sending again."""
+
+
+class MalformedResponseError(RetryableError):
+    """The exchange's answer did not parse or lacks what the call must return."""
+
+
+class CircuitOpenError(RetryableError):
+    """The circuit breaker for this exchange and endpoint class is open fleet-wide."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackOffError(CryptoAIError):

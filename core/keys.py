@@ -15,6 +15,15 @@ Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config)
     <p>{rl:<x>}:cooldown:<pool>            a pool's cooldown after a 429/418 (PX TTL)
     <p>{rl:<x>}:cooldown                   the whole exchange's cooldown (PX TTL)
 
+Resilience:
+
+    <p>{cb:<x>:<class>}                    circuit breaker of an exchange's endpoint class
+                                           (public, private, orders): hash
+    <p>{cache}:entry:<digest>              a cached response (string, TTL)
+    <p>{cache}:index                       cache entries by write time, for the size bound
+    <p>coalesce:<digest>:lock              the fleet-wide leader of an in-flight request
+    <p>coalesce:<digest>:result            its result, kept briefly for the followers
+
 Keys that one Lua script touches together share a ``{hash tag}`` so they live in one
 Redis Cluster slot; later sections of this table document them as they are added.
 """
@@ -57,3 +66,23 @@ class KeySpace:
     def exchange_cooldown(self, exchange: str) -> str:
         """Return the key whose TTL is the whole exchange's remaining cooldown."""
         return f"{self.limiter_tag(exchange)}:cooldown"
+
+    def breaker(self, exchange: str, endpoint_class: str) -> str:
+        """Return the hash holding one circuit breaker's shared state."""
+        return f"{self.prefix}{{cb:{exchange}:{endpoint_class}}}"
+
+    def cache_entry(self, digest: str) -> str:
+        """Return the key of one cached response."""
+        return f"{self.prefix}{{cache}}:entry:{digest}"
+
+    def cache_index(self) -> str:
+        """Return the sorted set that orders cache entries by write time."""
+        return f"{self.prefix}{{cache}}:index"
+
+    def coalesce_lock(self, digest: str) -> str:
+        """Return the lock held by the one process making an in-flight request."""
+        return f"{self.prefix}coalesce:{digest}:lock"
+
+    def coalesce_result(self, digest: str) -> str:
+        """Return the key where that process leaves the result for the others."""
+        return f"{self.prefix}coalesce:{digest}:result"

@@ -7,7 +7,9 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 
 from core.config import ExchangeConfig
+from exchanges.limited import limited_class
 from exchanges.urls import rebase_urls
+from ratelimit.manager import ExchangeRateLimitManager
 
 #: Options that keep ccxt on the spot REST API we limit and sandbox: no futures/margin
 #: market lists and no SAPI currency list on load_markets.
@@ -21,11 +23,20 @@ SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 
 
 def make_exchange(
-    key: str, config: ExchangeConfig, *, timeout_ms: int = 10_000, **extra: Any
+    key: str,
+    config: ExchangeConfig,
+    *,
+    timeout_ms: int = 10_000,
+    limiter: ExchangeRateLimitManager | None = None,
+    max_wait: float = 30.0,
+    base_url: str | None = None,
+    **extra: Any,
 ) -> Any:
     """Return a ccxt async exchange for ``exchanges.<key>``, with its URLs at ``base_url``.
 
-    ccxt's own rate limiter is switched off: the fleet-wide limiter admits every request.
+    With a ``limiter``, every request waits for the fleet-wide limiter (at most ``max_wait``
+    seconds) and its responses feed the limiter back; ccxt's own per-process limiter is off.
+    ``base_url`` overrides the configured one (alternative endpoints such as Binance's api1).
     Warning: the instance holds the API secret; never log it or pass it to a task.
     """
     ccxt_id = config.ccxt_id or key
@@ -41,7 +52,11 @@ def make_exchange(
     if config.password is not None:
         options["password"] = config.password.get_secret_value()
     options.update(extra)
-    exchange = getattr(ccxt_async, ccxt_id)(options)
-    if config.base_url:
-        exchange.urls["api"] = rebase_urls(exchange.urls["api"], config.base_url)
+    cls = getattr(ccxt_async, ccxt_id)
+    if limiter is not None:
+        cls = limited_class(cls, key, limiter, max_wait)
+    exchange = cls(options)
+    url = base_url or config.base_url
+    if url:
+        exchange.urls["api"] = rebase_urls(exchange.urls["api"], url)
     return exchange

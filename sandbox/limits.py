@@ -3,7 +3,8 @@
 REQUEST_WEIGHT per minute and RAW_REQUESTS per 5 minutes per IP; ORDERS per 10 s and per day
 per account (API key); windows aligned to the clock and multiplied by ``time_scale`` for fast
 tests. Over a limit: 429 with ``Retry-After`` and code -1003 (-1015 for orders). A client that
-keeps sending while told to wait gets 418 and a ban that doubles with every repeat.
+keeps sending while told to wait (``ban_after`` requests inside ``Retry-After``, so that a few
+requests already in flight are not punished) gets 418 and a ban that doubles each time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class ClientStats:
     sent_429: int = 0
     sent_418: int = 0
     retry_until: float = 0.0
+    ignored_429: int = 0
+    inside_retry_after: int = 0
     ban_until: float = 0.0
     bans: int = 0
 
@@ -76,7 +79,15 @@ class LimitEnforcer:
 
     def _refuse_banned(self, stats: ClientStats, now: float) -> None:
         if stats.ban_until <= now and stats.retry_until > now:
+            stats.ignored_429 += 1
+            stats.inside_retry_after += 1
+            if stats.ignored_429 < self.limits.ban_after:
+                # requests already in flight when the 429 left get another 429, not a ban
+                stats.sent_429 += 1
+                message = "Too many requests; wait for Retry-After."
+                raise self._error(429, stats.retry_until - now, -1003, message)
             # still sending while told to wait: ban, twice as long as the last time
+            stats.ignored_429 = 0
             stats.bans += 1
             length = self.limits.ban_seconds * 2 ** (stats.bans - 1)
             stats.ban_until = (
@@ -92,6 +103,7 @@ class LimitEnforcer:
 
     def _too_many(self, stats: ClientStats, wait: float, msg: str) -> None:
         stats.sent_429 += 1
+        stats.ignored_429 = 0
         stats.retry_until = max(stats.retry_until, self.clock() + wait)
         raise self._error(429, wait, -1003, msg)
 
@@ -125,6 +137,14 @@ class LimitEnforcer:
                 n = counts.get((i, int(now // self.order_windows[i])), 0)
                 headers[f"X-MBX-ORDER-COUNT-{suffix}"] = str(n)
         return headers
+
+    def throttle(self, ip: str, seconds: float) -> ApiError:
+        """Tell a client to wait ``seconds`` (a 429) as if it had run out of weight."""
+        stats = self.client(ip)
+        stats.sent_429 += 1
+        stats.ignored_429 = 0
+        stats.retry_until = max(stats.retry_until, self.clock() + seconds)
+        return self._error(429, seconds, -1003, "Too many requests; please slow down.")
 
     def reset(self) -> None:
         """Forget every count, wait and ban (the admin endpoint's reset)."""

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -67,6 +68,7 @@ class Sandbox:
         self.limits = LimitEnforcer(config.limits)
         self.faults = FaultInjector(config.faults, config.seed)
         self.secrets = {config.api_key: config.api_secret.get_secret_value()}
+        self.calls: Counter[str] = Counter()
         self.app = web.Application(middlewares=[self._middleware])
         self._routes()
 
@@ -113,6 +115,7 @@ class Sandbox:
         ip = request.remote or "unknown"
         account = request.headers.get("X-MBX-APIKEY")
         try:
+            self.calls[endpoint] += 1
             weight = self._weight(endpoint, params)
             headers = self.limits.admit(ip, weight, account, endpoint == "POST /api/v3/order")
             fault = self.faults.pick(endpoint)
@@ -148,6 +151,8 @@ class Sandbox:
             raise ApiError(
                 503, -1001, "Internal error; unable to process your request. Please try again."
             )
+        if fault.kind == "http_429":
+            raise self.limits.throttle(request.remote or "unknown", fault.seconds)
         if fault.kind == "clock_skew":
             raise ApiError(
                 400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
@@ -369,6 +374,7 @@ class Sandbox:
                 "sent_429": s.sent_429,
                 "sent_418": s.sent_418,
                 "bans": s.bans,
+                "requests_inside_retry_after": s.inside_retry_after,
             }
             for ip, s in self.limits.clients.items()
         }
@@ -381,6 +387,7 @@ class Sandbox:
                 "clients": clients,
                 "orders": orders,
                 "faults_injected": dict(self.faults.injected),
+                "requests_by_endpoint": dict(self.calls),
                 "violations": sum(s.sent_429 + s.sent_418 for s in self.limits.clients.values()),
             }
         )

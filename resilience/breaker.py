@@ -1,0 +1,128 @@
+"""Circuit breakers shared by the whole fleet, one per exchange and endpoint class.
+
+pybreaker keeps its state machine in each process and its bundled Redis storage updates
+the shared state with separate GET/INCR/SET calls, so processes race and each sends its own
+half-open trial. Here every transition is one Lua script on the Redis clock
+(``resilience/lua/breaker.lua``): the fleet trips together, and when the recovery time has
+passed exactly one caller in the fleet gets the trial call.
+
+Rules: in ``closed``, ``failure_threshold`` failures within ``failure_window`` seconds open
+the breaker (successes do not reset the count: an exchange failing half its calls is
+unhealthy). ``open`` refuses every call for ``recovery_timeout`` seconds; then one trial is
+allowed (``half_open``); its success closes the breaker, its failure opens it again. A trial
+that never reports is replaced after ``trial_timeout``. Only failures that say the exchange
+is unwell count (timeouts, 5xx, resets, malformed answers); business errors and rate-limit
+waits never do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from core.errors import CircuitOpenError, CryptoAIError, OutcomeUnknownError, RetryableError
+from core.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_CLASSES = ("public", "private", "orders")
+
+
+def counts_as_failure(error: BaseException) -> bool:
+    """Return True for errors that say the exchange is unwell (never business errors)."""
+    if isinstance(error, CircuitOpenError):
+        return False
+    return isinstance(error, RetryableError | OutcomeUnknownError) or not isinstance(
+        error, CryptoAIError
+    )
+
+
+@dataclass(frozen=True)
+class BreakerAnswer:
+    """One answer of the shared breaker."""
+
+    allowed: bool
+    state: str
+    retry_after: float
+    transition: str
+    trips: int
+
+
+class SharedBreaker:
+    """A circuit breaker whose state lives in Redis and changes atomically."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        exchange: str,
+        endpoint_class: str,
+        *,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 60.0,
+        failure_window: float = 60.0,
+        trial_timeout: float = 30.0,
+        keys: KeySpace | None = None,
+    ) -> None:
+        self.name = f"{exchange}:{endpoint_class}"
+        self.key = (keys or KeySpace()).breaker(exchange, endpoint_class)
+        self.args = [
+            str(failure_threshold),
+            repr(float(recovery_timeout)),
+            repr(float(failure_window)),
+            repr(float(trial_timeout)),
+        ]
+        text = resources.files("resilience").joinpath("lua", "breaker.lua").read_text()
+        self._script = client.register_script(text)
+        self.transitions: list[str] = []
+
+    def _call(self, op: str, trial: bool = False) -> BreakerAnswer:
+        args = [op, *self.args, "1" if trial else "0"]
+        allowed, state, wait, transition, trips = self._script(keys=[self.key], args=args)
+        answer = BreakerAnswer(
+            bool(allowed), _text(state), float(_text(wait)), _text(transition), int(trips)
+        )
+        if answer.transition:
+            self.transitions.append(answer.transition)
+            log.warning(
+                "circuit breaker %s: %s (trips so far: %d)",
+                self.name,
+                answer.transition,
+                answer.trips,
+            )
+        return answer
+
+    def allow(self) -> BreakerAnswer:
+        """Ask to make a call; raise CircuitOpenError when the breaker refuses."""
+        answer = self._call("allow")
+        if not answer.allowed:
+            raise CircuitOpenError(
+                f"circuit {self.name} is {answer.state}; next try in {answer.retry_after:.1f}s",
+                retry_after=answer.retry_after,
+            )
+        return answer
+
+    def record(self, error: BaseException | None, *, trial: bool = False) -> BreakerAnswer:
+        """Report a call's outcome; business errors and our own waits count as success.
+
+        ``trial`` says the call was the half-open trial (``allow()`` answered ``half_open``).
+        """
+        if error is not None and counts_as_failure(error):
+            return self._call("failure", trial)
+        return self._call("success", trial)
+
+    def state(self) -> str:
+        """Return the breaker's state without changing it."""
+        return self._call("state").state
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the breaker's state and trip count, for status views."""
+        answer = self._call("state")
+        return {"state": answer.state, "trips": answer.trips}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

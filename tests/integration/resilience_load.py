@@ -1,0 +1,53 @@
+"""Fleet processes for the resilience tests: each runs a ResilientAPIClient loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from core.config import AppConfig
+from resilience import FallbackConfig, ResilientAPIClient
+
+
+def poll(
+    redis_url: str,
+    config: dict[str, Any],
+    seconds: float,
+    out: str,
+    start_at: float = 0.0,
+    pause: float = 0.05,
+) -> None:
+    """Ask for the BTC/USDT ticker until ``seconds`` pass; record each answer's level/source."""
+    cfg = AppConfig.model_validate(config)
+
+    async def run() -> list[dict[str, Any]]:
+        client = ResilientAPIClient(redis.Redis.from_url(redis_url), cfg)
+        answers = []
+        while time.time() < start_at:
+            await asyncio.sleep(0.005)
+        deadline = time.time() + seconds
+        try:
+            while time.time() < deadline:
+                try:
+                    answer = await client.resilient_request(
+                        "binance",
+                        "fetch_ticker",
+                        {"symbol": "BTC/USDT"},
+                        FallbackConfig(level="partial", timeout=8),
+                    )
+                    answers.append(
+                        {"t": time.time(), "level": answer.level.name, "source": answer.source}
+                    )
+                except Exception as exc:  # recorded for the test to judge
+                    answers.append({"t": time.time(), "error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(pause)
+        finally:
+            await client.close()
+        return answers
+
+    Path(out).write_text(json.dumps(asyncio.run(run())))

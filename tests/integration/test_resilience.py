@@ -1,0 +1,299 @@
+"""Resilient exchange access on real Redis, the sandbox over HTTP, and several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from core.config import AppConfig
+from core.errors import InsufficientFundsError, InvalidRequestError
+from exchanges.gateway import CcxtGateway
+from ratelimit.manager import ExchangeRateLimitManager
+from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
+from resilience.breaker import SharedBreaker
+from tests.integration.resilience_load import poll
+from tests.integration.sandbox_fixtures import admin, running_sandbox
+
+pytestmark = pytest.mark.integration
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def fleet_config(url: str, namespace: str, **breaker: Any) -> dict[str, Any]:
+    return {
+        "redis": {"key_prefix": namespace},
+        "exchanges": {
+            "binance": {
+                "base_url": url,
+                "api_key": "sandbox-key",
+                "api_secret": "sandbox-secret",
+                "circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 3, **breaker},
+            }
+        },
+        "retry_strategies": {"default": {"max_attempts": 2, "base_delay": 0.05, "jitter": False}},
+    }
+
+
+def run_pollers(
+    redis_url: str,
+    config: dict[str, Any],
+    tmp: Path,
+    count: int,
+    seconds: float,
+    start_at: float = 0.0,
+) -> list[Any]:
+    outs = [tmp / f"poll-{time.time_ns()}-{i}.json" for i in range(count)]
+    procs = [
+        SPAWN.Process(target=poll, args=(redis_url, config, seconds, str(o), start_at))
+        for o in outs
+    ]
+    for p in procs:
+        p.start()
+    return [procs, outs]
+
+
+def collect(handle: list[Any]) -> list[list[dict[str, Any]]]:
+    procs, outs = handle
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    return [json.loads(o.read_text()) for o in outs]
+
+
+def endpoint_calls(url: str, endpoint: str = "GET /api/v3/ticker/24hr") -> int:
+    return int(admin(url, "stats")["requests_by_endpoint"].get(endpoint, 0))
+
+
+def test_half_failing_exchange_trips_the_fleet_once_and_recovers_with_one_trial(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with running_sandbox() as sb:
+        config = fleet_config(sb.url, namespace)
+        warm = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        first = asyncio.run(_one_ticker(warm))  # fills the cache for PARTIAL answers
+        assert first.level is FallbackLevel.NONE
+
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": "http_500", "rate": 0.5, "endpoint": "GET /api/v3/ticker/24hr"}],
+        )
+        # shorter than the recovery time: the fleet trips once and stays open
+        answers = collect(run_pollers(redis_url, config, tmp_path, 3, 2.5, time.time() + 2))
+        breaker = SharedBreaker(
+            redis_client,
+            "binance",
+            "public",
+            keys=warm.keys,
+            failure_threshold=5,
+            recovery_timeout=3,
+        )
+        snapshot = breaker.snapshot()
+        assert snapshot["trips"] == 1, "the fleet must trip together, once"
+        for per_process in answers:
+            levels = {a.get("level") for a in per_process}
+            assert "PARTIAL" in levels, per_process[-3:]
+            assert all("error" not in a for a in per_process)
+        calls_while_open = endpoint_calls(sb.url)
+        time.sleep(0.5)
+        assert endpoint_calls(sb.url) == calls_while_open
+
+        # recovery: the exchange is healthy but slow to answer the first call (the trial)
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": "hang", "seconds": 1.5, "count": 1, "endpoint": "GET /api/v3/ticker/24hr"}],
+        )
+        reopen_at = time.time() + 3.2
+        before = endpoint_calls(sb.url)
+        handle = run_pollers(redis_url, config, tmp_path, 3, 4.0, start_at=reopen_at)
+        seen = []
+        while time.time() < reopen_at + 3.0:
+            seen.append((time.time(), endpoint_calls(sb.url) - before))
+            time.sleep(0.05)
+        collect(handle)
+        first_call = next(t for t, n in seen if n >= 1)
+        during_trial = [n for t, n in seen if first_call <= t < first_call + 1.3]
+        assert set(during_trial) == {1}, "exactly one trial call while half-open"
+        assert seen[-1][1] > 3, "after the trial succeeded the breaker closed and calls flowed"
+        assert breaker.state() == "closed"
+        assert breaker.snapshot()["trips"] == 1
+
+
+async def _one_ticker(client: ResilientAPIClient) -> Any:
+    try:
+        return await client.resilient_request(
+            "binance", "fetch_ticker", {"symbol": "BTC/USDT"}, FallbackConfig(level="partial")
+        )
+    finally:
+        await client.close()
+
+
+def test_a_429_stops_every_process_for_its_retry_after(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with running_sandbox() as sb:
+        config = fleet_config(sb.url, namespace)
+        handle = run_pollers(redis_url, config, tmp_path, 4, 5.0, start_at=time.time() + 1.5)
+        time.sleep(3.0)
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": "http_429", "seconds": 2, "count": 1, "endpoint": "GET /api/v3/ticker/24hr"}],
+        )
+        throttled_at = time.time()
+        answers = collect(handle)
+        client = admin(sb.url, "stats")["clients"]["127.0.0.1"]
+    assert client["sent_418"] == 0
+    # only requests already in flight when the 429 was sent may arrive inside Retry-After
+    assert client["requests_inside_retry_after"] <= 3
+    resumed = [
+        a["t"]
+        for p in answers
+        for a in p
+        if a.get("source") in ("exchange", "coalesced") and a["t"] > throttled_at + 2.0
+    ]
+    assert resumed, "polling resumed after the cooldown"
+
+
+def test_a_lost_order_response_leaves_exactly_one_order_and_the_caller_gets_it(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox() as sb:
+        cfg = AppConfig.model_validate(fleet_config(sb.url, namespace))
+        limiter = ExchangeRateLimitManager(redis_client, cfg)
+        client = ResilientAPIClient(
+            redis_client, cfg, limiter=limiter, gateway=CcxtGateway(cfg, limiter, timeout_ms=1000)
+        )
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": "response_lost", "seconds": 3, "count": 1, "endpoint": "POST /api/v3/order"}],
+        )
+
+        async def place() -> Any:
+            try:
+                return await client.resilient_request(
+                    "binance",
+                    "create_order",
+                    {
+                        "symbol": "ETH/USDT",
+                        "type": "limit",
+                        "side": "buy",
+                        "amount": 0.01,
+                        "price": 1000,
+                        "params": {"clientOrderId": "plan-7f3a"},
+                    },
+                )
+            finally:
+                await client.close()
+
+        answer = asyncio.run(place())
+        stats = admin(sb.url, "stats")
+    assert answer.source == "reconciled"
+    assert answer.data["clientOrderId"] == "plan-7f3a" and answer.data["status"] == "open"
+    assert stats["orders"] == {"sandbox-key": 1}
+    assert stats["requests_by_endpoint"]["POST /api/v3/order"] == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "params", "error"),
+    [
+        ("/api/v3/ticker/price", {"symbol": "DOGEUSDT"}, InvalidRequestError),
+        (
+            "create_order",
+            {"symbol": "BTC/USDT", "type": "market", "side": "buy", "amount": 5},
+            InsufficientFundsError,
+        ),
+    ],
+)
+def test_business_errors_are_not_retried_and_do_not_trip_the_breaker(
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+    endpoint: str,
+    params: dict[str, Any],
+    error: type,
+) -> None:
+    with running_sandbox() as sb:
+        cfg = AppConfig.model_validate(fleet_config(sb.url, namespace, failure_threshold=1))
+        client = ResilientAPIClient(redis_client, cfg)
+
+        async def call() -> None:
+            try:
+                await client.resilient_request(
+                    "binance", endpoint, params, FallbackConfig(level="full")
+                )
+            finally:
+                await client.close()
+
+        with pytest.raises(error):
+            asyncio.run(call())
+        calls = admin(sb.url, "stats")["requests_by_endpoint"]
+    sent = {k: v for k, v in calls.items() if k != "GET /api/v3/exchangeInfo"}
+    assert list(sent.values()) == [1], sent
+    for klass in ("public", "orders"):
+        assert client.breaker("binance", klass).state() == "closed"
+
+
+def test_exactly_one_of_many_processes_gets_the_half_open_trial(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from core.keys import KeySpace
+
+    breaker = SharedBreaker(
+        redis_client,
+        "x",
+        "public",
+        failure_threshold=1,
+        recovery_timeout=1,
+        keys=KeySpace(namespace),
+    )
+    breaker.record(RuntimeError("boom"))
+    assert breaker.state() == "open"
+    start_at = time.time() + 2.0
+    outs = [tmp_path / f"trial-{i}.json" for i in range(6)]
+    procs = [
+        SPAWN.Process(target=_race_for_trial, args=(redis_url, namespace, start_at, str(o)))
+        for o in outs
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    granted = sum(json.loads(o.read_text()) for o in outs)
+    assert granted == 1
+
+
+def _race_for_trial(redis_url: str, namespace: str, start_at: float, out: str) -> None:
+    from core.errors import CircuitOpenError
+    from core.keys import KeySpace
+
+    breaker = SharedBreaker(
+        redis.Redis.from_url(redis_url),
+        "x",
+        "public",
+        failure_threshold=1,
+        recovery_timeout=1,
+        keys=KeySpace(namespace),
+    )
+    while time.time() < start_at:
+        time.sleep(0.001)
+    granted = 0
+    for _ in range(50):
+        try:
+            breaker.allow()
+            granted += 1
+        except CircuitOpenError:
+            pass
+    Path(out).write_text(json.dumps(granted))
