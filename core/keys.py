@@ -20,7 +20,8 @@ Resilience:
     <p>{cb:<x>:<class>}                    circuit breaker of an exchange's endpoint class
                                            (public, private, orders): hash
     <p>{cache}:entry:<digest>              a cached response (string, TTL)
-    <p>{cache}:index                       cache entries by write time, for the size bound
+    <p>{cache}:index                       cache entries by write order, for the size bound
+    <p>{cache}:seq                         the write order counter
     <p>coalesce:<digest>:lock              the fleet-wide leader of an in-flight request
     <p>coalesce:<digest>:result            its result, kept briefly for the followers
 
@@ -86,3 +87,7 @@ class KeySpace:
     def coalesce_result(self, digest: str) -> str:
         """Return the key where that process leaves the result for the others."""
         return f"{self.prefix}coalesce:{digest}:result"
+
+    def cache_sequence(self) -> str:
+        """Return the counter that orders cache writes."""
+        return f"{self.prefix}{{cache}}:seq"

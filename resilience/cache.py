@@ -6,7 +6,9 @@ so a stale answer can say how old it is. Keys share the ``{cache}`` hash tag for
 
 Coalescing: the first process to ask for a request takes a short lock and calls upstream;
 every other process asking for the same request meanwhile waits for the result the first
-one leaves behind, so N identical requests cost one upstream call.
+one leaves behind, so N identical requests cost one upstream call. The result stays for
+``result_ttl`` (0.25 s by default), so requests arriving just after the answer share it too:
+a fleet woken by the same beat tick does not arrive at exactly the same instant.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class ResponseCache:
     def put(self, digest: str, value: Any, ttl: float) -> int:
         """Store ``value`` for ``ttl`` seconds; return how many old entries were evicted."""
         payload = json.dumps({"v": value, "t": time.time()}, default=str)
-        keys = [self.keys.cache_entry(digest), self.keys.cache_index()]
+        keys = [self.keys.cache_entry(digest), self.keys.cache_index(), self.keys.cache_sequence()]
         evicted = self._set(keys=keys, args=[payload, max(1, int(ttl * 1000)), self.max_entries])
         return int(evicted)
 
@@ -79,7 +81,7 @@ class Coalescer:
         keys: KeySpace,
         *,
         lock_ttl: float = 30.0,
-        result_ttl: float = 2.0,
+        result_ttl: float = 0.25,
         poll: float = 0.005,
     ) -> None:
         self.client, self.keys = client, keys
@@ -94,6 +96,9 @@ class Coalescer:
         lock, result_key = self.keys.coalesce_lock(digest), self.keys.coalesce_result(digest)
         token = uuid.uuid4().hex
         while True:
+            recent = self.client.get(result_key)
+            if recent is not None:
+                return json.loads(cast(bytes, recent))["r"], True
             if self.client.set(lock, token, nx=True, px=int(self.lock_ttl * 1000)):
                 return await self._lead(lock, result_key, token, call), False
             waited = await self._follow(lock, result_key)
@@ -103,7 +108,6 @@ class Coalescer:
     async def _lead(
         self, lock: str, result_key: str, token: str, call: Callable[[], Awaitable[T]]
     ) -> T:
-        self.client.delete(result_key)  # a result from an earlier round is not this round's
         try:
             result = await call()
             self.client.set(

@@ -48,6 +48,7 @@ class ResilientAPIClient:
         gateway: CcxtGateway | None = None,
         retry: RetryConfig | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        coalesce: bool = True,
     ) -> None:
         self.config = config or AppConfig(
             exchanges={name: ExchangeConfig() for name in SUPPORTED_EXCHANGES}
@@ -62,6 +63,7 @@ class ResilientAPIClient:
         default = self.config.retry_strategies.get("default")
         self.retry = retry or (RetryConfig.from_settings(default) if default else RetryConfig())
         self._sleep = sleep
+        self.coalesce = coalesce
         self._breakers: dict[tuple[str, str], SharedBreaker] = {}
 
     def breaker(self, exchange: str, klass: str) -> SharedBreaker:
@@ -97,6 +99,11 @@ class ResilientAPIClient:
             if fc.level == FallbackLevel.EMERGENCY and not is_cancel(endpoint):
                 raise StopError(f"{exchange}: EMERGENCY level: only reads and cancels are sent")
             return await asyncio.wait_for(self._write(exchange, endpoint, params), fc.timeout)
+        return await self._read_request(exchange, endpoint, params, fc)
+
+    async def _read_request(
+        self, exchange: str, endpoint: str, params: dict[str, Any], fc: FallbackConfig
+    ) -> ResilientResponse:
         digest = request_digest(exchange, endpoint, params)
         if fc.cache_enabled and fc.fresh_ttl > 0:
             cached = self.cache.get(digest)
@@ -104,11 +111,15 @@ class ResilientAPIClient:
                 return ResilientResponse(
                     cached.value, FallbackLevel.NONE, "cache", age=cached.age()
                 )
+
+        async def read() -> Any:
+            return await self._read(exchange, endpoint, params)
+
         try:
-            data, shared = await asyncio.wait_for(
-                self.coalescer.run(digest, lambda: self._read(exchange, endpoint, params)),
-                fc.timeout,
-            )
+            if self.coalesce:
+                data, shared = await asyncio.wait_for(self.coalescer.run(digest, read), fc.timeout)
+            else:
+                data, shared = await asyncio.wait_for(read(), fc.timeout), False
         except GiveUpError:
             raise
         except (CryptoAIError, TimeoutError) as error:

@@ -25,6 +25,7 @@ class ClientStats:
     requests: int = 0
     weight_total: float = 0.0
     weight_by_window: dict[int, float] = field(default_factory=dict)
+    weight_history: dict[int, float] = field(default_factory=dict)
     raw_by_window: dict[int, int] = field(default_factory=dict)
     sent_429: int = 0
     sent_418: int = 0
@@ -73,6 +74,9 @@ class LimitEnforcer:
         if is_order and account:
             self._check_orders(account, now)
         stats.weight_by_window = {window: used + weight}
+        stats.weight_history[window] = used + weight
+        if len(stats.weight_history) > 1000:
+            del stats.weight_history[min(stats.weight_history)]
         stats.raw_by_window = {raw_window: stats.raw_by_window.get(raw_window, 0) + 1}
         stats.weight_total += weight
         return self.headers(ip, account)

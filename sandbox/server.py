@@ -375,6 +375,10 @@ class Sandbox:
                 "sent_418": s.sent_418,
                 "bans": s.bans,
                 "requests_inside_retry_after": s.inside_retry_after,
+                "weight_by_window": {
+                    str(int(w * self.limits.weight_window)): used
+                    for w, used in sorted(s.weight_history.items())
+                },
             }
             for ip, s in self.limits.clients.items()
         }

@@ -6,6 +6,7 @@ them (see ``celeryconfig.py``), so importing this module reads no file and opens
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -31,3 +32,7 @@ app.add_defaults(_settings)
 @worker_process_init.connect
 def _fresh_clients_per_process(**_: Any) -> None:
     runtime.reset_after_fork()
+    try:
+        runtime.start_process()
+    except Exception:  # a worker still serves tasks that need no exchange
+        logging.getLogger(__name__).exception("could not build the exchange clients")

@@ -7,10 +7,13 @@ from the parent so that no socket is shared between processes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -18,7 +21,11 @@ from core.config import AppConfig
 from core.config_loader import load_config
 from core.keys import KeySpace
 from core.redis_target import external_redis_url, redact_url
+from ratelimit.manager import ExchangeRateLimitManager
+from resilience.client import ResilientAPIClient
 from workers.redis_server import EmbeddedRedis, running_embedded
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +113,60 @@ def make_redis_client(url: str, cfg: AppConfig) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def rate_limiter() -> ExchangeRateLimitManager:
+    """Return this process's view of the fleet-wide rate limiter."""
+    with _lock:
+        if "limiter" not in _state:
+            _state["limiter"] = ExchangeRateLimitManager(redis_client(), config())
+        return _state["limiter"]  # type: ignore[no-any-return]
+
+
+def exchange_client() -> ResilientAPIClient:
+    """Return this process's resilient exchange client (ccxt instances inside)."""
+    with _lock:
+        if "client" not in _state:
+            _state["client"] = ResilientAPIClient(redis_client(), config(), limiter=rate_limiter())
+        return _state["client"]  # type: ignore[no-any-return]
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """Return this process's event loop, running in a daemon thread.
+
+    ccxt's async instances and their HTTP sessions belong to one loop; Celery tasks are
+    synchronous, so every task of the process submits its coroutines to this one loop.
+    """
+    with _lock:
+        if "loop" not in _state:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="crypto-ai-loop", daemon=True).start()
+            _state["loop"] = loop
+        return _state["loop"]  # type: ignore[no-any-return]
+
+
+def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run a coroutine on the process's loop and return its result (for sync callers)."""
+    return asyncio.run_coroutine_threadsafe(coro, event_loop()).result(timeout)
+
+
+def start_process() -> None:
+    """Build this process's clients and one ccxt instance per configured exchange."""
+
+    async def open_instances() -> None:
+        client = exchange_client()
+        for key, exchange in config().exchanges.items():
+            if exchange.enabled:
+                client.gateway.instance(key)
+
+    run_async(open_instances(), timeout=30)
+    log.info(
+        "process %s: exchange clients ready for %s",
+        os.getpid(),
+        ", ".join(config().exchanges) or "no exchange",
+    )
+
+
 def reset_after_fork() -> None:
     """Forget clients inherited from a parent process; they are rebuilt on first use."""
     with _lock:
-        _state.pop("redis", None)
+        for name in ("redis", "limiter", "client", "loop"):
+            _state.pop(name, None)

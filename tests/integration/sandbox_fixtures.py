@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from core.config import ExchangeConfig, SandboxConfig
 from exchanges.ccxt_factory import make_exchange
+from sandbox.admin import admin
 from sandbox.server import Sandbox, SandboxThread
+
+__all__ = ["admin", "ccxt_client", "running_sandbox"]
 
 
 @contextmanager
@@ -28,16 +29,3 @@ def ccxt_client(url: str, secret: str = "sandbox-secret", **extra: Any) -> Any:
     """Return ccxt.async_support.binance with its URLs at the sandbox."""
     config = ExchangeConfig(base_url=url, api_key="sandbox-key", api_secret=secret)
     return make_exchange("binance", config, **extra)
-
-
-def admin(url: str, path: str, method: str = "GET", body: Any = None) -> Any:
-    """Call a /sandbox/ admin endpoint and return its JSON."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        f"{url}/sandbox/{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())

@@ -297,3 +297,130 @@ def _race_for_trial(redis_url: str, namespace: str, start_at: float, out: str) -
         except CircuitOpenError:
             pass
     Path(out).write_text(json.dumps(granted))
+
+
+def _ask_candles(redis_url: str, config: dict[str, Any], start_at: float, out: str) -> None:
+    cfg = AppConfig.model_validate(config)
+
+    async def run() -> str:
+        client = ResilientAPIClient(redis.Redis.from_url(redis_url), cfg)
+        try:
+            while time.time() < start_at:
+                await asyncio.sleep(0.002)
+            answer = await client.resilient_request(
+                "binance", "fetch_ohlcv", {"symbol": "BTC/USDT", "timeframe": "1h", "limit": 50}
+            )
+            return f"{answer.source}:{answer.data[-1][4]}"
+        finally:
+            await client.close()
+
+    Path(out).write_text(json.dumps(asyncio.run(run())))
+
+
+def test_identical_requests_from_eight_processes_make_one_upstream_call(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with running_sandbox() as sb:
+        config = fleet_config(sb.url, namespace)
+        # the upstream call takes 0.8 s, so every process asks while it is in flight
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": "hang", "seconds": 0.8, "count": 1, "endpoint": "GET /api/v3/klines"}],
+        )
+        start_at = time.time() + 2.5
+        outs = [tmp_path / f"c{i}.json" for i in range(8)]
+        procs = [
+            SPAWN.Process(target=_ask_candles, args=(redis_url, config, start_at, str(o)))
+            for o in outs
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        calls = endpoint_calls(sb.url, "GET /api/v3/klines")
+    answers = [json.loads(o.read_text()) for o in outs]
+    assert calls == 1
+    assert sorted(a.split(":")[0] for a in answers) == ["coalesced"] * 7 + ["exchange"]
+    assert len({a.split(":")[1] for a in answers}) == 1, "everyone got the same candles"
+
+
+def test_alternative_endpoints_are_tried_before_degrading(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox() as primary, running_sandbox() as alternative:
+        cfg = AppConfig.model_validate(fleet_config(primary.url, namespace))
+        client = ResilientAPIClient(redis_client, cfg)
+        admin(primary.url, "faults", "PUT", [{"kind": "http_503"}])
+
+        async def ask() -> Any:
+            try:
+                return await client.resilient_request(
+                    "binance",
+                    "fetch_ticker",
+                    {"symbol": "BTC/USDT"},
+                    FallbackConfig(level="partial", alternative_endpoints=[alternative.url]),
+                )
+            finally:
+                await client.close()
+
+        answer = asyncio.run(ask())
+    assert answer.level is FallbackLevel.NONE
+    assert answer.source == f"alternative:{alternative.url}"
+    assert answer.data["last"] > 0
+
+
+def test_full_level_uses_the_fallback_function_and_emergency_refuses_new_orders(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    from core.errors import StopError
+
+    with running_sandbox() as sb:
+        cfg = AppConfig.model_validate(fleet_config(sb.url, namespace))
+        client = ResilientAPIClient(redis_client, cfg)
+        admin(sb.url, "faults", "PUT", [{"kind": "http_503"}])
+
+        def default_ticker(error: Exception, **context: Any) -> dict[str, Any]:
+            return {"symbol": context["params"]["symbol"], "last": None, "reason": str(error)}
+
+        async def scenario() -> Any:
+            try:
+                answer = await client.resilient_request(
+                    "binance",
+                    "fetch_ticker",
+                    {"symbol": "SOL/USDT"},
+                    FallbackConfig(
+                        level=FallbackLevel.FULL,
+                        cache_enabled=False,
+                        fallback_function=default_ticker,
+                    ),
+                )
+                with pytest.raises(StopError, match="EMERGENCY"):
+                    await client.resilient_request(
+                        "binance",
+                        "create_order",
+                        {"symbol": "ETH/USDT", "type": "market", "side": "buy", "amount": 0.01},
+                        FallbackConfig(level="emergency"),
+                    )
+                return answer
+            finally:
+                await client.close()
+
+        answer = asyncio.run(scenario())
+        posted = admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0)
+    assert answer.level is FallbackLevel.FULL and answer.source == "fallback_function"
+    assert answer.data["symbol"] == "SOL/USDT" and "OperationFailed" in answer.data["reason"]
+    assert posted == 0
+
+
+def test_the_cache_keeps_its_size_bound(redis_client: redis.Redis, namespace: str) -> None:
+    from core.keys import KeySpace
+    from resilience.cache import ResponseCache
+
+    cache = ResponseCache(redis_client, KeySpace(namespace), max_entries=5)
+    evicted = sum(cache.put(f"d{i}", {"i": i}, ttl=60) for i in range(12))
+    assert evicted == 7
+    assert redis_client.zcard(KeySpace(namespace).cache_index()) == 5
+    assert cache.get("d0") is None and cache.get("d11") is not None
+    assert cache.get("d11").value == {"i": 11}  # type: ignore[union-attr]
