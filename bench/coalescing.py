@@ -20,7 +20,8 @@ from bench.common import redis_for_bench
 from core.config import AppConfig, SandboxConfig
 from resilience import ResilientAPIClient
 from sandbox.admin import admin
-from sandbox.server import Sandbox, SandboxThread
+from sandbox.server import Sandbox
+from sandbox.thread import SandboxThread
 
 
 def asker(url: str, redis_url: str, coalesce: bool, rounds: int, start: float, gap: float) -> None:

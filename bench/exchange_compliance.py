@@ -30,7 +30,8 @@ from core.config import AppConfig, SandboxConfig
 from exchanges.ccxt_factory import make_exchange
 from ratelimit.manager import ExchangeRateLimitManager
 from sandbox.admin import admin
-from sandbox.server import Sandbox, SandboxThread
+from sandbox.server import Sandbox
+from sandbox.thread import SandboxThread
 
 CALLS = [  # (method, kwargs, Binance weight)
     ("fetch_ohlcv", {"symbol": "BTC/USDT", "timeframe": "1m", "limit": 100}, 2),

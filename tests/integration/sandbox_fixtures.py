@@ -9,7 +9,8 @@ from typing import Any
 from core.config import ExchangeConfig, SandboxConfig
 from exchanges.ccxt_factory import make_exchange
 from sandbox.admin import admin
-from sandbox.server import Sandbox, SandboxThread
+from sandbox.server import Sandbox
+from sandbox.thread import SandboxThread
 
 __all__ = ["admin", "ccxt_client", "running_sandbox"]
 
