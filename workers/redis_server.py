@@ -81,16 +81,25 @@ class EmbeddedRedis:
     before the workers that depend on it; call :meth:`stop` (or use ``with``) to end it.
     """
 
-    def __init__(self, directory: Path, *, port: int | None = None, appendonly: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        password: str | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.port = port
         self.appendonly = appendonly
+        self.password = password
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """Return the server's URL (valid once started)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Return the server's URL (valid once started; it carries the password, if any)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the server, wait until it answers PING, and return its URL."""
@@ -115,6 +124,8 @@ class EmbeddedRedis:
             "--loglevel",
             "warning",
         ]
+        if self.password:
+            command += ["--requirepass", self.password]
         self._process = subprocess.Popen(
             command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

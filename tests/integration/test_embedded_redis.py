@@ -44,3 +44,20 @@ def test_appendonly_keeps_data_across_a_restart(tmp_path: Path) -> None:
         redis.Redis.from_url(server.url).rpush("queue", "task-1")
     with EmbeddedRedis(tmp_path) as server:
         assert redis.Redis.from_url(server.url).lrange("queue", 0, -1) == [b"task-1"]
+
+
+def test_a_password_protected_server_needs_the_password_in_the_url(tmp_path: Path) -> None:
+    from core.config import AppConfig
+    from core.redis_target import external_redis_url, redact_url
+    from workers.runtime import make_redis_client
+
+    with EmbeddedRedis(tmp_path, appendonly=False, password="s3cr/et") as server:
+        config = AppConfig.model_validate(
+            {"redis": {"host": "127.0.0.1", "port": server.port, "password": "s3cr/et"}}
+        )
+        url = external_redis_url(config.redis)
+        assert url is not None and "s3cr%2Fet" in url
+        assert make_redis_client(url, config).ping() is True
+        assert "s3cr" not in redact_url(url)
+        with pytest.raises(redis.AuthenticationError):
+            make_redis_client(f"redis://127.0.0.1:{server.port}/0", config).ping()

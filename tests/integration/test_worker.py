@@ -36,6 +36,7 @@ def test_worker_consumes_a_task_sent_to_each_queue(
         }
         answers = {q: r.get(timeout=20) for q, r in results.items()}
 
+    assert "exchange clients ready" in (tmp_path / "all.log").read_text(), "worker_process_init"
     for queue, answer in answers.items():
         assert answer["queue"] == queue
         assert answer["worker"].startswith("all@")
