@@ -270,6 +270,24 @@ class LLMConfig(Section):
         return self.api_key is not None or self.base_url is not None
 
 
+class NewsConfig(Section):
+    """Where the news agent reads: RSS/Atom feeds, local files, each exchange's sandbox feed."""
+
+    feeds: list[str] = []
+    files: list[Path] = []
+    sandbox_feeds: bool = True
+    lookback_hours: PositiveFloat = 24.0
+    fetch_timeout: PositiveFloat = 10.0
+    refresh_seconds: PositiveFloat = 60.0
+
+
+class ReportsConfig(Section):
+    """Where run reports go (JSON and a readable page per symbol), and for how long in Redis."""
+
+    dir: Path = Path(".crypto-ai/reports")
+    keep_days: PositiveFloat = 30.0
+
+
 class RiskLimits(Section):
     """The risk guard's limits, in the quote currency (USDT) unless named otherwise."""
 
@@ -308,6 +326,9 @@ class AppConfig(Section):
     watchlist: list[WatchItem] = []
     llm: LLMConfig = LLMConfig()
     trading: TradingConfig = TradingConfig()
+    news: NewsConfig = NewsConfig()
+    reports: ReportsConfig = ReportsConfig()
+    timeframes: list[Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]] = ["15m", "1h", "4h"]
 
     @field_validator("exchanges")
     @classmethod

@@ -6,6 +6,14 @@ keys get the same prefix through kombu's ``global_keyprefix``):
     <p>logs:system                         capped list of recent log records (the seed's name)
     <p>fleet:health:<queue>                last health round trip per queue (hash)
 
+Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the slash):
+
+    <p>run:<r>:<x>:<s>:<stage>             a stage's output (JSON, with a TTL): news,
+                                           snapshot, long, short, plan, execution, report
+    <p>runs:index                          run ids by start time (sorted set)
+    <p>run:<r>:meta                        a run's start time, symbols and status (hash)
+    <p>fleet:kill_switch                   set: no order leaves the fleet
+
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
 Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config):
 
@@ -91,3 +99,19 @@ class KeySpace:
     def cache_sequence(self) -> str:
         """Return the counter that orders cache writes."""
         return f"{self.prefix}{{cache}}:seq"
+
+    def stage(self, run_id: str, exchange: str, symbol: str, stage: str) -> str:
+        """Return the key of one stage's output in one analysis run."""
+        return f"{self.prefix}run:{run_id}:{exchange}:{symbol.replace('/', '')}:{stage}"
+
+    def runs_index(self) -> str:
+        """Return the sorted set of run ids by start time."""
+        return f"{self.prefix}runs:index"
+
+    def run_meta(self, run_id: str) -> str:
+        """Return the hash describing one run."""
+        return f"{self.prefix}run:{run_id}:meta"
+
+    def kill_switch(self) -> str:
+        """Return the key that, when set, stops every order."""
+        return f"{self.prefix}fleet:kill_switch"

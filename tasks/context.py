@@ -7,12 +7,16 @@ ask :func:`current` for it when they run.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
 import redis
 
 from core.config import AppConfig
 from core.keys import KeySpace
+from resilience import ResilientAPIClient
+
+T = TypeVar("T")
 
 
 class Runtime(Protocol):
@@ -28,6 +32,14 @@ class Runtime(Protocol):
 
     def keyspace(self) -> KeySpace:
         """Return the key builder."""
+        ...
+
+    def exchange_client(self) -> ResilientAPIClient:
+        """Return this process's resilient exchange client."""
+        ...
+
+    def run_async(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the process's event loop and return its result."""
         ...
 
 

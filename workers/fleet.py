@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from core.config import PRIORITY_QUEUES, AppConfig
 from core.redis_target import external_redis_url, redact_url
+from core.urls import local_port
 from workers import runtime
 from workers.redis_server import EmbeddedRedis, running_embedded
 
@@ -41,12 +41,7 @@ class ProcessSpec:
 
 def sandbox_port(base_url: str | None) -> int | None:
     """Return the port of a base_url that points at this machine, else None."""
-    if not base_url:
-        return None
-    parsed = urlparse(base_url)
-    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return None
-    return parsed.port or (443 if parsed.scheme == "https" else 80)
+    return local_port(base_url)
 
 
 def fleet_specs(

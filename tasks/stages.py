@@ -1,0 +1,241 @@
+"""The I/O around the agents, one function per stage of an analysis run.
+
+Each stage reads its inputs from Redis (under the run's keys), calls the pure agent, and
+writes its output back; Celery tasks only decode arguments and call these. Big data never
+travels in task arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from agents import features as feature_lib
+from agents import news as news_lib
+from agents import risk as risk_lib
+from agents.analysts import analyse
+from agents.orders import client_order_id
+from agents.strategy import decide
+from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, TradePlan
+from core.config import AppConfig
+from core.urls import local_port
+from resilience import FallbackConfig
+from tasks.context import Runtime
+
+log = logging.getLogger(__name__)
+
+STAGE_TTL = 7 * 86400
+PRIMARY_TIMEFRAME = "1h"
+
+
+def save(rt: Runtime, run_id: str, exchange: str, symbol: str, stage: str, *, data: Any) -> None:
+    """Store a stage's output (JSON) under the run's key."""
+    key = rt.keyspace().stage(run_id, exchange, symbol, stage)
+    rt.redis_client().set(key, json.dumps(data, default=str), ex=STAGE_TTL)
+
+
+def load(rt: Runtime, run_id: str, exchange: str, symbol: str, stage: str) -> Any:
+    """Return a stage's stored output; raise if the stage has not run."""
+    raw = rt.redis_client().get(rt.keyspace().stage(run_id, exchange, symbol, stage))
+    if raw is None:
+        raise LookupError(f"run {run_id}: no {stage} output for {exchange} {symbol}")
+    return json.loads(raw)  # type: ignore[arg-type]
+
+
+def feed_urls(config: AppConfig, exchange: str) -> list[str]:
+    """Return the feeds to read for an exchange: configured ones plus its sandbox's feed."""
+    urls = list(config.news.feeds)
+    base = config.exchanges[exchange].base_url or ""
+    if config.news.sandbox_feeds and local_port(base) is not None:
+        urls.append(f"{base}/sandbox/news.rss")
+    return urls
+
+
+async def _fetch_feed(url: str, timeout: float) -> str:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        session.get(url) as response,
+    ):
+        response.raise_for_status()
+        return await response.text()
+
+
+async def collect_news(
+    rt: Runtime, run_id: str, exchange: str, symbol: str, decided_at: str
+) -> int:
+    """Read the feeds and files, keep the items usable at the decision time; return the count."""
+    config = rt.config()
+    items: list[NewsItem] = []
+    for url in feed_urls(config, exchange):
+        try:
+            text = await _fetch_feed(url, config.news.fetch_timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("news feed %s unavailable: %s", url, exc)
+            continue
+        items += news_lib.parse_feed(text, source=url)
+    for path in config.news.files:
+        items += news_lib.parse_feed(Path(path).read_bytes(), source=str(path))
+    decision_time = datetime.fromisoformat(decided_at)
+    lookback = decision_time - timedelta(hours=config.news.lookback_hours)
+    usable = [
+        i for i in news_lib.prepare(items, [symbol], decision_time) if i.published >= lookback
+    ]
+    relevant = [i for i in usable if symbol in i.symbols]
+    save(rt, run_id, exchange, symbol, "news", data=[i.model_dump(mode="json") for i in relevant])
+    return len(relevant)
+
+
+async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) -> float:
+    """Fetch candles on every configured timeframe, the ticker and the book; return the price."""
+    client = rt.exchange_client()
+    partial = FallbackConfig(level="partial", timeout=30)
+    candles: dict[str, list[Candle]] = {}
+    for timeframe in rt.config().timeframes:
+        answer = await client.resilient_request(
+            exchange,
+            "fetch_ohlcv",
+            {"symbol": symbol, "timeframe": timeframe, "limit": 100},
+            partial,
+        )
+        candles[timeframe] = [
+            Candle(time=int(r[0]), open=r[1], high=r[2], low=r[3], close=r[4], volume=r[5])
+            for r in answer.data
+        ]
+    ticker = (
+        await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, partial)
+    ).data
+    book = (
+        await client.resilient_request(
+            exchange, "fetch_order_book", {"symbol": symbol, "limit": 20}, partial
+        )
+    ).data
+    snapshot = MarketSnapshot(
+        exchange=exchange,
+        symbol=symbol,
+        taken_at=datetime.now(UTC),
+        candles=candles,
+        last=ticker["last"],
+        bid=ticker.get("bid") or ticker["last"],
+        ask=ticker.get("ask") or ticker["last"],
+        bids=[(p, q) for p, q, *_ in book["bids"]],
+        asks=[(p, q) for p, q, *_ in book["asks"]],
+    )
+    save(rt, run_id, exchange, symbol, "snapshot", data=snapshot.model_dump(mode="json"))
+    return snapshot.last
+
+
+def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
+    """Write the long or short case; return its confidence."""
+    snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
+    items = [NewsItem.model_validate(i) for i in load(rt, run_id, exchange, symbol, "news")]
+    score, count = news_lib.symbol_sentiment(items, symbol)
+    feats = feature_lib.compute(snapshot, PRIMARY_TIMEFRAME)
+    report = analyse("long" if side == "long" else "short", feats, score, count)
+    save(rt, run_id, exchange, symbol, side, data=report.model_dump(mode="json"))
+    return report.confidence
+
+
+def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
+    """Weigh both cases into a plan; return its action."""
+    snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
+    long = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "long"))
+    short = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "short"))
+    feats = feature_lib.compute(snapshot, PRIMARY_TIMEFRAME)
+    plan = decide(symbol, long, short, feats, rt.config().trading.risk)
+    save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
+    return plan.action
+
+
+async def _risk_state(rt: Runtime, exchange: str, symbol: str) -> risk_lib.RiskState:
+    client = rt.exchange_client()
+    ticker = (await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol})).data
+    balance = (await client.resilient_request(exchange, "fetch_balance", {})).data
+    opened = (
+        await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol})
+    ).data
+    base = symbol.split("/", maxsplit=1)[0]
+    return risk_lib.RiskState(
+        market_price=float(ticker["last"]),
+        position=float((balance.get("free") or {}).get(base) or 0.0),
+        open_orders=len(opened),
+        kill_switch=bool(rt.redis_client().exists(rt.keyspace().kill_switch())),
+    )
+
+
+async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[str, Any]:
+    """Check the plan against the risk guard and place at most one order for it.
+
+    Idempotent: the client order id is derived from the run and the plan, and an order with
+    that id is looked up before anything is sent, so a redelivered task finds its order.
+    """
+    config = rt.config()
+    plan = TradePlan.model_validate(load(rt, run_id, exchange, symbol, "plan"))
+    outcome: dict[str, Any] = {"action": plan.action, "mode": config.trading.mode}
+    if plan.action == "hold":
+        outcome["risk"] = {"approved": False, "reasons": ["hold"]}
+        save(rt, run_id, exchange, symbol, "execution", data=outcome)
+        return outcome
+    state = await _risk_state(rt, exchange, symbol)
+    decision = risk_lib.check(plan, config.trading.risk, state)
+    outcome["risk"] = {
+        "approved": decision.approved,
+        "size": decision.size,
+        "reasons": decision.reasons,
+    }
+    if decision.approved:
+        outcome["order"] = await _place(rt, run_id, exchange, plan, decision.size)
+    save(rt, run_id, exchange, symbol, "execution", data=outcome)
+    return outcome
+
+
+async def _place(
+    rt: Runtime, run_id: str, exchange: str, plan: TradePlan, size: float
+) -> dict[str, Any]:
+    client = rt.exchange_client()
+    cid = client_order_id(run_id, exchange, plan.symbol, plan.action)
+    config = rt.config()
+    if config.trading.mode == "paper" and local_port(config.exchanges[exchange].base_url) is None:
+        # paper trading against a real exchange: simulate the fill, send nothing
+        price = plan.entry or 0.0
+        return {
+            "id": None,
+            "clientOrderId": cid,
+            "status": "simulated",
+            "side": plan.action,
+            "amount": size,
+            "filled": size,
+            "average": price,
+            "cost": size * price,
+            "source": "paper",
+        }
+    existing = await client.gateway.find_order(exchange, plan.symbol, cid)
+    if existing is not None:
+        log.info(
+            "run %s: order %s already exists (redelivered task); not placing again", run_id, cid
+        )
+        return _order_summary(existing, "found")
+    market = client.gateway.instance(exchange)
+    await market.load_markets()
+    amount = float(market.amount_to_precision(plan.symbol, size))
+    answer = await client.resilient_request(
+        exchange,
+        "create_order",
+        {
+            "symbol": plan.symbol,
+            "type": "market",
+            "side": plan.action,
+            "amount": amount,
+            "params": {"clientOrderId": cid},
+        },
+    )
+    return _order_summary(answer.data, answer.source)
+
+
+def _order_summary(order: dict[str, Any], source: str) -> dict[str, Any]:
+    keys = ("id", "clientOrderId", "status", "side", "amount", "filled", "average", "cost")
+    return {**{k: order.get(k) for k in keys}, "source": source}
