@@ -7,6 +7,7 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 
 from core.config import ExchangeConfig
+from core.urls import local_port
 from exchanges.limited import limited_class
 from exchanges.urls import rebase_urls
 from ratelimit.manager import ExchangeRateLimitManager
@@ -45,8 +46,13 @@ def make_exchange(
         "timeout": timeout_ms,
         "options": dict(SPOT_ONLY_OPTIONS.get(ccxt_id, {})),
     }
+    url = base_url or config.base_url
     if config.api_key is not None:
         options["apiKey"] = config.api_key.get_secret_value()
+    elif local_port(url) is not None:
+        # a local sandbox: its own paper account, so paper trading needs no real keys
+        options["apiKey"] = config.sandbox.api_key
+        options["secret"] = config.sandbox.api_secret.get_secret_value()
     if config.api_secret is not None:
         options["secret"] = config.api_secret.get_secret_value()
     if config.password is not None:
@@ -56,7 +62,6 @@ def make_exchange(
     if limiter is not None:
         cls = limited_class(cls, key, limiter, max_wait)
     exchange = cls(options)
-    url = base_url or config.base_url
     if url:
         exchange.urls["api"] = rebase_urls(exchange.urls["api"], url)
     return exchange

@@ -52,8 +52,8 @@ def page(report: dict[str, Any]) -> str:
     ]
     if plan["action"] != "hold":
         lines += [
-            f"Size {plan['size']:.8f} at {plan['entry']}, stop {plan['stop_loss']}, "
-            f"take profit {plan['take_profit']}, horizon {plan['horizon']}.",
+            f"Size {plan['size']:.8f} at {plan['entry']:.8g}, stop {plan['stop_loss']:.8g}, "
+            f"take profit {plan['take_profit']:.8g}, horizon {plan['horizon']}.",
             "",
         ]
     risk = execution.get("risk", {})

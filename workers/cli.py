@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -67,11 +68,22 @@ def config_check(file: Annotated[Path | None, typer.Argument()] = None) -> None:
 
 
 @app.command()
-def up(config: ConfigOption = None) -> None:
-    """Run the fleet locally: Redis, a worker per tier, beat and Flower, until Ctrl-C."""
-    from workers.fleet import run_fleet
+def up(
+    config: ConfigOption = None,
+    once: Annotated[bool, typer.Option("--once", help="run one cycle, print, stop")] = False,
+) -> None:
+    """Run the fleet locally: Redis, a worker per tier, beat and Flower, until Ctrl-C.
+
+    With --once: start Redis, the sandboxes and the workers, run one analysis cycle over
+    the watchlist, print where the reports are, stop everything; exit 0 if the cycle
+    succeeded, 1 if it failed.
+    """
+    from workers.fleet import run_fleet, run_once
 
     cfg = _load_or_exit(config)
+    if once:
+        path = resolve_config_path(config, dict(os.environ))
+        raise typer.Exit(run_once(cfg, path, lambda: _submit_run(cfg, 600)))
     logging.basicConfig(
         level=cfg.monitoring.log_level, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -140,6 +152,73 @@ def sandbox(
         highlight=False,
     )
     web.run_app(instance.app, host=host, port=listen, print=None, access_log=None)
+
+
+def _submit_run(cfg: AppConfig, timeout: float) -> int:
+    """Submit one analysis run over the watchlist, wait for it, print the outcome."""
+    import workers.app  # noqa: F401 - binds the shared tasks to the fleet's app
+    from tasks.runs import wait as wait_for
+    from tasks.runs import watchlist_run
+    from workers import runtime
+
+    if not cfg.watchlist:
+        print("the watchlist is empty: nothing to analyse", file=sys.stderr)
+        return 2
+    run_id, canvas = watchlist_run(cfg)
+    client = runtime.redis_client()
+    client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
+    result = canvas.apply_async()
+    _out.print(f"run {run_id}: {sum(len(i.symbols) for i in cfg.watchlist)} symbols submitted")
+    try:
+        outcomes = wait_for(result, timeout)
+    except Exception as exc:  # any failure of the run is reported, and the exit code says so
+        print(f"run {run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    table = Table("symbol", "decision", "order", "report", title=f"Run {run_id}")
+    for outcome in outcomes:
+        table.add_row(
+            outcome["symbol"], outcome["action"], outcome["order"] or "-", outcome["report"]
+        )
+    _out.print(table)
+    _out.print(f"reports: {Path(cfg.reports.dir) / run_id}")
+    return 0
+
+
+@app.command()
+def analyse(
+    config: ConfigOption = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the run")] = 600,
+) -> None:
+    """Run one analysis cycle over the watchlist on the running fleet and wait for it."""
+    from workers import runtime
+
+    cfg = _load_or_exit(config)
+    runtime.configure(cfg)
+    raise typer.Exit(_submit_run(cfg, timeout))
+
+
+@app.command()
+def runs(
+    run_id: Annotated[str | None, typer.Argument(help="show this run's reports")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """List the analysis runs with reports, or show one run's reports."""
+    cfg = _load_or_exit(config)
+    folder = Path(cfg.reports.dir)
+    if run_id is None:
+        found = sorted((p for p in folder.glob("*") if p.is_dir()), reverse=True)
+        for run in found:
+            pages = sorted(run.glob("*.md"))
+            _out.print(f"{run.name}  {len(pages)} reports  {run}")
+        if not found:
+            _out.print(f"no runs under {folder}")
+        return
+    pages = sorted((folder / run_id).glob("*.md"))
+    if not pages:
+        print(f"no reports for run {run_id} under {folder}", file=sys.stderr)
+        raise typer.Exit(2)
+    for page in pages:
+        _out.print(page.read_text(), markup=False, highlight=False)
 
 
 @redis_app.command("stop")

@@ -9,6 +9,7 @@ high-priority task never waits behind lower tiers, and idle capacity helps upwar
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -45,9 +46,9 @@ def sandbox_port(base_url: str | None) -> int | None:
 
 
 def fleet_specs(
-    config: AppConfig, state_dir: Path, python: str = sys.executable
+    config: AppConfig, state_dir: Path, python: str = sys.executable, *, services: bool = True
 ) -> list[ProcessSpec]:
-    """Return the processes ``crypto-ai up`` starts for this configuration."""
+    """Return the processes ``crypto-ai up`` starts (``services``: beat and Flower too)."""
     celery = [python, "-m", "celery", "-A", "workers"]
     sandboxes = [
         ProcessSpec(f"sandbox-{key}", [python, "-m", "workers.cli", "sandbox", "--exchange", key])
@@ -74,6 +75,8 @@ def fleet_specs(
         )
         for tier, queues in _TIERS.items()
     ]
+    if not services:
+        return specs
     specs.append(
         ProcessSpec(
             "beat",
@@ -101,6 +104,7 @@ class Fleet:
         *,
         state_dir: Path = Path(".crypto-ai"),
         echo: Callable[[str, str], None] | None = None,
+        services: bool = True,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -110,6 +114,7 @@ class Fleet:
         self._embedded: EmbeddedRedis | None = None
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = threading.Event()
+        self.services = services
 
     def start(self) -> None:
         """Resolve Redis (starting the embedded one if needed), then start every process."""
@@ -120,7 +125,7 @@ class Fleet:
         env["REDIS_URL"] = self.redis_url
         if self.config_path is not None:
             env["CRYPTO_AI_CONFIG"] = str(self.config_path.resolve())
-        for spec in fleet_specs(self.config, self.state_dir):
+        for spec in fleet_specs(self.config, self.state_dir, services=self.services):
             process = subprocess.Popen(
                 spec.argv,
                 env=env,
@@ -171,6 +176,21 @@ class Fleet:
                 threading.Thread(target=self._health_round, daemon=True).start()
                 next_health = time.monotonic() + health_every
         return 0
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Return True once a health task has round-tripped through every queue."""
+        from workers.app import app
+
+        deadline = time.monotonic() + timeout
+        for queue in PRIORITY_QUEUES:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.exited():
+                    return False
+                with contextlib.suppress(Exception):  # not ready: a worker is still starting
+                    app.send_task("health.ping", queue=queue).get(timeout=min(5.0, left))
+                    break
+        return True
 
     def _health_round(self) -> None:
         from workers.app import app
@@ -223,3 +243,18 @@ def run_fleet(config: AppConfig, config_path: Path | None) -> int:
         fleet.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_once(config: AppConfig, config_path: Path | None, cycle: Callable[[], int]) -> int:
+    """Start Redis, sandboxes and workers (no beat, no Flower), run ``cycle``, stop all."""
+    fleet = Fleet(config, config_path, services=False, echo=lambda name, line: None)
+    try:
+        fleet.start()
+        if not fleet.wait_until_ready(timeout=120):
+            print("the workers did not answer within 120 s", file=sys.stderr)
+            return 1
+        code = cycle()
+        gc.collect()  # result objects unsubscribe from Redis when collected: while it is up
+        return code
+    finally:
+        fleet.stop()
