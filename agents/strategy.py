@@ -12,6 +12,14 @@ from agents.types import AnalystReport, Features, Rung, TradePlan
 from core.config import RiskLimits
 
 
+def size_for(
+    entry: float, atr: float, confidence: float, limits: RiskLimits, risk_fraction: float = 0.02
+) -> float:
+    """Return the size that risks ``risk_fraction`` of the position limit over a 2-ATR stop."""
+    risk_usd = limits.max_position_per_symbol * risk_fraction * confidence
+    return min(risk_usd / (2 * atr), limits.max_notional_per_order / entry)
+
+
 def decide(
     symbol: str,
     long: AnalystReport,
@@ -40,17 +48,15 @@ def decide(
         )
     action = "buy" if edge > 0 else "sell"
     entry = features.close
-    stop_distance = 2 * features.atr
     confidence = min(1.0, abs(edge) * 2)
-    risk_usd = limits.max_position_per_symbol * risk_fraction * confidence
-    size = min(risk_usd / stop_distance, limits.max_notional_per_order / entry)
+    size = size_for(entry, features.atr, confidence, limits, risk_fraction)
     sign = 1 if action == "buy" else -1
     return TradePlan(
         action=action,
         symbol=symbol,
         size=size,
         entry=entry,
-        stop_loss=entry - sign * stop_distance,
+        stop_loss=entry - sign * 2 * features.atr,
         take_profit=entry + sign * 3 * features.atr,
         horizon="4h",
         confidence=confidence,

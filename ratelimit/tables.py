@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from core.config import LLMConfig
 from ratelimit.pools import PoolSpec
 
 
@@ -187,6 +188,21 @@ DEFAULT_TABLES: Mapping[str, ExchangeTable] = {
     "coinbase": COINBASE,
     "htx": HTX,
 }
+
+
+def llm_table(config: LLMConfig) -> ExchangeTable:
+    """Return the LLM provider's pools: tokens and requests per minute (sliding windows).
+
+    A call's weight is its estimated tokens in TOKENS and 1 in REQUESTS.
+    """
+    return ExchangeTable(
+        pools=(
+            _sliding("TOKENS", config.tokens_per_minute, 60),
+            _sliding("REQUESTS", config.requests_per_minute, 60),
+        ),
+        scopes={"chat": {"TOKENS": 1000, "REQUESTS": 1}},
+        order_scopes=frozenset(),
+    )
 
 
 def scope_weights(

@@ -31,13 +31,15 @@ def market_snapshot(run_id: str, exchange: str, symbol: str) -> float:
 @shared_task(name="analysis.case")
 def analyse_case(_inputs: Any, run_id: str, exchange: str, symbol: str, side: str) -> float:
     """Argue the long or the short case; return its confidence."""
-    return stages.analyst(context.current(), run_id, exchange, symbol, side)
+    rt = context.current()
+    return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), 120)
 
 
 @shared_task(name="strategy.decide")
 def decide(_cases: Any, run_id: str, exchange: str, symbol: str) -> str:
     """Weigh both cases into a plan; return buy, sell or hold."""
-    return stages.strategy(context.current(), run_id, exchange, symbol)
+    rt = context.current()
+    return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), 120)
 
 
 @shared_task(name="execution.execute", acks_late=True)

@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
+from agents.llm import LLMPort
 from core.config import AppConfig
 from core.keys import KeySpace
 from resilience import ResilientAPIClient
@@ -36,6 +37,10 @@ class Runtime(Protocol):
 
     def exchange_client(self) -> ResilientAPIClient:
         """Return this process's resilient exchange client."""
+        ...
+
+    def llm(self) -> LLMPort | None:
+        """Return the configured LLM, or None for rule-based agents."""
         ...
 
     def run_async(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

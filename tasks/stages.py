@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -19,12 +19,22 @@ from agents import features as feature_lib
 from agents import news as news_lib
 from agents import risk as risk_lib
 from agents.analysts import analyse
+from agents.llm import (
+    CaseAnswer,
+    PlanAnswer,
+    case_from_answer,
+    climb,
+    data_message,
+    plan_from_answer,
+    prompt,
+)
 from agents.orders import client_order_id
-from agents.strategy import decide
-from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, TradePlan
+from agents.strategy import decide, size_for
+from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
 from core.config import AppConfig
 from core.urls import local_port
 from resilience import FallbackConfig
+from resilience.cache import ResponseCache, request_digest
 from tasks.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -129,24 +139,80 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
     return snapshot.last
 
 
-def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
-    """Write the long or short case; return its confidence."""
+LLM_CACHE_SECONDS = 900.0
+
+
+async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
+    """Write the long or short case (LLM -> cache -> rules); return its confidence."""
     snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
     items = [NewsItem.model_validate(i) for i in load(rt, run_id, exchange, symbol, "news")]
     score, count = news_lib.symbol_sentiment(items, symbol)
     feats = feature_lib.compute(snapshot, PRIMARY_TIMEFRAME)
-    report = analyse("long" if side == "long" else "short", feats, score, count)
+    case_side: Literal["long", "short"] = "long" if side == "long" else "short"
+
+    def rules() -> AnalystReport:
+        return analyse(case_side, feats, score, count)
+
+    model = rt.llm()
+    if model is None:
+        report = rules()
+    else:
+        cache = ResponseCache(rt.redis_client(), rt.keyspace())
+        digest = request_digest(exchange, f"llm:case:{side}", {"symbol": symbol})
+        system = prompt("case", side=side, symbol=symbol)
+        user = data_message(feats, items, symbol=symbol, last=snapshot.last)
+
+        async def ask() -> AnalystReport:
+            return case_from_answer(
+                case_side, await model.complete(CaseAnswer, system, user), Rung.LLM
+            )
+
+        def cached() -> AnalystReport | None:
+            hit = cache.get(digest)
+            if hit is None or hit.age() > LLM_CACHE_SECONDS:
+                return None
+            return case_from_answer(case_side, CaseAnswer.model_validate(hit.value), Rung.CACHE)
+
+        def remember(report: AnalystReport) -> None:
+            answer = CaseAnswer(
+                thesis=report.thesis,
+                evidence=report.evidence,
+                confidence=report.confidence,
+                invalidation=report.invalidation,
+            )
+            cache.put(digest, answer.model_dump(mode="json"), LLM_CACHE_SECONDS)
+
+        report, _ = await climb(ask, cached, rules, remember)
     save(rt, run_id, exchange, symbol, side, data=report.model_dump(mode="json"))
     return report.confidence
 
 
-def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
-    """Weigh both cases into a plan; return its action."""
+async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
+    """Weigh both cases into a plan (LLM -> rules); return its action."""
     snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
     long = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "long"))
     short = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "short"))
     feats = feature_lib.compute(snapshot, PRIMARY_TIMEFRAME)
-    plan = decide(symbol, long, short, feats, rt.config().trading.risk)
+    limits = rt.config().trading.risk
+
+    def rules() -> TradePlan:
+        return decide(symbol, long, short, feats, limits)
+
+    model = rt.llm()
+    if model is None or feats.atr is None:
+        plan = rules()
+    else:
+        system = prompt("plan", symbol=symbol, entry=feats.close)
+        user = data_message(
+            feats, [], long=long.model_dump(mode="json"), short=short.model_dump(mode="json")
+        )
+
+        async def ask() -> TradePlan:
+            answer = await model.complete(PlanAnswer, system, user)
+            size = size_for(feats.close, feats.atr or 0.0, answer.confidence, limits)
+            return plan_from_answer(symbol, feats.close, size, answer, Rung.LLM)
+
+        plan, _ = await climb(ask, lambda: None, rules, lambda plan: None)
     save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
     return plan.action
 

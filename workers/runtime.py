@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 import redis
 
+from agents.llm import LLMPort
 from core.config import AppConfig
 from core.config_loader import load_config
 from core.keys import KeySpace
 from core.redis_target import external_redis_url, redact_url
+from llm.openai_compatible import OpenAICompatibleLLM
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.client import ResilientAPIClient
 from workers.redis_server import EmbeddedRedis, running_embedded
@@ -129,6 +131,17 @@ def exchange_client() -> ResilientAPIClient:
         return _state["client"]  # type: ignore[no-any-return]
 
 
+def llm() -> LLMPort | None:
+    """Return this process's LLM client, or None when no LLM is configured."""
+    with _lock:
+        if "llm" not in _state:
+            cfg = config()
+            _state["llm"] = (
+                OpenAICompatibleLLM(cfg.llm, rate_limiter()) if cfg.llm.configured else None
+            )
+        return _state["llm"]  # type: ignore[no-any-return]
+
+
 def event_loop() -> asyncio.AbstractEventLoop:
     """Return this process's event loop, running in a daemon thread.
 
@@ -168,5 +181,5 @@ def start_process() -> None:
 def reset_after_fork() -> None:
     """Forget clients inherited from a parent process; they are rebuilt on first use."""
     with _lock:
-        for name in ("redis", "limiter", "client", "loop"):
+        for name in ("redis", "limiter", "client", "loop", "llm"):
             _state.pop(name, None)

@@ -152,3 +152,40 @@ def test_sigkill_during_execution_leaves_exactly_one_order(
     assert stats["orders"]["sandbox-key"] == len(approved), "one order per trading plan"
     sources = [r["execution"]["order"]["source"] for r in approved]
     assert "found" in sources, "the redelivered execution found its order instead of placing it"
+
+
+def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from tests.integration.fake_openai import FakeOpenAI
+
+    case = {
+        "thesis": "momentum holds",
+        "confidence": 0.66,
+        "invalidation": 1.0,
+        "evidence": [{"name": "trend", "value": 0.001, "meaning": "slope"}],
+    }
+    with FakeOpenAI() as llm, running_sandbox(starting_balances={"USDT": 10000}) as sb:
+        # the analysts answer on the schema; the strategist answers off it (no action)
+        llm.behaviour.by_schema = {"CaseAnswer": case, "PlanAnswer": {"rationale": "trust me"}}
+        config = write_config(
+            tmp_path,
+            sb.url,
+            ["BTC/USDT"],
+            llm={"base_url": llm.url, "model": "local", "timeout": 5},
+        )
+        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
+            (tmp_path / "config.yaml").write_text(config.read_text())
+            fleet.start("agents", concurrency=2)
+            run = analyse(fleet.env(), config)
+            output, _ = run.communicate(timeout=180)
+        asked = [r["response_format"]["json_schema"]["name"] for r in llm.behaviour.requests]
+    assert run.returncode == 0, output
+    (report,) = reports(tmp_path)
+    assert report["long"]["rung"] == "llm" and report["long"]["thesis"] == "momentum holds"
+    assert report["short"]["rung"] == "llm"
+    assert report["plan"]["rung"] in ("rules", "abstain"), "off-schema plan fell back to rules"
+    assert sorted(asked) == ["CaseAnswer", "CaseAnswer", "PlanAnswer"]
+    page = next((tmp_path / "reports").glob("*/*.md")).read_text()
+    assert "(answered by: rules)" in page or "(answered by: abstain)" in page
+    assert "confidence 0.66 (llm)" in page

@@ -1,0 +1,1 @@
+"""The LLM adapter: any OpenAI-compatible server through langchain-openai."""
