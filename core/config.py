@@ -306,10 +306,12 @@ class TradingConfig(Section):
 
 
 def _default_schedules() -> dict[str, ScheduleEntry]:
-    return {
+    health = {
         f"health-{queue}": ScheduleEntry(task="health.ping", every=60.0, queue=queue)
         for queue in PRIORITY_QUEUES
     }
+    analysis = ScheduleEntry(task="analysis.run", every=300.0, queue="low", kwargs={"every": 300.0})
+    return {**health, "analysis": analysis}
 
 
 class AppConfig(Section):

@@ -17,6 +17,8 @@ QUEUE_BY_PREFIX = {
     "news": "low",
     "market": "low",
     "report": "low",
+    "exchange": "medium",
+    "fleet": "medium",
 }
 
 

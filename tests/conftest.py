@@ -7,6 +7,7 @@ embedded redis-server started for this session.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ def redis_client(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
     """Yield a client of the session's Redis; delete every key under the test's prefix after."""
     client = redis.Redis.from_url(redis_url)
     yield client
+    gc.collect()  # Celery result objects unsubscribe when collected: while Redis is up
     leftovers = list(client.scan_iter(match=f"{namespace}*", count=1000))
     if leftovers:
         client.delete(*leftovers)

@@ -17,7 +17,7 @@ from tasks import context
 from workers import runtime
 
 #: The task modules every worker loads.
-TASK_MODULES = ["tasks.health", "tasks.agents"]
+TASK_MODULES = ["tasks.health", "tasks.agents", "tasks.schedule", "tasks.exchange"]
 
 
 def _settings() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -167,7 +168,9 @@ class Fleet:
     def wait(self, health_every: float = 30.0) -> int:
         """Block until Ctrl-C or a process dies; return 0 for a requested stop, else 1."""
         next_health = time.monotonic() + 5.0
+        seen: set[Path] = set(Path(self.config.reports.dir).glob("*/*.json"))
         while not self._stopping.wait(0.5):
+            self._echo_decisions(seen)
             dead = self.exited()
             if dead:
                 self.echo("fleet", f"stopping: {dead} exited unexpectedly")
@@ -176,6 +179,23 @@ class Fleet:
                 threading.Thread(target=self._health_round, daemon=True).start()
                 next_health = time.monotonic() + health_every
         return 0
+
+    def _echo_decisions(self, seen: set[Path]) -> None:
+        for path in sorted(set(Path(self.config.reports.dir).glob("*/*.json")) - seen):
+            seen.add(path)
+            try:
+                report = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            plan, execution = report["plan"], report["execution"]
+            order = execution.get("order") or {}
+            risk = "; ".join(execution.get("risk", {}).get("reasons", []))
+            outcome = f"order {order.get('status')}" if order else f"no order ({risk})"
+            self.echo(
+                "decision",
+                f"{report['exchange']} {report['symbol']}: "
+                f"{plan['action'].upper()} by {plan['rung']}, {outcome} -> {path}",
+            )
 
     def wait_until_ready(self, timeout: float) -> bool:
         """Return True once a health task has round-tripped through every queue."""

@@ -22,7 +22,6 @@ from core.config import AppConfig
 from core.config_loader import load_config
 from core.keys import KeySpace
 from core.redis_target import external_redis_url, redact_url
-from llm.openai_compatible import OpenAICompatibleLLM
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.client import ResilientAPIClient
 from workers.redis_server import EmbeddedRedis, running_embedded
@@ -135,6 +134,8 @@ def llm() -> LLMPort | None:
     """Return this process's LLM client, or None when no LLM is configured."""
     with _lock:
         if "llm" not in _state:
+            from llm.openai_compatible import OpenAICompatibleLLM  # langchain only when used
+
             cfg = config()
             _state["llm"] = (
                 OpenAICompatibleLLM(cfg.llm, rate_limiter()) if cfg.llm.configured else None
