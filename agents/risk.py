@@ -2,8 +2,8 @@
 
 Checks, in order: kill switch; price sanity (entry within ``max_price_deviation`` of the
 live market); open orders below ``max_open_orders``; daily loss above ``-max_daily_loss``
-(new buys stop; sells that reduce risk may go on); notional per order (the size is cut to
-the limit); position per symbol after a buy (cut to what is left); a sell no larger than
+(new buys stop; sells that reduce risk may go on); notional per order (the size is cut so
+that even a fill 0.5% worse than the entry stays within the limit); position per symbol after a buy (cut to what is left); a sell no larger than
 the position held (spot: nothing to short).
 """
 
@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 from agents.types import TradePlan
 from core.config import RiskLimits
+
+
+#: Room left between the notional limit and the size, for the price a market order pays.
+SLIPPAGE_BUFFER = 0.005
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,10 @@ def _allowed_size(
     plan: TradePlan, limits: RiskLimits, state: RiskState, entry: float
 ) -> tuple[float, list[str]]:
     size, reasons = plan.size, []
-    if size * entry > limits.max_notional_per_order:
-        size = limits.max_notional_per_order / entry
+    # a market order fills at the ask (and beyond, through the book): leave room for it
+    worst = max(entry, state.market_price) * (1 + SLIPPAGE_BUFFER)
+    if size * worst > limits.max_notional_per_order:
+        size = limits.max_notional_per_order / worst
         reasons.append(f"size cut to the {limits.max_notional_per_order:g} notional limit")
     room = (
         limits.max_position_per_symbol / entry - state.position

@@ -311,7 +311,8 @@ def _default_schedules() -> dict[str, ScheduleEntry]:
         for queue in PRIORITY_QUEUES
     }
     analysis = ScheduleEntry(task="analysis.run", every=300.0, queue="low", kwargs={"every": 300.0})
-    return {**health, "analysis": analysis}
+    reconcile = ScheduleEntry(task="reconcile.orders", every=600.0, queue="high")
+    return {**health, "analysis": analysis, "reconcile": reconcile}
 
 
 class AppConfig(Section):

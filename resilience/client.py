@@ -116,7 +116,8 @@ class ResilientAPIClient:
             return await self._read(exchange, endpoint, params)
 
         try:
-            if self.coalesce:
+            # account state (balances, open orders) must be read fresh, never shared
+            if self.coalesce and endpoint_class(endpoint) == "public":
                 data, shared = await asyncio.wait_for(self.coalescer.run(digest, read), fc.timeout)
             else:
                 data, shared = await asyncio.wait_for(read(), fc.timeout), False

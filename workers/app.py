@@ -17,7 +17,13 @@ from tasks import context
 from workers import runtime
 
 #: The task modules every worker loads.
-TASK_MODULES = ["tasks.health", "tasks.agents", "tasks.schedule", "tasks.exchange"]
+TASK_MODULES = [
+    "tasks.health",
+    "tasks.agents",
+    "tasks.schedule",
+    "tasks.exchange",
+    "tasks.reconcile",
+]
 
 
 def _settings() -> dict[str, Any]:

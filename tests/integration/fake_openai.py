@@ -32,21 +32,41 @@ def make_app(behaviour: Behaviour) -> web.Application:
         behaviour.requests.append(body)
         if behaviour.mode == "429":
             return web.json_response(
-                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
-                status=429, headers={"Retry-After": "7"},
-            )  # fmt: skip
+                {
+                    "error": {
+                        "message": "Rate limit reached",
+                        "type": "requests",
+                        "code": "rate_limit_exceeded",
+                    }
+                },
+                status=429,
+                headers={"Retry-After": "7"},
+            )
         if behaviour.mode == "slow":
             await asyncio.sleep(behaviour.delay)
         schema = body.get("response_format", {}).get("json_schema", {}).get("name", "")
         content = behaviour.by_schema.get(schema, behaviour.content)
-        return web.json_response({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "test"),
-            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                         "message": {"role": "assistant", "content": json.dumps(content),
-                                     "refusal": None}}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "test"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {
+                            "role": "assistant",
+                            "content": json.dumps(content),
+                            "refusal": None,
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)

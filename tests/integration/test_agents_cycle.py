@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -24,6 +25,19 @@ INJECTION = """<?xml version="1.0"?><rss version="2.0"><channel><title>evil</tit
 </channel></rss>"""
 
 
+def uptrend(tmp: Path) -> Path:
+    """Write a steady-uptrend candle file for the sandbox: every plan becomes a buy."""
+    candles = tmp / "uptrend.csv"
+    candles.write_text(
+        "".join(
+            f"{i},{100 * 1.0002**i:.4f},{100 * 1.0002**i * 1.001:.4f},"
+            f"{100 * 1.0002**i * 0.9995:.4f},{100 * 1.0002 ** (i + 1):.4f},5\n"
+            for i in range(6000)
+        )
+    )
+    return candles
+
+
 def write_config(tmp: Path, sandbox_url: str, symbols: list[str], **extra: Any) -> Path:
     news = tmp / "injection.xml"
     stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 600))
@@ -38,6 +52,19 @@ def write_config(tmp: Path, sandbox_url: str, symbols: list[str], **extra: Any) 
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+async def _place_stray_order(url: str) -> str:
+    from tests.integration.sandbox_fixtures import ccxt_client
+
+    ex = ccxt_client(url)
+    try:
+        order = await ex.create_order(
+            "ETH/USDT", "limit", "buy", 10, 1.0, {"newClientOrderId": "cai-stray-never-recorded"}
+        )
+        return str(order["clientOrderId"])
+    finally:
+        await ex.close()
 
 
 def analyse(env: dict[str, str], config: Path) -> subprocess.Popen[str]:
@@ -68,19 +95,37 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-    with running_sandbox(starting_balances={"USDT": 10000}) as sb:
+    with running_sandbox(
+        starting_balances={"USDT": 10000},
+        candles_file=str(uptrend(tmp_path)),
+        history_days=5,
+        symbols=symbols,
+    ) as sb:
         config = write_config(tmp_path, sb.url, symbols)
         with worker_fleet(redis_url, namespace, tmp_path) as fleet:
             (tmp_path / "config.yaml").write_text(config.read_text())
             fleet.start("agents", concurrency=2)
             run = analyse(fleet.env(), config)
             output, _ = run.communicate(timeout=180)
+            stray = asyncio.run(_place_stray_order(sb.url))
+            summary = (
+                fleet.client_app()
+                .send_task("reconcile.orders", args=["binance"], queue="high")
+                .get(timeout=60)["binance"]
+            )
         stats = admin(sb.url, "stats")
     assert run.returncode == 0, output
     found = reports(tmp_path)
     assert sorted(r["symbol"] for r in found) == symbols
+    placed_ids = sorted(
+        r["execution"]["order"]["clientOrderId"] for r in found if r["execution"].get("order")
+    )
+    assert sorted(summary["matched"]) == placed_ids and summary["missing"] == []
+    assert summary["unknown"] == [stray] and summary["foreign"] == []
     placed = [r for r in found if r["execution"].get("order")]
-    assert stats["requests_by_endpoint"].get("POST /api/v3/order", 0) == len(placed)
+    assert len(placed) == 3, "the uptrend makes every plan a buy within the limits"
+    posted = stats["requests_by_endpoint"].get("POST /api/v3/order", 0)
+    assert posted == len(placed) + 1, "one order per trading plan (plus the stray one)"
     for report in found:
         plan, execution = report["plan"], report["execution"]
         assert plan["rung"] in ("rules", "abstain") and report["long"]["evidence"]

@@ -17,16 +17,28 @@ from tests.integration.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
-GOOD = {"thesis": "trend and MACD agree", "confidence": 0.7, "invalidation": 95.0,
-        "evidence": [{"name": "trend", "value": 0.001, "meaning": "slope"}]}  # fmt: skip
+GOOD = {
+    "thesis": "trend and MACD agree",
+    "confidence": 0.7,
+    "invalidation": 95.0,
+    "evidence": [{"name": "trend", "value": 0.001, "meaning": "slope"}],
+}
 
 
 def make(
     server: FakeOpenAI, redis_client: redis.Redis, namespace: str, timeout: float = 2.0
 ) -> OpenAICompatibleLLM:
-    config = AppConfig.model_validate({"redis": {"key_prefix": namespace},
-                                       "llm": {"base_url": server.url, "model": "test-model",
-                                               "timeout": timeout, "requests_per_minute": 100}})  # fmt: skip
+    config = AppConfig.model_validate(
+        {
+            "redis": {"key_prefix": namespace},
+            "llm": {
+                "base_url": server.url,
+                "model": "test-model",
+                "timeout": timeout,
+                "requests_per_minute": 100,
+            },
+        }
+    )
     return OpenAICompatibleLLM(config.llm, ExchangeRateLimitManager(redis_client, config))
 
 
@@ -69,9 +81,21 @@ def test_an_answer_off_the_schema_falls_back_to_rules(
     from agents.analysts import analyse
     from agents.types import Features
 
-    feats = Features(timeframe="1h", close=100, trend=0.001, rsi=55, macd=0.1, macd_signal=0.05,
-                     macd_hist=0.05, atr=2.0, bollinger_upper=104, bollinger_lower=96,
-                     volume_z=0.2, spread=0.0001, book_imbalance=0.1)  # fmt: skip
+    feats = Features(
+        timeframe="1h",
+        close=100,
+        trend=0.001,
+        rsi=55,
+        macd=0.1,
+        macd_signal=0.05,
+        macd_hist=0.05,
+        atr=2.0,
+        bollinger_upper=104,
+        bollinger_lower=96,
+        volume_z=0.2,
+        spread=0.0001,
+        book_imbalance=0.1,
+    )
     with FakeOpenAI() as server:
         server.behaviour.content = {"thesis": "moon", "confidence": 7}  # no evidence, bad range
         llm = make(server, redis_client, namespace)

@@ -27,8 +27,14 @@ def test_seed_api_submits_requests_and_reports_status(
 
     with running_sandbox() as sb, worker_fleet(redis_url, namespace, tmp_path) as fleet:
         config = tmp_path / "config.yaml"
-        config.write_text(yaml.safe_dump({"exchanges": {"binance": {"base_url": sb.url}},
-                                          "redis": {"url": redis_url, "key_prefix": namespace}}))  # fmt: skip
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "exchanges": {"binance": {"base_url": sb.url}},
+                    "redis": {"url": redis_url, "key_prefix": namespace},
+                }
+            )
+        )
         fleet.start("seed", queues="high,medium,low")
         app = fleet.client_app()
 
@@ -37,9 +43,11 @@ def test_seed_api_submits_requests_and_reports_status(
             await system.start()
             system.app = app  # this test's client app: the same broker and prefix
             task_id = await system.submit_trading_request(
-                exchange="binance", endpoint="/api/v3/ticker/price",
-                params={"symbol": "BTCUSDT"}, priority="high",
-            )  # fmt: skip
+                exchange="binance",
+                endpoint="/api/v3/ticker/price",
+                params={"symbol": "BTCUSDT"},
+                priority="high",
+            )
             answer = await asyncio.to_thread(app.AsyncResult(task_id).get, timeout=30)
             status = await system.get_system_status()
             manager = PriorityQueueManager(redis_client)
@@ -78,10 +86,15 @@ def test_two_beats_sending_the_same_run_start_it_once(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     with running_sandbox() as sb, worker_fleet(redis_url, namespace, tmp_path) as fleet:
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump({
-            "exchanges": {"binance": {"base_url": sb.url}},
-            "watchlist": [{"exchange": "binance", "symbols": ["BTC/USDT"]}],
-            "reports": {"dir": str(tmp_path / "reports")}}))  # fmt: skip
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "exchanges": {"binance": {"base_url": sb.url}},
+                    "watchlist": [{"exchange": "binance", "symbols": ["BTC/USDT"]}],
+                    "reports": {"dir": str(tmp_path / "reports")},
+                }
+            )
+        )
         fleet.start("beat-guard", queues="high,medium,low", concurrency=2)
         app = fleet.client_app()
         first = app.send_task("analysis.run", kwargs={"every": 3600}, queue="low")
