@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from agents.types import TradePlan
 from core.config import RiskLimits
 
-
 #: Room left between the notional limit and the size, for the price a market order pays.
 SLIPPAGE_BUFFER = 0.005
 
