@@ -3,8 +3,9 @@
 Checks, in order: kill switch; price sanity (entry within ``max_price_deviation`` of the
 live market); open orders below ``max_open_orders``; daily loss above ``-max_daily_loss``
 (new buys stop; sells that reduce risk may go on); notional per order (the size is cut so
-that even a fill 0.5% worse than the entry stays within the limit); position per symbol after a buy (cut to what is left); a sell no larger than
-the position held (spot: nothing to short).
+that even a fill 0.5% worse than the entry stays within the limit); position per symbol
+after a buy (cut to what is left); a sell no larger than the position held (spot: nothing
+to short).
 """
 
 from __future__ import annotations
