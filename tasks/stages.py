@@ -217,10 +217,38 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
     return plan.action
 
 
+async def account_equity(rt: Runtime, exchange: str, balance: dict[str, Any]) -> float:
+    """Return the account's value in the quote currency (USDT), over the watched assets."""
+    client = rt.exchange_client()
+    totals = balance.get("total") or {}
+    equity = float(totals.get("USDT") or 0.0)
+    for item in rt.config().watchlist:
+        if item.exchange != exchange:
+            continue
+        for symbol in item.symbols:
+            held = float(totals.get(symbol.split("/")[0]) or 0.0)
+            if held and symbol.endswith("/USDT"):
+                answer = await client.resilient_request(
+                    exchange, "fetch_ticker", {"symbol": symbol}
+                )
+                equity += held * float(answer.data["last"])
+    return equity
+
+
+def daily_pnl(rt: Runtime, exchange: str, equity: float) -> float:
+    """Return today's (UTC) change in equity: the first equity seen today is the baseline."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    key = f"{rt.keyspace().prefix}fleet:equity:{exchange}:{day}"
+    client = rt.redis_client()
+    client.set(key, repr(equity), nx=True, ex=3 * 86400)
+    return equity - float(client.get(key) or equity)  # type: ignore[arg-type]
+
+
 async def _risk_state(rt: Runtime, exchange: str, symbol: str) -> risk_lib.RiskState:
     client = rt.exchange_client()
     ticker = (await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol})).data
     balance = (await client.resilient_request(exchange, "fetch_balance", {})).data
+    pnl = daily_pnl(rt, exchange, await account_equity(rt, exchange, balance))
     opened = (
         await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol})
     ).data
@@ -229,6 +257,7 @@ async def _risk_state(rt: Runtime, exchange: str, symbol: str) -> risk_lib.RiskS
         market_price=float(ticker["last"]),
         position=float((balance.get("free") or {}).get(base) or 0.0),
         open_orders=len(opened),
+        daily_pnl=pnl,
         kill_switch=bool(rt.redis_client().exists(rt.keyspace().kill_switch())),
     )
 

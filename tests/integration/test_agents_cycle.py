@@ -234,3 +234,31 @@ def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
     page = next((tmp_path / "reports").glob("*/*.md")).read_text()
     assert "(answered by: rules)" in page or "(answered by: abstain)" in page
     assert "confidence 0.66 (llm)" in page
+
+
+def test_after_the_daily_loss_limit_no_new_buys_leave_the_fleet(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    # the account was worth 20,000 USDT this morning; it holds 10,000 now: a 10,000 loss
+    redis_client.set(f"{namespace}fleet:equity:binance:{day}", "20000")
+    with running_sandbox(
+        starting_balances={"USDT": 10000},
+        candles_file=str(uptrend(tmp_path)),
+        history_days=5,
+        symbols=["BTC/USDT", "ETH/USDT"],
+    ) as sb:
+        config = write_config(tmp_path, sb.url, ["BTC/USDT", "ETH/USDT"])
+        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
+            (tmp_path / "config.yaml").write_text(config.read_text())
+            fleet.start("agents", concurrency=2)
+            run = analyse(fleet.env(), config)
+            output, _ = run.communicate(timeout=180)
+        posted = admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0)
+    assert run.returncode == 0, output
+    found = reports(tmp_path)
+    assert [r["plan"]["action"] for r in found] == ["buy", "buy"]
+    assert all("daily loss" in r["execution"]["risk"]["reasons"][0] for r in found)
+    assert posted == 0
