@@ -27,6 +27,7 @@ from typing import Any
 from kombu.entity import Exchange, Queue
 
 from core.config import PRIORITY_QUEUES, AppConfig
+from tasks.routing import TierRouter
 
 
 def declared_queues() -> list[Queue]:
@@ -106,7 +107,8 @@ def celery_settings(config: AppConfig, broker_url: str) -> dict[str, Any]:
         "task_default_queue": "medium",
         "task_default_exchange": "medium",
         "task_default_routing_key": "medium",
-        "task_routes": ("tasks.routing.route_task",),
+        "task_routes": (TierRouter(config.celery.dedicated_exchanges),),
+        "task_create_missing_queues": True,
         "task_time_limit": config.celery.task_time_limit,
         "task_soft_time_limit": config.celery.task_soft_time_limit,
         "result_expires": config.celery.result_expires,

@@ -217,6 +217,7 @@ class CeleryConfig(Section):
     task_soft_time_limit: PositiveInt = 270
     result_expires: PositiveInt = 86400
     worker_concurrency: PositiveInt | None = None
+    dedicated_exchanges: list[str] = []
 
     @model_validator(mode="after")
     def _timeouts_consistent(self) -> CeleryConfig:
@@ -356,6 +357,11 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
                     f"unknown exchange {exchange.ccxt_id!r}; expected one of: "
                     f"{', '.join(SUPPORTED_EXCHANGES)}",
                 )
+            )
+    for index, name in enumerate(config.celery.dedicated_exchanges):
+        if name not in config.exchanges:
+            problems.append(
+                (f"celery.dedicated_exchanges.{index}", f"{name!r} is not under exchanges")
             )
     for index, item in enumerate(config.watchlist):
         if item.exchange not in config.exchanges:

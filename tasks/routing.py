@@ -1,7 +1,9 @@
 """Which priority queue a task goes to, by the first part of its name.
 
 Execution, cancels and reconciliation go to ``high``; analysts and strategy to ``medium``;
-news, market refresh and reports to ``low``. A ``queue=`` given at send time wins.
+news, market refresh and reports to ``low``. A ``queue=`` given at send time wins. Work for an
+exchange listed in ``celery.dedicated_exchanges`` goes to that exchange's own queues
+(``binance.high``, ``binance.medium``, ``binance.low``), so a pool of workers can serve it.
 """
 
 from __future__ import annotations
@@ -31,3 +33,22 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     """Celery router: send a task to its tier's queue (None lets Celery use the default)."""
     queue = queue_for(name)
     return {"queue": queue} if queue else None
+
+
+class TierRouter:
+    """Celery router: the tier by task name, on an exchange's own queues when dedicated."""
+
+    def __init__(self, dedicated: list[str] | tuple[str, ...] = ()) -> None:
+        self.dedicated = frozenset(dedicated)
+
+    def __call__(
+        self, name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+    ) -> Any:
+        """Return ``{"queue": ...}`` for the task, or None for Celery's default."""
+        queue = queue_for(name)
+        if queue is None:
+            return None
+        exchange = (kwargs or {}).get("exchange")
+        if exchange in self.dedicated:
+            return {"queue": f"{exchange}.{queue}"}
+        return {"queue": queue}

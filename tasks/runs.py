@@ -26,17 +26,21 @@ def new_run_id() -> str:
 
 def symbol_chain(run_id: str, exchange: str, symbol: str, decided_at: str) -> Any:
     """Return the canvas of one symbol's run."""
+    ids = {
+        "run_id": run_id,
+        "exchange": exchange,
+        "symbol": symbol,
+    }  # keywords: the router reads them
     return chain(
         group(
-            agents.collect_news.si(run_id, exchange, symbol, decided_at),
-            agents.market_snapshot.si(run_id, exchange, symbol),
+            agents.collect_news.si(decided_at=decided_at, **ids),
+            agents.market_snapshot.si(**ids),
         ),
         group(
-            agents.analyse_case.s(run_id, exchange, symbol, "long"),
-            agents.analyse_case.s(run_id, exchange, symbol, "short"),
+            agents.analyse_case.s(side="long", **ids), agents.analyse_case.s(side="short", **ids)
         ),
-        agents.decide.s(run_id, exchange, symbol),
-        agents.execute.s(run_id, exchange, symbol),
+        agents.decide.s(**ids),
+        agents.execute.s(**ids),
     )
 
 

@@ -76,6 +76,25 @@ def fleet_specs(
         )
         for tier, queues in _TIERS.items()
     ]
+    for exchange in config.celery.dedicated_exchanges:
+        queues = ",".join(f"{exchange}.{tier}" for tier in PRIORITY_QUEUES)
+        specs.append(
+            ProcessSpec(
+                f"worker-{exchange}",
+                [
+                    *celery,
+                    "worker",
+                    "-Q",
+                    queues,
+                    "-n",
+                    f"{exchange}@%h",
+                    "-c",
+                    concurrency,
+                    "--loglevel",
+                    level,
+                ],
+            )
+        )
     if not services:
         return specs
     specs.append(

@@ -78,3 +78,22 @@ def test_the_fleet_starts_a_sandbox_only_for_local_base_urls() -> None:
     assert names.count("beat") == 1
     assert sandbox_port("http://localhost:9000") == 9000
     assert sandbox_port("https://api.binance.com") is None
+
+
+def test_a_dedicated_exchange_gets_its_own_queues() -> None:
+    from pathlib import Path
+
+    from core.config import ExchangeConfig
+    from tasks.routing import TierRouter
+    from workers.fleet import fleet_specs
+
+    router = TierRouter(["binance"])
+    assert router("execution.execute", (), {"exchange": "binance"}, {}) == {"queue": "binance.high"}
+    assert router("news.collect", (), {"exchange": "okx"}, {}) == {"queue": "low"}
+    assert router("health.ping", (), {}, {}) is None
+    config = AppConfig(
+        exchanges={"binance": ExchangeConfig()},
+        celery=CeleryConfig(dedicated_exchanges=["binance"]),
+    )
+    argv = next(s.argv for s in fleet_specs(config, Path(".")) if s.name == "worker-binance")
+    assert "binance.high,binance.medium,binance.low" in argv
