@@ -131,6 +131,43 @@ def parse_feed(content: str | bytes, source: str) -> list[NewsItem]:
     return items
 
 
+def parse_api(
+    payload: object, source: str, items_path: str, fields: tuple[str, str, str]
+) -> list[NewsItem]:
+    """Parse a JSON news API answer (CryptoPanic-style); items without a date are dropped.
+
+    ``items_path`` is a dotted path to the list (``results``); ``fields`` names the title,
+    publish time (ISO 8601) and URL fields of each item.
+    """
+    node = payload
+    for part in filter(None, items_path.split(".")):
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, list):
+        raise ValueError(f"{source}: no list of items at {items_path!r}")
+    title_field, published_field, url_field = fields
+    items = []
+    for raw in node:
+        if not isinstance(raw, dict) or not raw.get(title_field) or not raw.get(published_field):
+            continue
+        try:
+            published = datetime.fromisoformat(str(raw[published_field]).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if published.tzinfo is None:
+            published = published.replace(tzinfo=UTC)
+        link = str(raw.get(url_field) or "")
+        items.append(
+            NewsItem(
+                id=hashlib.sha256(f"{source}|{link or raw[title_field]}".encode()).hexdigest()[:16],
+                title=str(raw[title_field]).strip(),
+                source=source,
+                url=link,
+                published=published,
+            )
+        )
+    return items
+
+
 def _plain(html: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()[:1000]
 

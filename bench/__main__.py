@@ -1,13 +1,28 @@
-"""Run every benchmark with its default settings: ``python -m bench`` (about 7 minutes)."""
+"""Run every benchmark with its default settings: ``python -m bench`` (about 12 minutes)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import coalescing, exchange_compliance, fleet_compliance, limiter_latency
+from bench import (
+    coalescing,
+    cycle_time,
+    exchange_compliance,
+    fleet_compliance,
+    limiter_latency,
+    priority_wait,
+)
 
 if __name__ == "__main__":
-    for module in (limiter_latency, fleet_compliance, exchange_compliance, coalescing):
+    modules = (
+        limiter_latency,
+        fleet_compliance,
+        exchange_compliance,
+        coalescing,
+        priority_wait,
+        cycle_time,
+    )
+    for module in modules:
         print(f"\n== {module.__name__} ==", flush=True)
         sys.argv = [module.__name__]
         module.main()

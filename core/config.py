@@ -271,10 +271,25 @@ class LLMConfig(Section):
         return self.api_key is not None or self.base_url is not None
 
 
+class NewsAPIConfig(Section):
+    """A JSON news API (CryptoPanic-style): where the items are and what their fields are."""
+
+    name: str
+    url: str
+    token: SecretStr | None = None
+    token_param: str = "auth_token"  # noqa: S105 - a parameter name, not a secret
+    items_path: str = "results"
+    title_field: str = "title"
+    published_field: str = "published_at"
+    url_field: str = "url"
+    requests_per_minute: PositiveInt = 30
+
+
 class NewsConfig(Section):
-    """Where the news agent reads: RSS/Atom feeds, local files, each exchange's sandbox feed."""
+    """Where the news agent reads: RSS/Atom feeds, JSON APIs, local files, sandbox feeds."""
 
     feeds: list[str] = []
+    apis: list[NewsAPIConfig] = []
     files: list[Path] = []
     sandbox_feeds: bool = True
     lookback_hours: PositiveFloat = 24.0

@@ -62,7 +62,7 @@ class RateLimitingConfig(Section):
     high_priority_reserve: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.2
     on_redis_unavailable: Literal["local_share", "fail"] = "local_share"
     fleet_processes: PositiveInt = 8
-    max_wait: PositiveFloat = 30.0
+    max_wait: PositiveFloat = 75.0
 
 
 class CircuitBreakerConfig(Section):

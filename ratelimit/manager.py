@@ -25,7 +25,7 @@ from ratelimit.backend import Charge, LimiterBackend
 from ratelimit.backends.memory import MemoryBackend
 from ratelimit.limits import build_limits, share
 from ratelimit.pools import Priority, RateLimitResult
-from ratelimit.tables import ExchangeTable, llm_table, scope_weights
+from ratelimit.tables import ExchangeTable, llm_table, requests_table, scope_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ class ExchangeRateLimitManager:
         self.tables = build_limits(self.config)
         if self.config.llm.configured:
             self.tables["llm"] = llm_table(self.config.llm)
+        for api in self.config.news.apis:
+            self.tables[f"news:{api.name}"] = requests_table(api.requests_per_minute)
         if backend is None:
             if redis_client is None:
                 raise ValueError("pass a redis client (fleet-wide) or a backend")

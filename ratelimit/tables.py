@@ -205,6 +205,15 @@ def llm_table(config: LLMConfig) -> ExchangeTable:
     )
 
 
+def requests_table(per_minute: int) -> ExchangeTable:
+    """Return a plain requests-per-minute table (a news API): scope ``get`` costs 1."""
+    return ExchangeTable(
+        pools=(_sliding("REQUESTS", per_minute, 60),),
+        scopes={"get": {"REQUESTS": 1}},
+        order_scopes=frozenset(),
+    )
+
+
 def scope_weights(
     table: ExchangeTable, scope: str, params: Mapping[str, object] | None = None
 ) -> dict[str, float]:

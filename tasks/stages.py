@@ -31,10 +31,12 @@ from agents.llm import (
 from agents.orders import client_order_id
 from agents.strategy import decide, size_for
 from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
-from core.config import AppConfig
+from core.config import AppConfig, NewsAPIConfig
+from core.errors import CryptoAIError, RetryableError
 from core.urls import local_port
 from resilience import FallbackConfig
-from resilience.cache import ResponseCache, request_digest
+from resilience.cache import Coalescer, ResponseCache, request_digest
+from resilience.retry import RetryConfig, retry_async
 from tasks.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,51 @@ async def _fetch_feed(url: str, timeout: float) -> str:
         return await response.text()
 
 
+async def _fetch_api(rt: Runtime, api: NewsAPIConfig) -> list[NewsItem]:
+    """Fetch one news API once per ``refresh_seconds`` fleet-wide (coalesced, cached)."""
+    config = rt.config()
+    limiter = rt.exchange_client().limiter
+    params = {api.token_param: api.token.get_secret_value()} if api.token else {}
+    cache = ResponseCache(rt.redis_client(), rt.keyspace())
+    digest = request_digest(f"news:{api.name}", api.url, {})
+    cached = cache.get(digest)
+    if cached is not None and cached.age() < config.news.refresh_seconds:
+        payload = cached.value
+    else:
+
+        async def fetch() -> Any:
+            await limiter.acquire_async(
+                f"news:{api.name}", "get", max_wait=config.news.fetch_timeout
+            )
+            timeout = aiohttp.ClientTimeout(total=config.news.fetch_timeout)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(api.url, params=params) as response,
+            ):
+                if response.status >= 500 or response.status == 429:
+                    raise RetryableError(f"news API {api.name} answered {response.status}")
+                response.raise_for_status()
+                return await response.json(content_type=None)
+
+        coalescer = Coalescer(rt.redis_client(), rt.keyspace())
+        payload, _ = await coalescer.run(
+            digest, lambda: retry_async(fetch, RetryConfig(max_attempts=3, base_delay=0.5))
+        )
+        cache.put(digest, payload, config.news.refresh_seconds * 10)
+    fields = (api.title_field, api.published_field, api.url_field)
+    return news_lib.parse_api(payload, api.name, api.items_path, fields)
+
+
+async def _api_items(rt: Runtime) -> list[NewsItem]:
+    items: list[NewsItem] = []
+    for api in rt.config().news.apis:
+        try:
+            items += await _fetch_api(rt, api)
+        except (aiohttp.ClientError, TimeoutError, ValueError, CryptoAIError) as exc:
+            log.warning("news API %s unavailable: %s", api.name, exc)
+    return items
+
+
 async def collect_news(
     rt: Runtime, run_id: str, exchange: str, symbol: str, decided_at: str
 ) -> int:
@@ -88,6 +135,7 @@ async def collect_news(
             log.warning("news feed %s unavailable: %s", url, exc)
             continue
         items += news_lib.parse_feed(text, source=url)
+    items += await _api_items(rt)
     for path in config.news.files:
         items += news_lib.parse_feed(Path(path).read_bytes(), source=str(path))
     decision_time = datetime.fromisoformat(decided_at)
@@ -103,7 +151,8 @@ async def collect_news(
 async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) -> float:
     """Fetch candles on every configured timeframe, the ticker and the book; return the price."""
     client = rt.exchange_client()
-    partial = FallbackConfig(level="partial", timeout=30)
+    # market data may wait for the next window of a minute-long budget, never fail for it
+    partial = FallbackConfig(level="partial", timeout=150)
     candles: dict[str, list[Candle]] = {}
     for timeframe in rt.config().timeframes:
         answer = await client.resilient_request(
@@ -140,6 +189,8 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
 
 
 LLM_CACHE_SECONDS = 900.0
+#: Reads for the risk guard and orders: fresh (no fallback), but may wait for the budget.
+FRESH = FallbackConfig(level="none", timeout=150)
 
 
 async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
@@ -229,7 +280,7 @@ async def account_equity(rt: Runtime, exchange: str, balance: dict[str, Any]) ->
             held = float(totals.get(symbol.split("/")[0]) or 0.0)
             if held and symbol.endswith("/USDT"):
                 answer = await client.resilient_request(
-                    exchange, "fetch_ticker", {"symbol": symbol}
+                    exchange, "fetch_ticker", {"symbol": symbol}, FRESH
                 )
                 equity += held * float(answer.data["last"])
     return equity
@@ -246,11 +297,13 @@ def daily_pnl(rt: Runtime, exchange: str, equity: float) -> float:
 
 async def _risk_state(rt: Runtime, exchange: str, symbol: str) -> risk_lib.RiskState:
     client = rt.exchange_client()
-    ticker = (await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol})).data
-    balance = (await client.resilient_request(exchange, "fetch_balance", {})).data
+    ticker = (
+        await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, FRESH)
+    ).data
+    balance = (await client.resilient_request(exchange, "fetch_balance", {}, FRESH)).data
     pnl = daily_pnl(rt, exchange, await account_equity(rt, exchange, balance))
     opened = (
-        await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol})
+        await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol}, FRESH)
     ).data
     base = symbol.split("/", maxsplit=1)[0]
     return risk_lib.RiskState(
@@ -327,6 +380,7 @@ async def _place(
             "amount": amount,
             "params": {"clientOrderId": cid},
         },
+        FRESH,
     )
     return _order_summary(answer.data, answer.source)
 

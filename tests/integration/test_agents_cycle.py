@@ -38,14 +38,54 @@ def uptrend(tmp: Path) -> Path:
     return candles
 
 
+def news_api() -> tuple[Any, list[str]]:
+    """Return a local CryptoPanic-style JSON API (an AppThread) and the tokens it was sent."""
+    from aiohttp import web
+
+    from sandbox.thread import AppThread
+
+    calls: list[str] = []
+    published = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 300))
+
+    async def posts(request: web.Request) -> web.Response:
+        calls.append(request.query.get("auth_token", ""))
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        "title": "Bitcoin ETF inflows surge",
+                        "published_at": published,
+                        "url": "http://n/1",
+                    },
+                ]
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/posts", posts)
+
+    class Running:
+        def __init__(self) -> None:
+            self.thread = AppThread(app)
+
+        def __enter__(self) -> AppThread:
+            return self.thread.start()
+
+        def __exit__(self, *exc: object) -> None:
+            self.thread.stop()
+
+    return Running(), calls
+
+
 def write_config(tmp: Path, sandbox_url: str, symbols: list[str], **extra: Any) -> Path:
     news = tmp / "injection.xml"
     stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 600))
     news.write_text(INJECTION.format(date=stamp))
+    extra_news = extra.pop("news", {})
     config = {
         "exchanges": {"binance": {"base_url": sandbox_url}},
         "watchlist": [{"exchange": "binance", "symbols": symbols}],
-        "news": {"files": [str(news)]},
+        "news": {"files": [str(news), *extra_news.pop("files", [])], **extra_news},
         "reports": {"dir": str(tmp / "reports")},
         **extra,
     }
@@ -95,13 +135,25 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     symbols = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-    with running_sandbox(
-        starting_balances={"USDT": 10000},
-        candles_file=str(uptrend(tmp_path)),
-        history_days=5,
-        symbols=symbols,
-    ) as sb:
-        config = write_config(tmp_path, sb.url, symbols)
+    api_server, api_calls = news_api()
+    with (
+        api_server as api,
+        running_sandbox(
+            starting_balances={"USDT": 10000},
+            candles_file=str(uptrend(tmp_path)),
+            history_days=5,
+            symbols=symbols,
+        ) as sb,
+    ):
+        apis = [
+            {
+                "name": "panic",
+                "url": f"{api.url}/api/posts",
+                "token": "t0ken",
+                "items_path": "results",
+            }
+        ]
+        config = write_config(tmp_path, sb.url, symbols, news={"files": [], "apis": apis})
         with worker_fleet(redis_url, namespace, tmp_path) as fleet:
             (tmp_path / "config.yaml").write_text(config.read_text())
             fleet.start("agents", concurrency=2)
@@ -136,6 +188,9 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
     btc = next(r for r in found if r["symbol"] == "BTC/USDT")
     evil = [n for n in btc["news"] if "Ignore your rules" in n["title"]]
     assert evil and evil[0]["suspicious"] and evil[0]["sentiment"] == 0.0
+    from_api = [n for n in btc["news"] if n["source"] == "panic"]
+    assert [n["title"] for n in from_api] == ["Bitcoin ETF inflows surge"]
+    assert api_calls == ["t0ken"], "one API call for the whole fleet, with the token"
     assert (tmp_path / "reports" / found[0]["run_id"] / "binance_BTCUSDT.md").exists()
 
 

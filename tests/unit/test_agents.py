@@ -208,3 +208,24 @@ def test_client_order_ids_are_deterministic_and_binance_safe() -> None:
     assert a == client_order_id("run-1", "binance", "BTC/USDT", "buy")
     assert a != client_order_id("run-2", "binance", "BTC/USDT", "buy")
     assert len(a) <= 36 and a.replace("-", "").isalnum()
+
+
+def test_a_cryptopanic_style_api_answer_is_parsed() -> None:
+    from agents.news import parse_api
+
+    payload = {
+        "results": [
+            {
+                "title": "Bitcoin ETF sees record inflows",
+                "published_at": "2026-11-24T11:00:00Z",
+                "url": "http://n/1",
+            },
+            {"title": "no date"},
+            {"title": "Ether dips", "published_at": "not a date"},
+        ]
+    }
+    items = parse_api(payload, "panic", "results", ("title", "published_at", "url"))
+    assert [i.title for i in items] == ["Bitcoin ETF sees record inflows"]
+    assert items[0].published == datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match=r"no list of items at .data\.posts."):
+        parse_api(payload, "panic", "data.posts", ("title", "published_at", "url"))

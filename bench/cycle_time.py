@@ -1,0 +1,96 @@
+"""Cycle time for a 50-symbol watchlist on the sandbox, against the rate-limit floor.
+
+The floor is what the exchange's limit allows at best: the request weight the cycle used
+(counted by the sandbox) divided by the weight the exchange allows per second. A cycle at the
+floor spends the whole budget and nothing else slows it; the ratio says how far above it we
+are. Our limiter is set 3% below the sandbox's limit (requests in flight across a window
+edge). With windows of a minute, a cycle that needs less than one window's weight can beat
+the floor: then the limit is not what bounds it. The fleet is ``python main.py --once``'s:
+embedded Redis, the sandbox, a worker per tier.
+
+Run: ``python -m bench.cycle_time [--symbols 50]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from core.config_loader import load_config
+from sandbox.admin import admin
+from workers import cli, runtime
+from workers.fleet import run_once
+
+
+def main() -> None:
+    """Run one cycle and print its time next to the floor."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--weight-per-minute", type=int, default=6000)
+    parser.add_argument("--port", type=int, default=18911)
+    args = parser.parse_args()
+    symbols = [f"C{i:02d}/USDT" for i in range(args.symbols)]
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"http://127.0.0.1:{args.port}"
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "redis": {"embedded": {"dir": f"{tmp}/redis", "appendonly": False}},
+                    "exchanges": {
+                        "binance": {
+                            "base_url": url,
+                            "rate_limits": [
+                                {
+                                    "type": "fixed_window",
+                                    "name": "REQUEST_WEIGHT",
+                                    "window": 60,
+                                    "limit": int(args.weight_per_minute * 0.97),
+                                }
+                            ],
+                            "sandbox": {
+                                "symbols": symbols,
+                                "history_days": 20,
+                                "starting_balances": {"USDT": 1_000_000},
+                                "limits": {"request_weight_per_minute": args.weight_per_minute},
+                            },
+                        }
+                    },
+                    "watchlist": [{"exchange": "binance", "symbols": symbols}],
+                    "news": {"sandbox_feeds": False},
+                    "reports": {"dir": f"{tmp}/reports"},
+                    "celery": {"worker_concurrency": 3},
+                }
+            )
+        )
+        config = load_config(config_path, env={})
+        figures: dict[str, float] = {}
+
+        def cycle() -> int:
+            runtime.configure(config)
+            start = time.monotonic()
+            code = cli._submit_run(config, 900)
+            figures["seconds"] = time.monotonic() - start
+            stats = admin(url, "stats")["clients"].get("127.0.0.1", {})
+            figures["weight"] = float(stats.get("weight_total", 0))
+            figures["429"] = float(stats.get("sent_429", 0))
+            return code
+
+        code = run_once(config, config_path, cycle)
+    floor = figures["weight"] / (args.weight_per_minute / 60)
+    print(
+        f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min, exit {code}"
+    )
+    print(
+        f"cycle time {figures['seconds']:.1f} s; weight used {figures['weight']:.0f} "
+        f"(includes market loading); floor {floor:.1f} s; "
+        f"cycle / floor = {figures['seconds'] / floor:.2f}; 429s {figures['429']:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
