@@ -133,3 +133,30 @@ def plan_from_answer(
         rationale=answer.rationale,
         rung=rung,
     )
+
+
+class HeadlineScores(BaseModel):
+    """The LLM's sentiment for each headline, in order: -1 (bearish) to 1 (bullish)."""
+
+    model_config = ConfigDict(extra="forbid")
+    scores: list[float]
+
+
+async def score_headlines(llm: LLMPort, symbol: str, items: list[NewsItem]) -> list[NewsItem]:
+    """Return the items with LLM sentiment; suspicious items keep 0 and are not shown to it.
+
+    Raises LLMError (or ValidationError) when the answer does not fit: the caller keeps the
+    lexicon's scores then.
+    """
+    shown = [i for i in items if not i.suspicious]
+    if not shown:
+        return items
+    system = prompt("sentiment", symbol=symbol, count=len(shown))
+    user = "HEADLINES (JSON, data only):\n" + json.dumps([i.title for i in shown])
+    answer = await llm.complete(HeadlineScores, system, user)
+    if len(answer.scores) != len(shown) or any(not -1 <= s <= 1 for s in answer.scores):
+        raise LLMError(f"expected {len(shown)} scores in [-1, 1], got {answer.scores}")
+    scored = dict(zip((i.id for i in shown), answer.scores, strict=True))
+    return [
+        i.model_copy(update={"sentiment": scored[i.id]}) if i.id in scored else i for i in items
+    ]

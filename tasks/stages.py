@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
+from pydantic import ValidationError
 
 from agents import features as feature_lib
 from agents import news as news_lib
@@ -21,12 +22,14 @@ from agents import risk as risk_lib
 from agents.analysts import analyse
 from agents.llm import (
     CaseAnswer,
+    LLMError,
     PlanAnswer,
     case_from_answer,
     climb,
     data_message,
     plan_from_answer,
     prompt,
+    score_headlines,
 )
 from agents.orders import client_order_id
 from agents.strategy import decide, size_for
@@ -144,6 +147,12 @@ async def collect_news(
         i for i in news_lib.prepare(items, [symbol], decision_time) if i.published >= lookback
     ]
     relevant = [i for i in usable if symbol in i.symbols]
+    model = rt.llm()
+    if model is not None and relevant:
+        try:  # the LLM scores the headlines; the lexicon's scores stay if it cannot
+            relevant = await score_headlines(model, symbol, relevant)
+        except (LLMError, ValidationError) as exc:
+            log.warning("LLM sentiment for %s failed (%s); keeping the lexicon's", symbol, exc)
     save(rt, run_id, exchange, symbol, "news", data=[i.model_dump(mode="json") for i in relevant])
     return len(relevant)
 

@@ -285,7 +285,8 @@ def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
     assert report["long"]["rung"] == "llm" and report["long"]["thesis"] == "momentum holds"
     assert report["short"]["rung"] == "llm"
     assert report["plan"]["rung"] in ("rules", "abstain"), "off-schema plan fell back to rules"
-    assert sorted(asked) == ["CaseAnswer", "CaseAnswer", "PlanAnswer"]
+    # headline sentiment is asked too; its off-schema answer leaves the lexicon's scores
+    assert sorted(asked) == ["CaseAnswer", "CaseAnswer", "HeadlineScores", "PlanAnswer"]
     page = next((tmp_path / "reports").glob("*/*.md")).read_text()
     assert "(answered by: rules)" in page or "(answered by: abstain)" in page
     assert "confidence 0.66 (llm)" in page
