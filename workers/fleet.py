@@ -216,6 +216,17 @@ class Fleet:
                 f"{plan['action'].upper()} by {plan['rung']}, {outcome} -> {path}",
             )
 
+    def first_analysis(self) -> None:
+        """Start an analysis run as soon as the workers answer, not one interval later."""
+        entry = self.config.schedules.get("analysis")
+        if entry is None or not entry.enabled or not self.config.watchlist:
+            return
+        if self.wait_until_ready(timeout=180):
+            from workers.app import app
+
+            app.send_task(entry.task, kwargs=dict(entry.kwargs), queue=entry.queue or "low")
+            self.echo("fleet", "first analysis run sent; decisions follow as they are made")
+
     def wait_until_ready(self, timeout: float) -> bool:
         """Return True once a health task has round-tripped through every queue."""
         from workers.app import app
@@ -277,6 +288,7 @@ def run_fleet(config: AppConfig, config_path: Path | None) -> int:
     }
     try:
         fleet.start()
+        threading.Thread(target=fleet.first_analysis, daemon=True).start()
         return fleet.wait()
     finally:
         fleet.stop()
