@@ -165,6 +165,8 @@ class MonitoringConfig(Section):
     alerts: AlertsConfig = AlertsConfig()
     flower: FlowerConfig = FlowerConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    prometheus_port: Annotated[int, Field(ge=0, le=65535)] = 9808
+    prometheus_address: str = "127.0.0.1"
     redis_log_max_entries: PositiveInt = 1000
 
 

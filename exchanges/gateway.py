@@ -10,6 +10,7 @@ returns empty fields) is a MalformedResponseError, not data.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,6 +18,7 @@ import ccxt
 
 from core.config import AppConfig
 from core.errors import InvalidRequestError, MalformedResponseError
+from core.events import emit
 from exchanges.ccxt_factory import make_exchange
 from exchanges.errors import translated
 from ratelimit.manager import ExchangeRateLimitManager
@@ -128,6 +130,19 @@ class CcxtGateway:
         """Make one call (no retry); raise our error tree."""
         ex = self.instance(exchange, base_url)
         params = dict(params or {})
+        started = time.monotonic()
+        try:
+            result = await self._call(ex, endpoint, params)
+        except Exception as exc:
+            emit("exchange.request", exchange=exchange, endpoint=endpoint,
+                 outcome=type(exc).__name__, seconds=time.monotonic() - started)  # fmt: skip
+            raise
+        emit("exchange.request", exchange=exchange, endpoint=endpoint, outcome="ok",
+             seconds=time.monotonic() - started)  # fmt: skip
+        return result
+
+    async def _call(self, ex: Any, endpoint: str, params: dict[str, Any]) -> Any:
+        exchange = ex.id
         with translated(write=is_write(endpoint), retry_after=lambda: _retry_after(ex)):
             try:
                 if "/" in endpoint:

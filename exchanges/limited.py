@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.errors import LimiterUnavailableError
+from core.events import emit
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
 
@@ -69,6 +70,7 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
             key, scope, params=params, priority=priority, max_wait=max_wait
         )
         self.crypto_ai_last_admission = result
+        emit("limiter.admitted", exchange=key, scope=scope, waited=result.waited)
         parent: Any = base
         return await parent.fetch2(self, path, api, method, params, config or {})
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.llm import LLMError
 from core.config import LLMConfig
+from core.events import emit
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
 
@@ -62,9 +63,19 @@ class OpenAICompatibleLLM:
                 priority=Priority.MEDIUM,
                 max_wait=self.config.timeout,
             )
-        runnable: Any = self._chat.with_structured_output(schema, method=self.method)  # type: ignore[arg-type]
         self.calls += 1
         self.tokens += estimate
+        try:
+            answer = await self._invoke(schema, system, user)
+        except LLMError as exc:
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "LLMError"
+            emit("llm.call", model=self.config.model, outcome=cause, tokens=estimate)
+            raise
+        emit("llm.call", model=self.config.model, outcome="ok", tokens=estimate)
+        return answer
+
+    async def _invoke(self, schema: type[T], system: str, user: str) -> T:
+        runnable: Any = self._chat.with_structured_output(schema, method=self.method)  # type: ignore[arg-type]
         try:
             answer = await asyncio.wait_for(
                 runnable.ainvoke([("system", system), ("human", user)]), self.config.timeout

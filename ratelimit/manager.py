@@ -20,6 +20,7 @@ from typing import Any
 
 from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
 from core.errors import LimiterUnavailableError, RateLimitedError
+from core.events import emit
 from core.keys import KeySpace
 from ratelimit.backend import Charge, LimiterBackend
 from ratelimit.backends.memory import MemoryBackend
@@ -168,7 +169,11 @@ class ExchangeRateLimitManager:
             self.decide, exchange, scope, params=params, weight=weight, priority=priority
         )
 
-    def _next_wait(self, result: RateLimitResult, waited: float, max_wait: float) -> float:
+    def _next_wait(
+        self, exchange: str, result: RateLimitResult, waited: float, max_wait: float
+    ) -> float:
+        if result.never or waited + result.retry_after > max_wait:
+            emit("limiter.denied", exchange=exchange, pool=result.denied_by)
         if result.never:
             raise RateLimitedError(
                 f"request weight exceeds pool {result.denied_by}: it can never be admitted",
@@ -201,7 +206,7 @@ class ExchangeRateLimitManager:
             waited = self._clock() - start
             if result.allowed:
                 return _with_wait(result, waited)
-            self._sleep(self._next_wait(result, waited, limit))
+            self._sleep(self._next_wait(exchange, result, waited, limit))
 
     async def acquire_async(
         self,
@@ -223,7 +228,7 @@ class ExchangeRateLimitManager:
             waited = self._clock() - start
             if result.allowed:
                 return _with_wait(result, waited)
-            await asyncio.sleep(self._next_wait(result, waited, limit))
+            await asyncio.sleep(self._next_wait(exchange, result, waited, limit))
 
     def report_headers(self, exchange: str, headers: Mapping[str, str]) -> dict[str, float]:
         """Adopt the exchange's own usage counts from response headers; return what was read.
@@ -262,6 +267,7 @@ class ExchangeRateLimitManager:
         if pool is not None:
             self.table(exchange).pool(pool)
         left = self.backend.cooldown(exchange, seconds, pool, f"http {status}")
+        emit("exchange.throttled", exchange=exchange, status=status, seconds=left)
         log.warning(
             "%s answered %s: no process of the fleet calls %s for %.1fs",
             exchange,

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from core.errors import CircuitOpenError, CryptoAIError, OutcomeUnknownError, RetryableError
+from core.events import emit
 from core.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class SharedBreaker:
         )
         if answer.transition:
             self.transitions.append(answer.transition)
+            emit("breaker.transition", breaker=self.name, transition=answer.transition)
             log.warning(
                 "circuit breaker %s: %s (trips so far: %d)",
                 self.name,

@@ -25,6 +25,7 @@ from core.errors import (
     OutcomeUnknownError,
     StopError,
 )
+from core.events import emit
 from core.keys import KeySpace
 from exchanges.gateway import CcxtGateway, endpoint_class, is_cancel, is_write
 from ratelimit.manager import ExchangeRateLimitManager
@@ -89,6 +90,22 @@ class ResilientAPIClient:
         fallback_config: FallbackConfig | None = None,
     ) -> ResilientResponse:
         """Make one logical call; the answer says which fallback level served it."""
+        answer = await self._request(exchange, endpoint, params, fallback_config)
+        emit(
+            "fallback.answer",
+            exchange=exchange,
+            level=answer.level.name,
+            source=answer.source.split(":")[0],
+        )
+        return answer
+
+    async def _request(
+        self,
+        exchange: str,
+        endpoint: str,
+        params: dict[str, Any] | None,
+        fallback_config: FallbackConfig | None,
+    ) -> ResilientResponse:
         fc = fallback_config or FallbackConfig()
         params = dict(params or {})
         if exchange not in self.config.exchanges:
@@ -149,6 +166,7 @@ class ResilientAPIClient:
         self, exchange: str, endpoint: str, params: dict[str, Any], base_url: str | None = None
     ) -> Any:
         def on_retry(attempt: int, error: BaseException, wait: float) -> None:
+            emit("exchange.retry", exchange=exchange, endpoint=endpoint)
             log.info(
                 "%s %s: attempt %d failed (%s); retrying in %.2fs",
                 exchange,

@@ -36,6 +36,7 @@ from agents.strategy import decide, size_for
 from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
+from core.events import emit
 from core.urls import local_port
 from resilience import FallbackConfig
 from resilience.cache import Coalescer, ResponseCache, request_digest
@@ -346,6 +347,9 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     }
     if decision.approved:
         outcome["order"] = await _place(rt, run_id, exchange, plan, decision.size)
+        emit("order", exchange=exchange, outcome=str(outcome["order"].get("status")))
+    else:
+        emit("risk.rejected", reason=decision.reasons[0].split(" ")[0] if decision.reasons else "")
     save(rt, run_id, exchange, symbol, "execution", data=outcome)
     return outcome
 

@@ -7,12 +7,14 @@ them (see ``celeryconfig.py``), so importing this module reads no file and opens
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 import celeryconfig
+from monitoring import metrics
 from tasks import context
 from workers import runtime
 
@@ -38,7 +40,13 @@ app.add_defaults(_settings)
 @worker_process_init.connect
 def _fresh_clients_per_process(**_: Any) -> None:
     runtime.reset_after_fork()
+    metrics.install()
     try:
         runtime.start_process()
     except Exception:  # a worker still serves tasks that need no exchange
         logging.getLogger(__name__).exception("could not build the exchange clients")
+
+
+@worker_process_shutdown.connect
+def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
+    metrics.process_exited(pid or os.getpid())

@@ -141,6 +141,7 @@ class Fleet:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.redis_url = self._start_redis()
         runtime.configure(self.config, self.redis_url)
+        self._start_metrics()
         env = dict(os.environ)
         env["REDIS_URL"] = self.redis_url
         if self.config_path is not None:
@@ -156,6 +157,23 @@ class Fleet:
             self._processes[spec.name] = process
             threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
         self.echo("fleet", f"started {', '.join(self._processes)} on {redact_url(self.redis_url)}")
+
+    def _start_metrics(self) -> None:
+        """Give every process one multiprocess metrics directory and serve the merged view."""
+        directory = (self.state_dir / "metrics").resolve()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)  # before prometheus_client loads
+        from monitoring import metrics
+
+        metrics.prepare_directory(directory)
+        port = self.config.monitoring.prometheus_port
+        address = self.config.monitoring.prometheus_address
+        if port:
+            try:
+                metrics.serve(port, address)
+            except OSError as exc:  # the fleet runs without its scrape endpoint, and says so
+                self.echo("fleet", f"metrics endpoint {address}:{port} unavailable: {exc}")
+            else:
+                self.echo("fleet", f"metrics on http://{address}:{port}/metrics")
 
     def _start_redis(self) -> str:
         url = external_redis_url(self.config.redis)

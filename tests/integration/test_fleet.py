@@ -84,9 +84,10 @@ def test_main_with_a_broken_config_starts_nothing(tmp_path: Path) -> None:
 def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     sandbox = f"http://127.0.0.1:{_free_port()}"
+    metrics_port = _free_port()
     config.write_text(
         f"redis: {{embedded: {{dir: '{tmp_path / 'redis'}', appendonly: false}}}}\n"
-        f"monitoring: {{flower: {{port: {_free_port()}}}}}\n"
+        f"monitoring: {{flower: {{port: {_free_port()}}}, prometheus_port: {metrics_port}}}\n"
         f"exchanges: {{binance: {{base_url: '{sandbox}', sandbox: {{history_days: 1}}}}}}\n"
     )
     log = tmp_path / "up.log"
@@ -123,6 +124,8 @@ def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
             assert part in names + " ", f"{part!r} not running"
         with urllib.request.urlopen(f"{sandbox}/api/v3/ping", timeout=10) as answer:
             assert answer.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+            assert page.status == 200
         fleet.send_signal(signal.SIGINT)
         assert fleet.wait(60) == 0, log.read_text()
         _, alive = psutil.wait_procs(children, timeout=10)
