@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 import celeryconfig
 from monitoring import metrics
@@ -45,6 +45,18 @@ def _fresh_clients_per_process(**_: Any) -> None:
         runtime.start_process()
     except Exception:  # a worker still serves tasks that need no exchange
         logging.getLogger(__name__).exception("could not build the exchange clients")
+
+
+@after_setup_logger.connect
+def _redacted_logs_with_a_redis_copy(logger: logging.Logger, **_: Any) -> None:
+    from monitoring import logs
+
+    try:
+        logs.install(
+            logger, runtime.config(), runtime.redis_client(), runtime.keyspace().logs_system()
+        )
+    except Exception:  # logging setup must not stop the worker
+        logging.getLogger(__name__).exception("could not install the log sink")
 
 
 @worker_process_shutdown.connect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def test_worker_consumes_a_task_sent_to_each_queue(
         answers = {q: r.get(timeout=20) for q, r in results.items()}
 
     assert "exchange clients ready" in (tmp_path / "all.log").read_text(), "worker_process_init"
+    logged = [json.loads(x) for x in redis_client.lrange(f"{namespace}logs:system", 0, -1)]
+    assert any("health.ping" in entry["message"] for entry in logged), "the Redis log copy"
     for queue, answer in answers.items():
         assert answer["queue"] == queue
         assert answer["worker"].startswith("all@")
