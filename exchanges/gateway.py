@@ -134,11 +134,21 @@ class CcxtGateway:
         try:
             result = await self._call(ex, endpoint, params)
         except Exception as exc:
-            emit("exchange.request", exchange=exchange, endpoint=endpoint,
-                 outcome=type(exc).__name__, seconds=time.monotonic() - started)  # fmt: skip
+            emit(
+                "exchange.request",
+                exchange=exchange,
+                endpoint=endpoint,
+                outcome=type(exc).__name__,
+                seconds=time.monotonic() - started,
+            )
             raise
-        emit("exchange.request", exchange=exchange, endpoint=endpoint, outcome="ok",
-             seconds=time.monotonic() - started)  # fmt: skip
+        emit(
+            "exchange.request",
+            exchange=exchange,
+            endpoint=endpoint,
+            outcome="ok",
+            seconds=time.monotonic() - started,
+        )
         return result
 
     async def _call(self, ex: Any, endpoint: str, params: dict[str, Any]) -> Any:

@@ -76,8 +76,13 @@ class RedisLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Store the record; a Redis failure never breaks the caller."""
         try:
-            entry = {"ts": time.time(), "level": record.levelname, "logger": record.name,
-                     "process": record.process, "message": record.getMessage()}  # fmt: skip
+            entry = {
+                "ts": time.time(),
+                "level": record.levelname,
+                "logger": record.name,
+                "process": record.process,
+                "message": record.getMessage(),
+            }
             if record.exc_text:
                 entry["exception"] = record.exc_text
             pipe = self.client.pipeline(transaction=False)

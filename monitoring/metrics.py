@@ -23,32 +23,40 @@ from prometheus_client.exposition import generate_latest
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 EXCHANGE_REQUESTS = Counter(
-    "crypto_ai_exchange_requests_total", "Exchange calls by outcome",
+    "crypto_ai_exchange_requests_total",
+    "Exchange calls by outcome",
     ["exchange", "endpoint", "outcome"],
-)  # fmt: skip
+)
 EXCHANGE_LATENCY = Histogram(
-    "crypto_ai_exchange_request_seconds", "Exchange call latency", ["exchange", "endpoint"],
+    "crypto_ai_exchange_request_seconds",
+    "Exchange call latency",
+    ["exchange", "endpoint"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)  # fmt: skip
+)
 LIMITER = Counter(
-    "crypto_ai_limiter_decisions_total", "Limiter admissions by outcome (admitted, waited, denied)",
+    "crypto_ai_limiter_decisions_total",
+    "Limiter admissions by outcome (admitted, waited, denied)",
     ["exchange", "outcome"],
-)  # fmt: skip
+)
 LIMITER_WAIT = Histogram(
-    "crypto_ai_limiter_wait_seconds", "Time requests waited for the shared budget", ["exchange"],
+    "crypto_ai_limiter_wait_seconds",
+    "Time requests waited for the shared budget",
+    ["exchange"],
     buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 15, 30, 60),
-)  # fmt: skip
+)
 THROTTLES = Counter(
     "crypto_ai_exchange_throttles_total", "429/418 answers received", ["exchange", "status"]
 )
 BREAKER_TRANSITIONS = Counter(
-    "crypto_ai_breaker_transitions_total", "Circuit breaker state changes",
+    "crypto_ai_breaker_transitions_total",
+    "Circuit breaker state changes",
     ["breaker", "transition"],
-)  # fmt: skip
+)
 FALLBACKS = Counter(
-    "crypto_ai_fallback_answers_total", "Answers by the fallback level that served them",
+    "crypto_ai_fallback_answers_total",
+    "Answers by the fallback level that served them",
     ["exchange", "level", "source"],
-)  # fmt: skip
+)
 RETRIES = Counter("crypto_ai_retries_total", "Retried exchange calls", ["exchange", "endpoint"])
 ORDERS = Counter("crypto_ai_orders_total", "Orders by outcome", ["exchange", "outcome"])
 RISK_REJECTIONS = Counter(

@@ -15,8 +15,12 @@ from monitoring.logs import install, secrets_of
 
 def test_secrets_are_redacted_in_every_handler_and_the_redis_copy(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("exchanges:\n  binance: {}\n")
-    env = {"BINANCE_API_KEY": "key-AAAA1111", "BINANCE_API_SECRET": "sec-BBBB2222",
-           "REDIS_URL": "redis://:pw-CCCC3333@h:1/0", "OPENAI_API_KEY": "sk-DDDD4444"}  # fmt: skip
+    env = {
+        "BINANCE_API_KEY": "key-AAAA1111",
+        "BINANCE_API_SECRET": "sec-BBBB2222",
+        "REDIS_URL": "redis://:pw-CCCC3333@h:1/0",
+        "OPENAI_API_KEY": "sk-DDDD4444",
+    }
     config = load_config(tmp_path / "c.yaml", env=env)
     assert {"key-AAAA1111", "sec-BBBB2222", "pw-CCCC3333", "sk-DDDD4444"} <= set(secrets_of(config))
     logger = logging.getLogger("test.redaction")
@@ -26,8 +30,12 @@ def test_secrets_are_redacted_in_every_handler_and_the_redis_copy(tmp_path: Path
     logger.setLevel(logging.INFO)
     client = fakeredis.FakeRedis()
     install(logger, config, client, "logs:system")
-    logger.info("signing with %s and %s for %s", "key-AAAA1111", "sec-BBBB2222",
-                "redis://:pw-CCCC3333@h:1/0")  # fmt: skip
+    logger.info(
+        "signing with %s and %s for %s",
+        "key-AAAA1111",
+        "sec-BBBB2222",
+        "redis://:pw-CCCC3333@h:1/0",
+    )
     try:
         raise RuntimeError("openai said no to sk-DDDD4444")
     except RuntimeError:
