@@ -330,7 +330,8 @@ def _default_schedules() -> dict[str, ScheduleEntry]:
     }
     analysis = ScheduleEntry(task="analysis.run", every=300.0, queue="low", kwargs={"every": 300.0})
     reconcile = ScheduleEntry(task="reconcile.orders", every=600.0, queue="high")
-    return {**health, "analysis": analysis, "reconcile": reconcile}
+    alerts = ScheduleEntry(task="monitor.alerts", every=30.0, queue="high")
+    return {**health, "analysis": analysis, "reconcile": reconcile, "alerts": alerts}
 
 
 class AppConfig(Section):

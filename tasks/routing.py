@@ -14,6 +14,7 @@ QUEUE_BY_PREFIX = {
     "execution": "high",
     "orders": "high",
     "reconcile": "high",
+    "monitor": "high",
     "analysis": "medium",
     "strategy": "medium",
     "news": "low",

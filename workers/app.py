@@ -14,7 +14,8 @@ from celery import Celery
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 import celeryconfig
-from monitoring import metrics
+from core import events
+from monitoring import fleet_stats, metrics
 from tasks import context
 from workers import runtime
 
@@ -25,6 +26,7 @@ TASK_MODULES = [
     "tasks.schedule",
     "tasks.exchange",
     "tasks.reconcile",
+    "tasks.monitor",
 ]
 
 
@@ -41,6 +43,7 @@ app.add_defaults(_settings)
 def _fresh_clients_per_process(**_: Any) -> None:
     runtime.reset_after_fork()
     metrics.install()
+    events.subscribe(fleet_stats.listener(runtime.redis_client(), runtime.keyspace()))
     try:
         runtime.start_process()
     except Exception:  # a worker still serves tasks that need no exchange

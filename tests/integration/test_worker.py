@@ -36,7 +36,9 @@ def test_worker_consumes_a_task_sent_to_each_queue(
             for q in PRIORITY_QUEUES
         }
         answers = {q: r.get(timeout=20) for q, r in results.items()}
+        alerts = app.send_task("monitor.alerts").get(timeout=20)
 
+    assert alerts == [], "no traffic, no alert"
     assert "exchange clients ready" in (tmp_path / "all.log").read_text(), "worker_process_init"
     logged = [json.loads(x) for x in redis_client.lrange(f"{namespace}logs:system", 0, -1)]
     assert any("health.ping" in entry["message"] for entry in logged), "the Redis log copy"
