@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from core.config_base import Section, check_symbols
+from core.urls import local_port
 
 RateLimitType = Literal["token_bucket", "sliding_window", "leaky_bucket", "fixed_window"]
 
@@ -139,6 +140,7 @@ class ExchangeConfig(Section):
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
     password: SecretStr | None = None
+    is_sandbox: bool | None = None
     rate_limits: list[RateLimitRule] = []
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     sandbox: SandboxConfig = SandboxConfig()
@@ -149,6 +151,13 @@ class ExchangeConfig(Section):
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    @property
+    def sandboxed(self) -> bool:
+        """Return True when base_url is a sandbox (``is_sandbox``, else a URL on this host)."""
+        if self.is_sandbox is not None:
+            return self.is_sandbox
+        return local_port(self.base_url) is not None
 
     @property
     def has_keys(self) -> bool:

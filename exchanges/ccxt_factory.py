@@ -49,7 +49,7 @@ def make_exchange(
     url = base_url or config.base_url
     if config.api_key is not None:
         options["apiKey"] = config.api_key.get_secret_value()
-    elif local_port(url) is not None:
+    elif config.sandboxed or local_port(url) is not None:
         # a local sandbox: its own paper account, so paper trading needs no real keys
         options["apiKey"] = config.sandbox.api_key
         options["secret"] = config.sandbox.api_secret.get_secret_value()

@@ -37,7 +37,6 @@ from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, 
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
 from core.events import emit
-from core.urls import local_port
 from resilience import FallbackConfig
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.retry import RetryConfig, retry_async
@@ -67,7 +66,7 @@ def feed_urls(config: AppConfig, exchange: str) -> list[str]:
     """Return the feeds to read for an exchange: configured ones plus its sandbox's feed."""
     urls = list(config.news.feeds)
     base = config.exchanges[exchange].base_url or ""
-    if config.news.sandbox_feeds and local_port(base) is not None:
+    if config.news.sandbox_feeds and config.exchanges[exchange].sandboxed:
         urls.append(f"{base}/sandbox/news.rss")
     return urls
 
@@ -360,7 +359,7 @@ async def _place(
     client = rt.exchange_client()
     cid = client_order_id(run_id, exchange, plan.symbol, plan.action)
     config = rt.config()
-    if config.trading.mode == "paper" and local_port(config.exchanges[exchange].base_url) is None:
+    if config.trading.mode == "paper" and not config.exchanges[exchange].sandboxed:
         # paper trading against a real exchange: simulate the fill, send nothing
         price = plan.entry or 0.0
         return {

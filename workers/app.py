@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 import celeryconfig
 from core import events
@@ -65,3 +71,12 @@ def _redacted_logs_with_a_redis_copy(logger: logging.Logger, **_: Any) -> None:
 @worker_process_shutdown.connect
 def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
     metrics.process_exited(pid or os.getpid())
+
+
+@worker_init.connect
+def _metrics_endpoint(**_: Any) -> None:
+    """Serve this worker's merged metrics when CRYPTO_AI_METRICS_PORT is set (containers)."""
+    port = os.environ.get("CRYPTO_AI_METRICS_PORT")
+    if port and os.environ.get(metrics.MULTIPROC_ENV):
+        metrics.prepare_directory(Path(os.environ[metrics.MULTIPROC_ENV]))
+        metrics.serve(int(port))
