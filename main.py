@@ -66,23 +66,20 @@ class MultiExchangeTradingSystem:
     async def get_system_status(self) -> dict[str, Any]:
         """Return queue depths, circuit breakers and workers, as ``crypto-ai status`` shows."""
         from core.redis_target import redact_url
-        from resilience.breaker import ENDPOINT_CLASSES, SharedBreaker
         from workers import runtime
         from workers.status import fleet_status
 
         def gather() -> dict[str, Any]:
             client, keys, config = runtime.redis_client(), runtime.keyspace(), runtime.config()
-            snapshot = fleet_status(self.app, client, keys, redact_url(runtime.redis_url()))
-            breakers = {
-                f"{exchange}:{klass}": SharedBreaker(client, exchange, klass, keys=keys).snapshot()
-                for exchange in config.exchanges
-                for klass in ENDPOINT_CLASSES
-            }
+            snapshot = fleet_status(self.app, client, keys, redact_url(runtime.redis_url()), config)
             return {
                 "queue_stats": {"priority": snapshot.queues},
-                "circuit_breakers": {"breakers": breakers},
+                "circuit_breakers": {"breakers": snapshot.breakers},
                 "workers": snapshot.workers,
                 "health": snapshot.health,
+                "budgets": snapshot.budgets,
+                "alerts": snapshot.alerts,
+                "runs": snapshot.runs,
             }
 
         return await asyncio.to_thread(gather)

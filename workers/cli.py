@@ -105,7 +105,9 @@ def status(
     cfg = _load_or_exit(config)
     runtime.configure(cfg)
     url = runtime.redis_url()
-    snapshot = fleet_status(celery_app, runtime.redis_client(), runtime.keyspace(), redact_url(url))
+    snapshot = fleet_status(
+        celery_app, runtime.redis_client(), runtime.keyspace(), redact_url(url), cfg
+    )
     if as_json:
         print(json.dumps(snapshot.as_dict(), indent=2))
         return
@@ -122,6 +124,14 @@ def status(
         seen = f"{answer.get('worker', '-')} (pid {answer.get('pid', '-')})" if answer else "never"
         table.add_row(queue, str(depth), seen)
     _out.print(table)
+    breakers = Table("breaker", "state", "trips", "budget left now", title="Exchanges")
+    for name, breaker in snapshot.breakers.items():
+        exchange = name.split(":")[0]
+        left = ", ".join(f"{p} {v:g}" for p, v in snapshot.budgets.get(exchange, {}).items())
+        breakers.add_row(name, breaker["state"], str(breaker["trips"]), left)
+    _out.print(breakers)
+    _out.print("Alerts: " + (", ".join(snapshot.alerts) or "none firing"), highlight=False)
+    _out.print("Last runs: " + (", ".join(snapshot.runs) or "none"), highlight=False)
 
 
 @app.command()

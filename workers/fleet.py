@@ -146,6 +146,9 @@ class Fleet:
         env["REDIS_URL"] = self.redis_url
         if self.config_path is not None:
             env["CRYPTO_AI_CONFIG"] = str(self.config_path.resolve())
+        if self.config.monitoring.flower.basic_auth is not None:
+            # Flower reads it from the environment: never on a command line (ps shows those)
+            env["FLOWER_BASIC_AUTH"] = self.config.monitoring.flower.basic_auth.get_secret_value()
         for spec in fleet_specs(self.config, self.state_dir, services=self.services):
             process = subprocess.Popen(
                 spec.argv,

@@ -9,9 +9,13 @@ from typing import Any, cast
 import redis
 from celery import Celery
 
-from core.config import PRIORITY_QUEUES
+from core.config import PRIORITY_QUEUES, AppConfig
+from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
+from monitoring.alerts import AlertEngine
 from monitoring.queues import queue_depths
+from ratelimit.manager import ExchangeRateLimitManager
+from resilience.breaker import ENDPOINT_CLASSES, SharedBreaker
 
 
 @dataclass
@@ -22,6 +26,10 @@ class FleetStatus:
     workers: dict[str, list[str]] = field(default_factory=dict)
     queues: dict[str, int] = field(default_factory=dict)
     health: dict[str, dict[str, str]] = field(default_factory=dict)
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[str, dict[str, float]] = field(default_factory=dict)
+    alerts: dict[str, Any] = field(default_factory=dict)
+    runs: list[str] = field(default_factory=list)
     taken_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -45,11 +53,37 @@ def last_health(client: redis.Redis, keys: KeySpace) -> dict[str, dict[str, str]
     return health
 
 
-def fleet_status(app: Celery, client: redis.Redis, keys: KeySpace, redis_label: str) -> FleetStatus:
-    """Gather a :class:`FleetStatus` from the broker and the workers."""
+def budgets(limiter: ExchangeRateLimitManager) -> dict[str, dict[str, float]]:
+    """Return what remains of every exchange pool now (a check that charges nothing)."""
+    remaining = {}
+    for exchange in limiter.tables:
+        if exchange.startswith(("llm", "news:")):
+            continue
+        try:
+            answer = limiter.decide(exchange, "public", weight=0, priority="high", charge=False)
+        except (ValueError, LimiterUnavailableError):
+            continue
+        remaining[exchange] = {pool: round(left, 1) for pool, left in answer.remaining.items()}
+    return remaining
+
+
+def fleet_status(
+    app: Celery, client: redis.Redis, keys: KeySpace, redis_label: str, config: AppConfig
+) -> FleetStatus:
+    """Gather a :class:`FleetStatus` from the broker, the workers and the shared state."""
+    breakers = {
+        f"{exchange}:{klass}": SharedBreaker(client, exchange, klass, keys=keys).snapshot()
+        for exchange in config.exchanges
+        for klass in ENDPOINT_CLASSES
+    }
+    runs = [r.decode() for r in cast(list[bytes], client.zrevrange(keys.runs_index(), 0, 4))]
     return FleetStatus(
         redis=redis_label,
         workers=worker_queues(app),
         queues=queue_depths(client, keys, PRIORITY_QUEUES),
         health=last_health(client, keys),
+        breakers=breakers,
+        budgets=budgets(ExchangeRateLimitManager(client, config)),
+        alerts=AlertEngine(client, keys, config.monitoring.alerts).active(),
+        runs=runs,
     )

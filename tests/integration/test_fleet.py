@@ -134,3 +134,29 @@ def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
     finally:
         if fleet.poll() is None:
             fleet.kill()
+
+
+def test_status_shows_the_fleet_without_any_secret(tmp_path: Path) -> None:
+    import json
+
+    from workers.redis_server import EmbeddedRedis
+
+    config = tmp_path / "config.yaml"
+    config.write_text("exchanges:\n  binance: {base_url: 'https://api.binance.com'}\n")
+    with EmbeddedRedis(tmp_path / "redis", appendonly=False, password="pw-S3CRET-9") as server:
+        env = _env(tmp_path) | {
+            "REDIS_URL": server.url, "BINANCE_API_KEY": "key-S3CRET-1",
+            "BINANCE_API_SECRET": "sec-S3CRET-2", "OPENAI_API_KEY": "sk-S3CRET-3",
+        }  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "workers.cli", "status", "--json", "--config", str(config)],
+            capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["redis"] == f"redis://:***@127.0.0.1:{server.port}/0"
+    assert set(status["queues"]) == {"high", "medium", "low"}
+    assert status["breakers"]["binance:orders"]["state"] == "closed"
+    assert "REQUEST_WEIGHT" in status["budgets"]["binance"]
+    for secret in ("pw-S3CRET-9", "key-S3CRET-1", "sec-S3CRET-2", "sk-S3CRET-3"):
+        assert secret not in result.stdout + result.stderr
