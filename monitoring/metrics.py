@@ -64,6 +64,24 @@ RISK_REJECTIONS = Counter(
 )
 LLM_CALLS = Counter("crypto_ai_llm_calls_total", "LLM calls by outcome", ["model", "outcome"])
 LLM_TOKENS = Counter("crypto_ai_llm_tokens_total", "Estimated LLM tokens spent", ["model"])
+BREAKER_STATE = Gauge(
+    "crypto_ai_breaker_state",
+    "Breaker state: 0 closed, 1 half-open, 2 open",
+    ["breaker"],
+    multiprocess_mode="max",
+)
+BUDGET_LEFT = Gauge(
+    "crypto_ai_budget_remaining",
+    "What is left of an exchange pool now",
+    ["exchange", "pool"],
+    multiprocess_mode="min",
+)
+TASK_SECONDS = Histogram(
+    "crypto_ai_task_seconds",
+    "Task run time by queue",
+    ["queue", "task"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 QUEUE_DEPTH = Gauge(
     "crypto_ai_queue_depth", "Messages waiting per queue", ["queue"], multiprocess_mode="max"
 )

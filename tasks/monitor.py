@@ -9,8 +9,8 @@ from celery import shared_task
 from core.config import PRIORITY_QUEUES
 from monitoring import fleet_stats
 from monitoring.alerts import AlertEngine
-from monitoring.metrics import QUEUE_DEPTH
-from monitoring.queues import queue_depths
+from monitoring.metrics import BREAKER_STATE, BUDGET_LEFT, QUEUE_DEPTH
+from monitoring.queues import budgets, queue_depths
 from resilience.breaker import ENDPOINT_CLASSES, SharedBreaker
 from tasks import context
 
@@ -25,12 +25,17 @@ def evaluate_alerts() -> list[dict[str, Any]]:
     depths = queue_depths(client, keys, PRIORITY_QUEUES)
     for queue, depth in depths.items():
         QUEUE_DEPTH.labels(queue).set(depth)
-    opened = tuple(
-        f"{exchange}:{klass}"
+    states = {
+        f"{exchange}:{klass}": SharedBreaker(client, exchange, klass, keys=keys).state()
         for exchange in config.exchanges
         for klass in ENDPOINT_CLASSES
-        if SharedBreaker(client, exchange, klass, keys=keys).state() == "open"
-    )
+    }
+    for name, state in states.items():
+        BREAKER_STATE.labels(name).set({"closed": 0, "half_open": 1, "open": 2}[state])
+    for exchange, pools in budgets(rt.exchange_client().limiter).items():
+        for pool, left in pools.items():
+            BUDGET_LEFT.labels(exchange, pool).set(left)
+    opened = tuple(name for name, state in states.items() if state == "open")
     reading = fleet_stats.read(client, keys, queue_sizes=depths, open_breakers=opened)
     notes = AlertEngine(client, keys, config.monitoring.alerts).evaluate(reading)
     return [{"alert": n.alert, "status": n.status, "detail": n.detail} for n in notes]

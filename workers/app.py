@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
+    task_postrun,
+    task_prerun,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -80,3 +83,20 @@ def _metrics_endpoint(**_: Any) -> None:
     if port and os.environ.get(metrics.MULTIPROC_ENV):
         metrics.prepare_directory(Path(os.environ[metrics.MULTIPROC_ENV]))
         metrics.serve(int(port))
+
+
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _task_finished(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    started = _started.pop(task_id or "", None)
+    if started is not None and task is not None:
+        queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
+        metrics.TASK_SECONDS.labels(queue, task.name).observe(time.monotonic() - started)

@@ -10,10 +10,9 @@ import redis
 from celery import Celery
 
 from core.config import PRIORITY_QUEUES, AppConfig
-from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
 from monitoring.alerts import AlertEngine
-from monitoring.queues import queue_depths
+from monitoring.queues import budgets, queue_depths
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.breaker import ENDPOINT_CLASSES, SharedBreaker
 
@@ -51,20 +50,6 @@ def last_health(client: redis.Redis, keys: KeySpace) -> dict[str, dict[str, str]
         if raw:
             health[queue] = {k.decode(): v.decode() for k, v in raw.items()}
     return health
-
-
-def budgets(limiter: ExchangeRateLimitManager) -> dict[str, dict[str, float]]:
-    """Return what remains of every exchange pool now (a check that charges nothing)."""
-    remaining = {}
-    for exchange in limiter.tables:
-        if exchange.startswith(("llm", "news:")):
-            continue
-        try:
-            answer = limiter.decide(exchange, "public", weight=0, priority="high", charge=False)
-        except (ValueError, LimiterUnavailableError):
-            continue
-        remaining[exchange] = {pool: round(left, 1) for pool, left in answer.remaining.items()}
-    return remaining
 
 
 def fleet_status(
