@@ -91,11 +91,12 @@ def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
         f"exchanges: {{binance: {{base_url: '{sandbox}', sandbox: {{history_days: 1}}}}}}\n"
     )
     log = tmp_path / "up.log"
+    secrets = {"BINANCE_API_KEY": "key-UP-S3CRET", "BINANCE_API_SECRET": "sec-UP-S3CRET"}
     with log.open("wb") as out:
         fleet = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "up", "--config", str(config)],
             cwd=REPO_ROOT,
-            env=_env(tmp_path),
+            env=_env(tmp_path) | secrets,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -134,6 +135,8 @@ def test_up_runs_every_tier_and_ctrl_c_leaves_no_process_behind(tmp_path: Path) 
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == [], [p.pid for p in alive]
         assert "all processes stopped" in log.read_text()
+        for secret in secrets.values():
+            assert secret not in log.read_text() and secret not in scrape
     finally:
         if fleet.poll() is None:
             fleet.kill()
