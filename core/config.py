@@ -306,6 +306,19 @@ class ReportsConfig(Section):
     keep_days: PositiveFloat = 30.0
 
 
+class TracingConfig(Section):
+    """OpenTelemetry tracing: off by default; console, JSON files, or OTLP to a collector.
+
+    With ``otlp`` and no ``otlp_endpoint``, the standard ``OTEL_EXPORTER_OTLP_*`` variables
+    apply (e.g. Jaeger's or Tempo's OTLP/HTTP endpoint).
+    """
+
+    exporter: Literal["none", "console", "file", "otlp"] = "none"
+    dir: Path = Path(".crypto-ai/traces")
+    otlp_endpoint: str | None = None
+    service_name: str = "crypto-ai"
+
+
 class RiskLimits(Section):
     """The risk guard's limits, in the quote currency (USDT) unless named otherwise."""
 
@@ -349,6 +362,7 @@ class AppConfig(Section):
     llm: LLMConfig = LLMConfig()
     trading: TradingConfig = TradingConfig()
     news: NewsConfig = NewsConfig()
+    tracing: TracingConfig = TracingConfig()
     reports: ReportsConfig = ReportsConfig()
     timeframes: list[Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]] = ["15m", "1h", "4h"]
 

@@ -19,6 +19,7 @@ import ccxt
 from core.config import AppConfig
 from core.errors import InvalidRequestError, MalformedResponseError
 from core.events import emit
+from core.tracing import span
 from exchanges.ccxt_factory import make_exchange
 from exchanges.errors import translated
 from ratelimit.manager import ExchangeRateLimitManager
@@ -132,7 +133,13 @@ class CcxtGateway:
         params = dict(params or {})
         started = time.monotonic()
         try:
-            result = await self._call(ex, endpoint, params)
+            with span(
+                "exchange.call", exchange=exchange, endpoint=endpoint, base_url=base_url or ""
+            ) as current:
+                result = await self._call(ex, endpoint, params)
+                admission = getattr(ex, "crypto_ai_last_admission", None)
+                if admission is not None:
+                    current.set_attribute("limiter.waited", admission.waited)
         except Exception as exc:
             emit(
                 "exchange.request",

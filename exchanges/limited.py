@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 from core.errors import LimiterUnavailableError
 from core.events import emit
+from core.tracing import span
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
 
@@ -66,9 +67,13 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
         priority = _priority.get()
         if priority is None:
             priority = Priority.HIGH if limiter.is_order_scope(key, scope) else Priority.MEDIUM
-        result = await limiter.acquire_async(
-            key, scope, params=params, priority=priority, max_wait=max_wait
-        )
+        with span("limiter.wait", exchange=key, scope=scope, priority=priority.name) as current:
+            result = await limiter.acquire_async(
+                key, scope, params=params, priority=priority, max_wait=max_wait
+            )
+            current.set_attribute("waited", result.waited)
+            for pool, left in result.remaining.items():
+                current.set_attribute(f"remaining.{pool}", left)
         self.crypto_ai_last_admission = result
         emit("limiter.admitted", exchange=key, scope=scope, waited=result.waited)
         parent: Any = base

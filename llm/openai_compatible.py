@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from agents.llm import LLMError
 from core.config import LLMConfig
 from core.events import emit
+from core.tracing import span
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
 
@@ -66,7 +67,13 @@ class OpenAICompatibleLLM:
         self.calls += 1
         self.tokens += estimate
         try:
-            answer = await self._invoke(schema, system, user)
+            with span(
+                "llm.call",
+                model=self.config.model,
+                schema=schema.__name__,
+                tokens_estimated=estimate,
+            ):
+                answer = await self._invoke(schema, system, user)
         except LLMError as exc:
             cause = type(exc.__cause__).__name__ if exc.__cause__ else "LLMError"
             emit("llm.call", model=self.config.model, outcome=cause, tokens=estimate)

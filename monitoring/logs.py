@@ -14,6 +14,7 @@ import redis
 from pydantic import BaseModel, SecretStr
 
 from core.config import AppConfig
+from core.tracing import current_ids
 
 REDACTED = "***"
 
@@ -76,6 +77,7 @@ class RedisLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Store the record; a Redis failure never breaks the caller."""
         try:
+            trace_id, span_id = current_ids()
             entry = {
                 "ts": time.time(),
                 "level": record.levelname,
@@ -83,6 +85,8 @@ class RedisLogHandler(logging.Handler):
                 "process": record.process,
                 "message": record.getMessage(),
             }
+            if trace_id:
+                entry["trace_id"], entry["span_id"] = trace_id, span_id
             if record.exc_text:
                 entry["exception"] = record.exc_text
             pipe = self.client.pipeline(transaction=False)

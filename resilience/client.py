@@ -19,6 +19,7 @@ import redis
 
 from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
 from core.errors import (
+    CircuitOpenError,
     CryptoAIError,
     GiveUpError,
     InvalidRequestError,
@@ -27,6 +28,7 @@ from core.errors import (
 )
 from core.events import emit
 from core.keys import KeySpace
+from core.tracing import add_event, set_attributes, span
 from exchanges.gateway import CcxtGateway, endpoint_class, is_cancel, is_write
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.breaker import SharedBreaker
@@ -90,7 +92,14 @@ class ResilientAPIClient:
         fallback_config: FallbackConfig | None = None,
     ) -> ResilientResponse:
         """Make one logical call; the answer says which fallback level served it."""
-        answer = await self._request(exchange, endpoint, params, fallback_config)
+        with span("exchange.request", exchange=exchange, endpoint=endpoint):
+            answer = await self._request(exchange, endpoint, params, fallback_config)
+            set_attributes(
+                fallback_level=answer.level.name,
+                source=answer.source,
+                stale=answer.stale,
+                age=answer.age,
+            )
         emit(
             "fallback.answer",
             exchange=exchange,
@@ -152,7 +161,11 @@ class ResilientAPIClient:
         self, exchange: str, endpoint: str, params: dict[str, Any], base_url: str | None = None
     ) -> Any:
         breaker = self.breaker(exchange, endpoint_class(endpoint))
-        answer = breaker.allow()
+        try:
+            answer = breaker.allow()
+        except CircuitOpenError as exc:
+            add_event("breaker.rejected", breaker=breaker.name, retry_after=exc.retry_after)
+            raise
         trial = answer.state == "half_open"
         try:
             data = await self.gateway.call(exchange, endpoint, params, base_url)
@@ -167,6 +180,7 @@ class ResilientAPIClient:
     ) -> Any:
         def on_retry(attempt: int, error: BaseException, wait: float) -> None:
             emit("exchange.retry", exchange=exchange, endpoint=endpoint)
+            add_event("retry", attempt=attempt, error=type(error).__name__, wait=wait)
             log.info(
                 "%s %s: attempt %d failed (%s); retrying in %.2fs",
                 exchange,

@@ -11,43 +11,65 @@ from typing import Any
 
 from celery import shared_task
 
+from core.tracing import continued, current_ids
 from tasks import context, reports, stages
 
 
+def _span(name: str, traceparent: str | None, run_id: str, exchange: str, symbol: str) -> Any:
+    return continued(traceparent, name, run_id=run_id, exchange=exchange, symbol=symbol)
+
+
 @shared_task(name="news.collect")
-def collect_news(run_id: str, exchange: str, symbol: str, decided_at: str) -> int:
+def collect_news(
+    run_id: str, exchange: str, symbol: str, decided_at: str, traceparent: str | None = None
+) -> int:
     """Collect the news usable at the decision time; return how many items were kept."""
     rt = context.current()
-    return rt.run_async(stages.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
+    with _span("agent.news", traceparent, run_id, exchange, symbol):
+        return rt.run_async(stages.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
 
 
 @shared_task(name="market.snapshot")
-def market_snapshot(run_id: str, exchange: str, symbol: str) -> float:
+def market_snapshot(
+    run_id: str, exchange: str, symbol: str, traceparent: str | None = None
+) -> float:
     """Fetch candles, ticker and book; return the last price."""
     rt = context.current()
-    return rt.run_async(stages.market_snapshot(rt, run_id, exchange, symbol), 240)
+    with _span("agent.market", traceparent, run_id, exchange, symbol):
+        return rt.run_async(stages.market_snapshot(rt, run_id, exchange, symbol), 240)
 
 
 @shared_task(name="analysis.case")
-def analyse_case(_inputs: Any, run_id: str, exchange: str, symbol: str, side: str) -> float:
+def analyse_case(
+    _inputs: Any, run_id: str, exchange: str, symbol: str, side: str, traceparent: str | None = None
+) -> float:
     """Argue the long or the short case; return its confidence."""
     rt = context.current()
-    return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), 120)
+    with _span(f"agent.{side}", traceparent, run_id, exchange, symbol):
+        return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), 120)
 
 
 @shared_task(name="strategy.decide")
-def decide(_cases: Any, run_id: str, exchange: str, symbol: str) -> str:
+def decide(
+    _cases: Any, run_id: str, exchange: str, symbol: str, traceparent: str | None = None
+) -> str:
     """Weigh both cases into a plan; return buy, sell or hold."""
     rt = context.current()
-    return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), 120)
+    with _span("agent.strategy", traceparent, run_id, exchange, symbol):
+        return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), 120)
 
 
 @shared_task(name="execution.execute", acks_late=True)
-def execute(_action: Any, run_id: str, exchange: str, symbol: str) -> dict[str, Any]:
+def execute(
+    _action: Any, run_id: str, exchange: str, symbol: str, traceparent: str | None = None
+) -> dict[str, Any]:
     """Risk-check the plan, place at most one order, write the report; return a summary."""
     rt = context.current()
-    outcome = rt.run_async(stages.execute(rt, run_id, exchange, symbol), 240)
-    path = reports.write(rt, reports.build(rt, run_id, exchange, symbol))
+    with _span("agent.execution", traceparent, run_id, exchange, symbol):
+        outcome = rt.run_async(stages.execute(rt, run_id, exchange, symbol), 240)
+        report = reports.build(rt, run_id, exchange, symbol)
+        report["trace_id"] = current_ids()[0] or None
+        path = reports.write(rt, report)
     return {
         "symbol": symbol,
         "action": outcome["action"],

@@ -42,6 +42,8 @@ def page(report: dict[str, Any]) -> str:
     lines = [
         f"# {report['symbol']} on {report['exchange']}, run {report['run_id']}",
         "",
+        f"Trace: {report.get('trace_id') or 'tracing off'}",
+        "",
         f"Market at {report['taken_at']}: last {report['market']['last']}, "
         f"bid {report['market']['bid']}, ask {report['market']['ask']}.",
         "",

@@ -16,6 +16,7 @@ from typing import Any
 from celery import chain, group
 
 from core.config import AppConfig
+from core.tracing import traceparent
 from tasks import agents
 
 
@@ -24,13 +25,16 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def symbol_chain(run_id: str, exchange: str, symbol: str, decided_at: str) -> Any:
-    """Return the canvas of one symbol's run."""
-    ids = {
+def symbol_chain(
+    run_id: str, exchange: str, symbol: str, decided_at: str, parent: str | None = None
+) -> Any:
+    """Return the canvas of one symbol's run (``parent``: the run's traceparent)."""
+    ids = {  # keywords: the router reads them
         "run_id": run_id,
         "exchange": exchange,
         "symbol": symbol,
-    }  # keywords: the router reads them
+        "traceparent": parent,
+    }
     return chain(
         group(
             agents.collect_news.si(decided_at=decided_at, **ids),
@@ -48,8 +52,9 @@ def watchlist_run(config: AppConfig, run_id: str | None = None) -> tuple[str, An
     """Return (run id, canvas) covering every symbol of the watchlist."""
     run_id = run_id or new_run_id()
     decided_at = datetime.now(UTC).isoformat()
+    parent = traceparent()
     chains = [
-        symbol_chain(run_id, item.exchange, symbol, decided_at)
+        symbol_chain(run_id, item.exchange, symbol, decided_at, parent)
         for item in config.watchlist
         for symbol in item.symbols
     ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import shared_task
 
+from core.tracing import span
 from tasks import context
 from tasks.runs import watchlist_run
 
@@ -34,8 +35,10 @@ def run_watchlist(every: float = 300.0) -> dict[str, Any]:
         log.info("analysis run for this slot already started by another beat; skipping")
         return {"skipped": True}
     rt = context.current()
-    run_id, canvas = watchlist_run(rt.config())
-    rt.redis_client().zadd(rt.keyspace().runs_index(), {run_id: time.time()})
-    canvas.apply_async()
+    with span("analysis.run", scheduled=True) as root:
+        run_id, canvas = watchlist_run(rt.config())
+        root.set_attribute("run_id", run_id)
+        rt.redis_client().zadd(rt.keyspace().runs_index(), {run_id: time.time()})
+        canvas.apply_async()
     log.info("analysis run %s started", run_id)
     return {"run_id": run_id}

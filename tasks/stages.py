@@ -37,6 +37,7 @@ from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, 
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
 from core.events import emit
+from core.tracing import set_attributes, span
 from resilience import FallbackConfig
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.retry import RetryConfig, retry_async
@@ -243,6 +244,7 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
             cache.put(digest, answer.model_dump(mode="json"), LLM_CACHE_SECONDS)
 
         report, _ = await climb(ask, cached, rules, remember)
+    set_attributes(rung=report.rung.value, confidence=report.confidence)
     save(rt, run_id, exchange, symbol, side, data=report.model_dump(mode="json"))
     return report.confidence
 
@@ -273,6 +275,7 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
             return plan_from_answer(symbol, feats.close, size, answer, Rung.LLM)
 
         plan, _ = await climb(ask, lambda: None, rules, lambda plan: None)
+    set_attributes(rung=plan.rung.value, action=plan.action)
     save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
     return plan.action
 
@@ -345,7 +348,14 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
         "reasons": decision.reasons,
     }
     if decision.approved:
-        outcome["order"] = await _place(rt, run_id, exchange, plan, decision.size)
+        with span("order", exchange=exchange, symbol=symbol, side=plan.action) as current:
+            outcome["order"] = await _place(rt, run_id, exchange, plan, decision.size)
+            current.set_attributes(
+                {
+                    "client_order_id": str(outcome["order"].get("clientOrderId")),
+                    "outcome": str(outcome["order"].get("status")),
+                }
+            )
         emit("order", exchange=exchange, outcome=str(outcome["order"].get("status")))
     else:
         emit("risk.rejected", reason=decision.reasons[0].split(" ")[0] if decision.reasons else "")

@@ -26,7 +26,7 @@ import celeryconfig
 from core import events
 from monitoring import fleet_stats, metrics
 from tasks import context
-from workers import runtime
+from workers import runtime, tracing
 
 #: The task modules every worker loads.
 TASK_MODULES = [
@@ -52,6 +52,7 @@ app.add_defaults(_settings)
 def _fresh_clients_per_process(**_: Any) -> None:
     runtime.reset_after_fork()
     metrics.install()
+    tracing.setup(runtime.config().tracing)
     events.subscribe(fleet_stats.listener(runtime.redis_client(), runtime.keyspace()))
     try:
         runtime.start_process()
@@ -74,6 +75,7 @@ def _redacted_logs_with_a_redis_copy(logger: logging.Logger, **_: Any) -> None:
 @worker_process_shutdown.connect
 def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
     metrics.process_exited(pid or os.getpid())
+    tracing.shutdown()
 
 
 @worker_init.connect

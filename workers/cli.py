@@ -18,6 +18,7 @@ from core.config import AppConfig, SandboxConfig
 from core.config_loader import load_config, resolve_config_path
 from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
+from core.tracing import span
 from ratelimit.limits import build_limits
 
 app = typer.Typer(help="crypto_ai_trading: a multi-agent crypto analysis fleet on Celery.")
@@ -169,21 +170,27 @@ def _submit_run(cfg: AppConfig, timeout: float) -> int:
     import workers.app  # noqa: F401 - binds the shared tasks to the fleet's app
     from tasks.runs import wait as wait_for
     from tasks.runs import watchlist_run
-    from workers import runtime
+    from workers import runtime, tracing
 
     if not cfg.watchlist:
         print("the watchlist is empty: nothing to analyse", file=sys.stderr)
         return 2
-    run_id, canvas = watchlist_run(cfg)
-    client = runtime.redis_client()
-    client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
-    result = canvas.apply_async()
+    tracing.setup(cfg.tracing)
+    symbols = sum(len(i.symbols) for i in cfg.watchlist)
+    with span("analysis.run", symbols=symbols) as root:
+        run_id, canvas = watchlist_run(cfg)
+        root.set_attribute("run_id", run_id)
+        client = runtime.redis_client()
+        client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
+        result = canvas.apply_async()
     _out.print(f"run {run_id}: {sum(len(i.symbols) for i in cfg.watchlist)} symbols submitted")
     try:
         outcomes = wait_for(result, timeout)
     except Exception as exc:  # any failure of the run is reported, and the exit code says so
         print(f"run {run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()
     table = Table("symbol", "decision", "order", "report", title=f"Run {run_id}")
     for outcome in outcomes:
         table.add_row(

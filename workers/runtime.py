@@ -8,6 +8,8 @@ from the parent so that no socket is shared between processes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import logging
 import os
 import threading
@@ -158,8 +160,30 @@ def event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run a coroutine on the process's loop and return its result (for sync callers)."""
-    return asyncio.run_coroutine_threadsafe(coro, event_loop()).result(timeout)
+    """Run a coroutine on the process's loop and return its result (for sync callers).
+
+    The coroutine runs in the caller's context (contextvars), so the caller's trace span is
+    the parent of the spans it opens.
+    """
+    loop = event_loop()
+    context = contextvars.copy_context()
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        task = loop.create_task(coro, context=context)
+        task.add_done_callback(lambda t: _settle(done, t))
+
+    loop.call_soon_threadsafe(start)
+    return done.result(timeout)
+
+
+def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
 
 
 def start_process() -> None:
