@@ -1,5 +1,6 @@
-"""Logs: secrets redacted from every record, and a capped copy in the Redis list
-``logs:system`` (the seed's ``redis-cli LRANGE logs:system 0 -1``)."""
+"""Logs: secrets redacted from every record, trace and span ids on records written inside a
+span, and a capped copy in the Redis list ``logs:system`` (the seed's
+``redis-cli LRANGE logs:system 0 -1``)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class TraceContextFilter(logging.Filter):
+    """Append ``[trace=<id> span=<id>]`` to records written inside a span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the ids when there is a current span; never drop the record."""
+        trace_id, span_id = current_ids()
+        if trace_id and "[trace=" not in str(record.msg):
+            record.msg = f"{record.getMessage()} [trace={trace_id} span={span_id}]"
+            record.args = ()
+        return True
+
+
 class RedisLogHandler(logging.Handler):
     """Push each record as JSON to a capped Redis list (newest first)."""
 
@@ -100,8 +113,10 @@ class RedisLogHandler(logging.Handler):
 def install(logger: logging.Logger, config: AppConfig, client: redis.Redis, key: str) -> None:
     """Redact secrets on every handler of ``logger`` and add the Redis copy."""
     redactor = RedactingFilter(secrets_of(config))
+    tracer_ids = TraceContextFilter()
     sink = RedisLogHandler(client, key, config.monitoring.redis_log_max_entries)
     logger.addHandler(sink)
     for handler in logger.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(redactor)
+            handler.addFilter(tracer_ids)

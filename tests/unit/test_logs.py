@@ -40,7 +40,15 @@ def test_secrets_are_redacted_in_every_handler_and_the_redis_copy(tmp_path: Path
         raise RuntimeError("openai said no to sk-DDDD4444")
     except RuntimeError:
         logger.exception("call failed")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with TracerProvider().get_tracer("test").start_as_current_span("work") as span:
+        logger.info("inside a span")
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert f"inside a span [trace={trace_id} span=" in stream.getvalue()
     stored = [json.loads(x) for x in client.lrange("logs:system", 0, -1)]
+    assert stored[0]["trace_id"] == trace_id
+    stored = stored[1:]
     text = stream.getvalue() + json.dumps(stored)
     for secret in ("key-AAAA1111", "sec-BBBB2222", "pw-CCCC3333", "sk-DDDD4444"):
         assert secret not in text
