@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from typing import Any
 
+import aiohttp
 import ccxt.async_support as ccxt_async
 
 from core.config import ExchangeConfig
@@ -23,6 +26,27 @@ SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def pooled_class(base: type, pool_size: int) -> type:
+    """Return a subclass whose own aiohttp session holds at most ``pool_size`` connections."""
+
+    def open_session(self: Any, lazy: bool = False) -> Any:
+        if self.own_session and self.session is None:
+            if self.asyncio_loop is None:
+                self.asyncio_loop = asyncio.get_running_loop()
+                self.throttler.loop = self.asyncio_loop
+            context = ssl.create_default_context(cafile=self.cafile) if self.verify else False
+            self.tcp_connector = aiohttp.TCPConnector(
+                ssl=context, limit=pool_size, limit_per_host=pool_size, enable_cleanup_closed=True
+            )
+            self.session = aiohttp.ClientSession(
+                connector=self.tcp_connector, trust_env=self.aiohttp_trust_env
+            )
+        parent: Any = base
+        return parent.open(self, lazy)
+
+    return type(f"Pooled_{base.__name__}", (base,), {"open": open_session})
+
+
 def make_exchange(
     key: str,
     config: ExchangeConfig,
@@ -31,6 +55,7 @@ def make_exchange(
     limiter: ExchangeRateLimitManager | None = None,
     max_wait: float = 30.0,
     base_url: str | None = None,
+    pool_size: int | None = None,
     **extra: Any,
 ) -> Any:
     """Return a ccxt async exchange for ``exchanges.<key>``, with its URLs at ``base_url``.
@@ -38,6 +63,7 @@ def make_exchange(
     With a ``limiter``, every request waits for the fleet-wide limiter (at most ``max_wait``
     seconds) and its responses feed the limiter back; ccxt's own per-process limiter is off.
     ``base_url`` overrides the configured one (alternative endpoints such as Binance's api1).
+    ``pool_size`` caps the HTTP connections this instance opens (at once, to every host).
     Warning: the instance holds the API secret; never log it or pass it to a task.
     """
     ccxt_id = config.ccxt_id or key
@@ -61,6 +87,8 @@ def make_exchange(
     cls = getattr(ccxt_async, ccxt_id)
     if limiter is not None:
         cls = limited_class(cls, key, limiter, max_wait)
+    if pool_size is not None:
+        cls = pooled_class(cls, pool_size)
     exchange = cls(options)
     if url:
         exchange.urls["api"] = rebase_urls(exchange.urls["api"], url)

@@ -111,10 +111,12 @@ class CcxtGateway:
             )
         key = (exchange, base_url, id(asyncio.get_running_loop()))
         if key not in self._instances:
+            pooling = self.config.performance.connection_pooling
             self._instances[key] = make_exchange(
                 exchange,
                 self.config.exchanges[exchange],
                 timeout_ms=self.timeout_ms,
+                pool_size=pooling.max_connections_per_exchange if pooling.enabled else None,
                 limiter=self.limiter,
                 max_wait=self.config.rate_limiting.max_wait,
                 base_url=base_url,

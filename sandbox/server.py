@@ -68,6 +68,8 @@ class Sandbox:
         self.faults = FaultInjector(config.faults, config.seed)
         self.secrets = {config.api_key: config.api_secret.get_secret_value()}
         self.calls: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()
         self.app = web.Application(middlewares=[self._middleware])
         self._routes()
 
@@ -112,6 +114,16 @@ class Sandbox:
         request[PARAMS] = params
         endpoint = f"{request.method} {request.path}"
         ip = request.remote or "unknown"
+        self.in_flight[ip] += 1
+        self.max_in_flight[ip] = max(self.max_in_flight[ip], self.in_flight[ip])
+        try:
+            return await self._gateway(request, handler, params, endpoint, ip)
+        finally:
+            self.in_flight[ip] -= 1
+
+    async def _gateway(
+        self, request: web.Request, handler: Handler, params: dict[str, str], endpoint: str, ip: str
+    ) -> web.StreamResponse:
         account = request.headers.get("X-MBX-APIKEY")
         try:
             self.calls[endpoint] += 1
@@ -374,6 +386,7 @@ class Sandbox:
                 "sent_418": s.sent_418,
                 "bans": s.bans,
                 "requests_inside_retry_after": s.inside_retry_after,
+                "max_concurrent_requests": self.max_in_flight.get(ip, 0),
                 "weight_by_window": {
                     str(int(w * self.limits.weight_window)): used
                     for w, used in sorted(s.weight_history.items())

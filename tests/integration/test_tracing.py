@@ -106,11 +106,26 @@ def test_a_fallback_and_a_limiter_wait_show_in_the_spans(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
     with running_sandbox() as sb:
-        cfg = AppConfig.model_validate({"redis": {"key_prefix": namespace}, "exchanges": {
-            "binance": {"base_url": sb.url, "rate_limits": [
-                {"type": "fixed_window", "name": "REQUEST_WEIGHT", "limit": 250, "window": 2}]}},
-            "retry_strategies": {"default": {"max_attempts": 1}},
-            "rate_limiting": {"high_priority_reserve": 0}})  # fmt: skip
+        cfg = AppConfig.model_validate(
+            {
+                "redis": {"key_prefix": namespace},
+                "exchanges": {
+                    "binance": {
+                        "base_url": sb.url,
+                        "rate_limits": [
+                            {
+                                "type": "fixed_window",
+                                "name": "REQUEST_WEIGHT",
+                                "limit": 250,
+                                "window": 2,
+                            }
+                        ],
+                    }
+                },
+                "retry_strategies": {"default": {"max_attempts": 1}},
+                "rate_limiting": {"high_priority_reserve": 0},
+            }
+        )
 
         async def scenario() -> list[Any]:
             client = ResilientAPIClient(redis_client, cfg, coalesce=False)
