@@ -137,11 +137,8 @@ class CcxtGateway:
         try:
             with span(
                 "exchange.call", exchange=exchange, endpoint=endpoint, base_url=base_url or ""
-            ) as current:
+            ):
                 result = await self._call(ex, endpoint, params)
-                admission = getattr(ex, "crypto_ai_last_admission", None)
-                if admission is not None:
-                    current.set_attribute("limiter.waited", admission.waited)
         except Exception as exc:
             emit(
                 "exchange.request",

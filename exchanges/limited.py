@@ -74,7 +74,6 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
             current.set_attribute("waited", result.waited)
             for pool, left in result.remaining.items():
                 current.set_attribute(f"remaining.{pool}", left)
-        self.crypto_ai_last_admission = result
         emit("limiter.admitted", exchange=key, scope=scope, waited=result.waited)
         parent: Any = base
         return await parent.fetch2(self, path, api, method, params, config or {})

@@ -11,6 +11,7 @@ manager.report_throttle("binance", 429, retry_after=12)   # fleet-wide cooldown
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -205,7 +206,7 @@ class ExchangeRateLimitManager:
             result = self.decide(exchange, scope, params=params, weight=weight, priority=priority)
             waited = self._clock() - start
             if result.allowed:
-                return _with_wait(result, waited)
+                return dataclasses.replace(result, waited=waited)
             self._sleep(self._next_wait(exchange, result, waited, limit))
 
     async def acquire_async(
@@ -227,7 +228,7 @@ class ExchangeRateLimitManager:
             )
             waited = self._clock() - start
             if result.allowed:
-                return _with_wait(result, waited)
+                return dataclasses.replace(result, waited=waited)
             await asyncio.sleep(self._next_wait(exchange, result, waited, limit))
 
     def report_headers(self, exchange: str, headers: Mapping[str, str]) -> dict[str, float]:
@@ -276,15 +277,3 @@ class ExchangeRateLimitManager:
             left,
         )
         return left
-
-
-def _with_wait(result: RateLimitResult, waited: float) -> RateLimitResult:
-    return RateLimitResult(
-        result.allowed,
-        result.retry_after,
-        result.remaining,
-        result.denied_by,
-        result.cooldown,
-        waited,
-        result.at,
-    )

@@ -30,12 +30,6 @@ def queue_for(task_name: str) -> str | None:
     return QUEUE_BY_PREFIX.get(task_name.split(".", 1)[0])
 
 
-def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
-    """Celery router: send a task to its tier's queue (None lets Celery use the default)."""
-    queue = queue_for(name)
-    return {"queue": queue} if queue else None
-
-
 class TierRouter:
     """Celery router: the tier by task name, on an exchange's own queues when dedicated."""
 

@@ -6,7 +6,7 @@ import ssl
 
 import celeryconfig
 from core.config import AppConfig, CeleryConfig, RedisConfig, ScheduleEntry
-from tasks.routing import queue_for, route_task
+from tasks.routing import TierRouter, queue_for
 
 
 def test_reliability_settings() -> None:
@@ -57,8 +57,8 @@ def test_tasks_route_to_their_tier() -> None:
     assert queue_for("reconcile.orders") == "high"
     assert queue_for("analysis.long") == "medium"
     assert queue_for("news.collect") == "low"
-    assert route_task("market.snapshot", (), {}, {}) == {"queue": "low"}
-    assert route_task("health.ping", (), {}, {}) is None
+    assert TierRouter()("market.snapshot", (), {}, {}) == {"queue": "low"}
+    assert TierRouter()("health.ping", (), {}, {}) is None
 
 
 def test_the_fleet_starts_a_sandbox_only_for_local_base_urls() -> None:
