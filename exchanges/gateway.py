@@ -76,6 +76,8 @@ def check_result(endpoint: str, result: Any) -> Any:
         not isinstance(result, dict) or result.get("last") is None
     ):
         problem = "a ticker without a last price"
+    elif endpoint in ("fetch_tickers", "load_markets") and not isinstance(result, dict):
+        problem = "no mapping of symbols"
     elif endpoint == "fetch_ohlcv" and not all(
         isinstance(row, list) and len(row) >= 6 and None not in row[:5] for row in result or []
     ):

@@ -10,8 +10,11 @@ Sources (read 2026-11):
 - Binance spot: https://developers.binance.com/docs/binance-spot-api-docs/rest-api/limits
   and the endpoint pages (weights), and ``GET /api/v3/exchangeInfo`` ``rateLimits``:
   REQUEST_WEIGHT 6000 per minute per IP, ORDERS 100 per 10 s and 200,000 per day per account,
-  RAW_REQUESTS 61,000 per 5 minutes. Windows are counted on calendar boundaries
-  ("a 1 MINUTE interval starts every minute"), so they are fixed windows here.
+  RAW_REQUESTS 61,000 per 5 minutes. Tickers: ``ticker/24hr`` weighs 2 for one ``symbol``,
+  2 for a ``symbols`` list of 1-20, 40 for 21-100, 80 for more or for none; ``ticker/price``
+  and ``ticker/bookTicker`` 2 for one symbol, 4 for a list or none.
+  Windows are counted on calendar boundaries ("a 1 MINUTE interval starts every
+  minute"), so they are fixed windows here.
 - OKX v5: https://www.okx.com/docs-v5/en/#overview-rate-limits and each endpoint's
   "Rate Limit" line: market tickers 20 req/2 s, books and candles 40 req/2 s per IP;
   place/cancel order 60 req/2 s per user; balance 10 req/2 s.
@@ -27,6 +30,7 @@ Sources (read 2026-11):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,6 +45,8 @@ class ExchangeTable:
     ``scopes`` maps a scope (``public``, ``private``, ``order``, ``cancel``, or an endpoint
     such as ``GET /api/v3/depth``) to the weight it spends in each pool.
     ``order_pools`` are the pools whose exhaustion must fail closed (orders).
+    ``symbols_weights`` prices a request naming several symbols (``symbols=[...]``) by how
+    many it names: ``((20, 2), (100, 40), (inf, 80))`` is 2 for up to 20 symbols, and so on.
     """
 
     pools: tuple[PoolSpec, ...]
@@ -50,6 +56,7 @@ class ExchangeTable:
         default_factory=dict
     )
     no_symbol_weights: Mapping[str, float] = field(default_factory=dict)
+    symbols_weights: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     usage_headers: Mapping[str, str] = field(default_factory=dict)
     mirrors: tuple[str, ...] = ()
 
@@ -113,6 +120,12 @@ BINANCE = ExchangeTable(
     order_scopes=frozenset({"order", "cancel", "POST /api/v3/order", "DELETE /api/v3/order"}),
     param_weights={
         "GET /api/v3/depth": ("limit", ((100, 5), (500, 25), (1000, 50), (5000, 250))),
+    },
+    # a ``symbols=[...]`` list is priced by its length (the endpoint pages' weight tables)
+    symbols_weights={
+        "GET /api/v3/ticker/24hr": ((20, 2), (100, 40), (float("inf"), 80)),
+        "GET /api/v3/ticker/price": ((float("inf"), 4),),
+        "GET /api/v3/ticker/bookTicker": ((float("inf"), 4),),
     },
     no_symbol_weights={
         "GET /api/v3/ticker/24hr": 80,
@@ -234,9 +247,22 @@ def scope_weights(
         weights[primary] = next((w for upto, w in steps if value <= upto), steps[-1][1])
     if scope in table.no_symbol_weights and not params.get("symbol") and not params.get("symbols"):
         weights[primary] = table.no_symbol_weights[scope]
+    if scope in table.symbols_weights and params.get("symbols") and not params.get("symbol"):
+        count = symbols_count(params["symbols"])
+        weights[primary] = next(w for upto, w in table.symbols_weights[scope] if count <= upto)
     for pool in table.mirrors:
         weights[pool] = weights[primary]
     return weights
+
+
+def symbols_count(value: object) -> int:
+    """Return how many symbols a ``symbols`` parameter names (a list or its JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return 1 if value else 0
+    return len(value) if isinstance(value, list | tuple) else 1
 
 
 def max_weight(table: ExchangeTable, pool: str) -> float:
@@ -247,6 +273,8 @@ def max_weight(table: ExchangeTable, pool: str) -> float:
         if scope in table.param_weights:
             name, steps = table.param_weights[scope]
             variants += [{name: upto, "symbol": "X"} for upto, _ in steps]
+        if scope in table.symbols_weights:
+            variants += [{"symbols": ["X"] * 1000}]
         for params in variants:
             heaviest = max(heaviest, scope_weights(table, scope, params).get(pool, 0.0))
     return heaviest

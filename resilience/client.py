@@ -5,6 +5,11 @@ answer = await client.resilient_request(
     exchange="binance", endpoint="fetch_ticker", params={"symbol": "BTC/USDT"},
     fallback_config=FallbackConfig(level=FallbackLevel.PARTIAL))
 answer.data, answer.level, answer.source
+
+A ``fetch_ticker`` for one symbol joins the fleet's open batch of ticker requests (see
+``resilience/batching.py``) when ``performance.batch_processing`` is enabled and the
+exchange has a batched form; ``resilient_many`` fetches many symbols at once, split into the
+calls that spend the least weight.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from core.errors import (
 from core.events import emit
 from core.keys import KeySpace
 from core.tracing import add_event, set_attributes, span
-from exchanges.gateway import CcxtGateway, endpoint_class, is_cancel, is_write
+from exchanges.batching import BatchRule, plan, rule_for
+from exchanges.gateway import CcxtGateway, check_result, endpoint_class, is_cancel, is_write
 from ratelimit.manager import ExchangeRateLimitManager
+from resilience.batching import FleetBatcher, Outcomes
 from resilience.breaker import SharedBreaker
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.fallback import FallbackConfig, FallbackLevel, ResilientResponse
@@ -67,6 +74,11 @@ class ResilientAPIClient:
         self.retry = retry or (RetryConfig.from_settings(default) if default else RetryConfig())
         self._sleep = sleep
         self.coalesce = coalesce
+        batching = self.config.performance.batch_processing
+        self.batching = batching.enabled
+        self.batcher = FleetBatcher(
+            redis_client, self.keys, window=batching.batch_timeout, max_size=batching.batch_size
+        )
         self._breakers: dict[tuple[str, str], SharedBreaker] = {}
 
     def breaker(self, exchange: str, klass: str) -> SharedBreaker:
@@ -142,8 +154,12 @@ class ResilientAPIClient:
             return await self._read(exchange, endpoint, params)
 
         try:
+            if self._batchable(exchange, endpoint, params):
+                data, shared = await asyncio.wait_for(
+                    self._batched(exchange, endpoint, params), fc.timeout
+                )
             # account state (balances, open orders) must be read fresh, never shared
-            if self.coalesce and endpoint_class(endpoint) == "public":
+            elif self.coalesce and endpoint_class(endpoint) == "public":
                 data, shared = await asyncio.wait_for(self.coalescer.run(digest, read), fc.timeout)
             else:
                 data, shared = await asyncio.wait_for(read(), fc.timeout), False
@@ -155,7 +171,141 @@ class ResilientAPIClient:
             )
         if fc.cache_enabled:
             self.cache.put(digest, data, fc.cache_ttl)
-        return ResilientResponse(data, FallbackLevel.NONE, "coalesced" if shared else "exchange")
+        source = "exchange"
+        if shared:
+            source = "batched" if self._batchable(exchange, endpoint, params) else "coalesced"
+        return ResilientResponse(data, FallbackLevel.NONE, source)
+
+    # -- batching ---------------------------------------------------------------------------
+
+    def _rule(self, exchange: str, endpoint: str) -> BatchRule | None:
+        settings = self.config.exchanges.get(exchange)
+        if settings is None:
+            return None
+        return rule_for(settings.ccxt_id or exchange, endpoint)
+
+    def _batchable(self, exchange: str, endpoint: str, params: dict[str, Any]) -> bool:
+        return (
+            self.batching
+            and set(params) == {"symbol"}
+            and self._rule(exchange, endpoint) is not None
+        )
+
+    async def _batched(
+        self, exchange: str, endpoint: str, params: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """Join the fleet's open batch for this kind of request; return (data, batched)."""
+        outcome = await self.batcher.submit(
+            f"{exchange}:{endpoint}",
+            str(params["symbol"]),
+            lambda items: self._run_batch(exchange, endpoint, items),
+        )
+        if outcome is None:  # the batch's leader vanished: ask alone
+            return await self._read(exchange, endpoint, params), False
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome, True
+
+    async def _run_batch(self, exchange: str, endpoint: str, symbols: list[str]) -> Outcomes:
+        """Fetch ``symbols`` in the cheapest calls; return each symbol's data or error.
+
+        Unknown symbols are answered with InvalidRequestError without reaching the exchange,
+        so one bad symbol cannot fail the others' batched call.
+        """
+        rule = self._rule(exchange, endpoint)
+        if rule is None:
+            raise InvalidRequestError(f"{exchange}: {endpoint} has no batched form")
+        try:
+            markets = await self._read(exchange, "load_markets", {})
+        except (CryptoAIError, TimeoutError) as error:
+            return dict.fromkeys(symbols, error)
+        outcomes: Outcomes = {}
+        known = []
+        for symbol in symbols:
+            if symbol in markets:
+                known.append(symbol)
+            else:
+                outcomes[symbol] = InvalidRequestError(f"{exchange} has no market {symbol!r}")
+        chunks, start = [], 0
+        for size in plan(len(known), self.limiter.table(exchange), rule):
+            chunks.append(known[start : start + size])
+            start += size
+        results = await asyncio.gather(
+            *(self._fetch_chunk(exchange, rule, chunk) for chunk in chunks),
+            return_exceptions=True,
+        )
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, BaseException):
+                outcomes.update(dict.fromkeys(chunk, result))
+            else:
+                outcomes.update(result)
+        emit("batch.flushed", exchange=exchange, endpoint=endpoint, items=len(symbols))
+        add_event("batch", endpoint=endpoint, items=len(symbols), calls=len(chunks))
+        return outcomes
+
+    async def _fetch_chunk(self, exchange: str, rule: BatchRule, chunk: list[str]) -> Outcomes:
+        if len(chunk) == 1:  # alone, the single call is never dearer than a batch of one
+            return {chunk[0]: await self._read(exchange, rule.single, {"symbol": chunk[0]})}
+        data = await self._read(exchange, rule.batched, {"symbols": chunk})
+        outcomes: Outcomes = {}
+        for symbol in chunk:
+            try:
+                outcomes[symbol] = check_result(rule.single, (data or {}).get(symbol))
+            except CryptoAIError as error:
+                outcomes[symbol] = error
+        return outcomes
+
+    async def resilient_many(
+        self,
+        exchange: str,
+        endpoint: str,
+        symbols: list[str],
+        fallback_config: FallbackConfig | None = None,
+    ) -> dict[str, ResilientResponse]:
+        """Fetch one kind of data for many symbols now, in the fewest-weight batched calls.
+
+        Each symbol's answer is handled as a single request's would be: a failed call
+        falls back per symbol (its cached value at PARTIAL, the fallback function at FULL)
+        or raises; an unknown symbol raises InvalidRequestError.
+        """
+        fc = fallback_config or FallbackConfig()
+        names = list(dict.fromkeys(symbols))
+        if not (self.batching and self._rule(exchange, endpoint) and len(names) > 1):
+            singles = [
+                await self.resilient_request(exchange, endpoint, {"symbol": s}, fc) for s in names
+            ]
+            return dict(zip(names, singles, strict=True))
+        with span("exchange.request", exchange=exchange, endpoint=endpoint, symbols=len(names)):
+            try:
+                outcomes = await asyncio.wait_for(
+                    self._run_batch(exchange, endpoint, names), fc.timeout
+                )
+            except TimeoutError as error:
+                outcomes = dict.fromkeys(names, error)
+            answers: dict[str, ResilientResponse] = {}
+            for symbol in names:
+                outcome, params = outcomes[symbol], {"symbol": symbol}
+                digest = request_digest(exchange, endpoint, params)
+                if isinstance(outcome, GiveUpError):
+                    raise outcome
+                if isinstance(outcome, CryptoAIError | TimeoutError):
+                    answers[symbol] = await self._degrade(
+                        exchange, endpoint, params, fc=fc, digest=digest, error=outcome
+                    )
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    if fc.cache_enabled:
+                        self.cache.put(digest, outcome, fc.cache_ttl)
+                    answers[symbol] = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
+                answer = answers[symbol]
+                emit(
+                    "fallback.answer",
+                    exchange=exchange,
+                    level=answer.level.name,
+                    source=answer.source.split(":")[0],
+                )
+        return answers
 
     async def _guarded(
         self, exchange: str, endpoint: str, params: dict[str, Any], base_url: str | None = None

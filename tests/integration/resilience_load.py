@@ -51,3 +51,33 @@ def poll(
         return answers
 
     Path(out).write_text(json.dumps(asyncio.run(run())))
+
+
+def tickers(
+    redis_url: str, config: dict[str, Any], symbols: list[str], out: str, start_at: float
+) -> None:
+    """At ``start_at``, ask for each symbol's ticker at once; record what each caller got."""
+    cfg = AppConfig.model_validate(config)
+
+    async def ask(client: ResilientAPIClient, symbol: str) -> dict[str, Any]:
+        answer = await client.resilient_request(
+            "binance", "fetch_ticker", {"symbol": symbol}, FallbackConfig(timeout=20)
+        )
+        return {
+            "asked": symbol,
+            "got": answer.data["symbol"],
+            "last": answer.data["last"],
+            "source": answer.source,
+            "level": answer.level.name,
+        }
+
+    async def run() -> list[dict[str, Any]]:
+        client = ResilientAPIClient(redis.Redis.from_url(redis_url), cfg)
+        while time.time() < start_at:
+            await asyncio.sleep(0.005)
+        try:
+            return list(await asyncio.gather(*(ask(client, s) for s in symbols)))
+        finally:
+            await client.close()
+
+    Path(out).write_text(json.dumps(asyncio.run(run())))

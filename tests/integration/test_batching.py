@@ -1,0 +1,255 @@
+"""Fleet-wide batching on real Redis, the sandbox over HTTP, and several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from core.config import AppConfig
+from core.errors import InvalidRequestError, RetryableError
+from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
+from tests.integration.resilience_load import tickers
+from tests.integration.sandbox_fixtures import admin, running_sandbox
+
+pytestmark = pytest.mark.integration
+SPAWN = multiprocessing.get_context("spawn")
+SYMBOLS = [f"C{i:02d}/USDT" for i in range(50)]
+TICKERS = "GET /api/v3/ticker/24hr"
+MARKETS = "GET /api/v3/exchangeInfo"
+
+
+def config_for(url: str, namespace: str, window: float = 2.0, **batching: Any) -> dict[str, Any]:
+    return {
+        "redis": {"key_prefix": namespace},
+        "exchanges": {"binance": {"base_url": url}},
+        "retry_strategies": {"default": {"max_attempts": 2, "base_delay": 0.05, "jitter": False}},
+        "performance": {
+            "batch_processing": {"batch_timeout": window, "batch_size": 50, **batching}
+        },
+    }
+
+
+def stats(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = admin(url, "stats")
+    return answer
+
+
+def ticker_weight(url: str) -> float:
+    """Weight the sandbox charged, less the one market list each process loads."""
+    seen = stats(url)
+    total = sum(c["weight_total"] for c in seen["clients"].values())
+    return float(total - 20 * seen["requests_by_endpoint"].get(MARKETS, 0))
+
+
+def test_fifty_processes_worth_of_ticker_requests_become_the_cheapest_batched_calls(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with running_sandbox(symbols=SYMBOLS) as sb:
+        config = config_for(sb.url, namespace)
+        start_at = time.time() + 4.0  # every process is up and waiting by then
+        outs, procs = [], []
+        for i in range(5):  # 5 processes x 10 concurrent callers, one symbol each
+            out = tmp_path / f"batch-{i}.json"
+            share = SYMBOLS[i * 10 : (i + 1) * 10]
+            procs.append(
+                SPAWN.Process(target=tickers, args=(redis_url, config, share, str(out), start_at))
+            )
+            outs.append(out)
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        answers = [a for out in outs for a in json.loads(out.read_text())]
+        seen = stats(sb.url)["requests_by_endpoint"]
+
+        assert len(answers) == 50
+        for answer in answers:  # each caller got its own symbol's slice
+            assert answer["got"] == answer["asked"]
+            assert answer["last"] > 0
+            assert answer["level"] == "NONE"
+        assert {a["source"] for a in answers} == {"batched"}
+        # Binance prices a symbols list of up to 20 at weight 2 and 21-100 at 40: the 50
+        # requests go out as 20 + 20 + 10 (weight 6), not 1 x 50 (40) nor 50 singles (100)
+        assert seen[TICKERS] == 3
+        assert ticker_weight(sb.url) == 6
+
+
+def test_a_batch_that_fits_one_call_is_one_upstream_call(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:20]) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config_for(sb.url, namespace, window=0.5))
+        )
+
+        async def ask_all() -> list[Any]:
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(
+                            client.resilient_request("binance", "fetch_ticker", {"symbol": s})
+                            for s in SYMBOLS[:20]
+                        )
+                    )
+                )
+            finally:
+                await client.close()
+
+        answers = asyncio.run(ask_all())
+        assert [a.data["symbol"] for a in answers] == SYMBOLS[:20]
+        assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 1
+        assert ticker_weight(sb.url) == 2
+
+
+def test_a_failed_batch_gets_each_caller_the_single_call_handling(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    symbols = SYMBOLS[:6]
+    with running_sandbox(symbols=symbols) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config_for(sb.url, namespace, window=0.3))
+        )
+        partial = FallbackConfig(level="partial", timeout=10)
+        full = FallbackConfig(
+            level="full", timeout=10, fallback_function=lambda error, **kw: {"symbol": "default"}
+        )
+
+        async def scenario() -> tuple[list[Any], list[Any]]:
+            try:
+                warm = await client.resilient_many("binance", "fetch_ticker", symbols[:3])
+                assert all(a.level is FallbackLevel.NONE for a in warm.values())
+                admin(sb.url, "faults", "PUT", [{"kind": "http_500", "endpoint": TICKERS}])
+                before = stats(sb.url)["requests_by_endpoint"][TICKERS]
+                calls = [
+                    client.resilient_request("binance", "fetch_ticker", {"symbol": s}, fc)
+                    for s, fc in zip(
+                        symbols,
+                        [partial, partial, partial, full, FallbackConfig(timeout=10), partial],
+                        strict=True,
+                    )
+                ]
+                answers = list(await asyncio.gather(*calls, return_exceptions=True))
+                after = stats(sb.url)["requests_by_endpoint"][TICKERS]
+                return answers, [before, after]
+            finally:
+                await client.close()
+
+        answers, (before, after) = asyncio.run(scenario())
+    # one batched call, retried once (max_attempts 2), for all six callers
+    assert after - before == 2
+    for cached in answers[:3]:  # warmed: their own cached slice, marked stale
+        assert cached.level is FallbackLevel.PARTIAL
+        assert cached.source == "cache"
+        assert cached.stale
+        assert "500" in cached.error or "Retryable" in cached.error
+    assert answers[3].level is FallbackLevel.FULL
+    assert answers[3].data == {"symbol": "default"}
+    assert isinstance(answers[4], RetryableError)  # level none: the error, as a single call
+    assert isinstance(answers[5], RetryableError)  # partial, nothing cached: the error
+
+
+def test_an_unknown_symbol_fails_alone_and_never_reaches_the_exchange(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:4]) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config_for(sb.url, namespace, window=0.3))
+        )
+
+        async def scenario() -> list[Any]:
+            try:
+                names = [*SYMBOLS[:4], "NOPE/USDT"]
+                return list(
+                    await asyncio.gather(
+                        *(
+                            client.resilient_request("binance", "fetch_ticker", {"symbol": s})
+                            for s in names
+                        ),
+                        return_exceptions=True,
+                    )
+                )
+            finally:
+                await client.close()
+
+        answers = asyncio.run(scenario())
+        seen = stats(sb.url)
+    assert [a.data["symbol"] for a in answers[:4]] == SYMBOLS[:4]
+    assert isinstance(answers[4], InvalidRequestError)
+    assert "NOPE/USDT" in str(answers[4])
+    assert seen["requests_by_endpoint"][TICKERS] == 1
+
+
+def test_a_follower_whose_leader_vanished_asks_alone(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:2]) as sb:
+        cfg = AppConfig.model_validate(config_for(sb.url, namespace, window=0.3))
+        client = ResilientAPIClient(redis_client, cfg)
+        client.batcher.lease = 0.5
+        # a leader that opens the batch and then dies (never answers, lease lapses)
+        dead = client.batcher.join("binance:fetch_ticker", SYMBOLS[0])
+        assert dead.leader
+
+        async def ask() -> Any:
+            try:
+                return await client.resilient_request(
+                    "binance", "fetch_ticker", {"symbol": SYMBOLS[1]}
+                )
+            finally:
+                await client.close()
+
+        started = time.monotonic()
+        answer = asyncio.run(ask())
+        waited = time.monotonic() - started
+        assert answer.data["symbol"] == SYMBOLS[1]
+        assert answer.source == "exchange"
+        assert waited >= 0.3  # it did wait for the dead leader's batch first
+        assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 1
+
+
+def test_many_symbols_from_one_caller_go_out_at_once_in_the_cheapest_calls(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config_for(sb.url, namespace, window=5.0))
+        )
+
+        async def scenario() -> tuple[dict[str, Any], float]:
+            started = time.monotonic()
+            try:
+                answers = await client.resilient_many("binance", "fetch_ticker", SYMBOLS)
+                return answers, time.monotonic() - started
+            finally:
+                await client.close()
+
+        answers, took = asyncio.run(scenario())
+        assert {s: a.data["symbol"] for s, a in answers.items()} == {s: s for s in SYMBOLS}
+        assert took < 5.0  # it did not wait for a batch window
+        assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 3
+        assert ticker_weight(sb.url) == 6
+
+
+def test_batching_off_sends_single_calls(namespace: str, redis_client: redis.Redis) -> None:
+    with running_sandbox(symbols=SYMBOLS[:5]) as sb:
+        cfg = AppConfig.model_validate(config_for(sb.url, namespace, enabled=False))
+        client = ResilientAPIClient(redis_client, cfg)
+
+        async def scenario() -> dict[str, Any]:
+            try:
+                return await client.resilient_many("binance", "fetch_ticker", SYMBOLS[:5])
+            finally:
+                await client.close()
+
+        answers = asyncio.run(scenario())
+        assert [a.data["symbol"] for a in answers.values()] == SYMBOLS[:5]
+        assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 5
+        assert ticker_weight(sb.url) == 10
