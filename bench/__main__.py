@@ -1,10 +1,11 @@
-"""Run every benchmark with its default settings: ``python -m bench`` (about 12 minutes)."""
+"""Run every benchmark with its default settings: ``python -m bench`` (about 15 minutes)."""
 
 from __future__ import annotations
 
 import sys
 
 from bench import (
+    batching,
     coalescing,
     cycle_time,
     exchange_compliance,
@@ -21,6 +22,7 @@ if __name__ == "__main__":
         coalescing,
         priority_wait,
         cycle_time,
+        batching,
     )
     for module in modules:
         print(f"\n== {module.__name__} ==", flush=True)

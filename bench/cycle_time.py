@@ -26,16 +26,13 @@ from workers import cli, runtime
 from workers.fleet import run_once
 
 
-def main() -> None:
-    """Run one cycle and print its time next to the floor."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--weight-per-minute", type=int, default=6000)
-    parser.add_argument("--port", type=int, default=18911)
-    args = parser.parse_args()
-    symbols = [f"C{i:02d}/USDT" for i in range(args.symbols)]
+def run_cycle(
+    symbols: int, weight_per_minute: int, port: int, *, batching: bool = True
+) -> dict[str, float]:
+    """Run one analysis cycle on a fresh fleet and sandbox; return what it took and spent."""
+    names = [f"C{i:02d}/USDT" for i in range(symbols)]
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"http://127.0.0.1:{args.port}"
+        url = f"http://127.0.0.1:{port}"
         config_path = Path(tmp) / "config.yaml"
         config_path.write_text(
             yaml.safe_dump(
@@ -49,21 +46,22 @@ def main() -> None:
                                     "type": "fixed_window",
                                     "name": "REQUEST_WEIGHT",
                                     "window": 60,
-                                    "limit": int(args.weight_per_minute * 0.97),
+                                    "limit": int(weight_per_minute * 0.97),
                                 }
                             ],
                             "sandbox": {
-                                "symbols": symbols,
+                                "symbols": names,
                                 "history_days": 20,
                                 "starting_balances": {"USDT": 1_000_000},
-                                "limits": {"request_weight_per_minute": args.weight_per_minute},
+                                "limits": {"request_weight_per_minute": weight_per_minute},
                             },
                         }
                     },
-                    "watchlist": [{"exchange": "binance", "symbols": symbols}],
+                    "watchlist": [{"exchange": "binance", "symbols": names}],
                     "news": {"sandbox_feeds": False},
                     "reports": {"dir": f"{tmp}/reports"},
                     "celery": {"worker_concurrency": 3},
+                    "performance": {"batch_processing": {"enabled": batching}},
                 }
             )
         )
@@ -75,20 +73,37 @@ def main() -> None:
             start = time.monotonic()
             code = cli._submit_run(config, 900)
             figures["seconds"] = time.monotonic() - start
-            stats = admin(url, "stats")["clients"].get("127.0.0.1", {})
+            seen = admin(url, "stats")
+            stats = seen["clients"].get("127.0.0.1", {})
             figures["weight"] = float(stats.get("weight_total", 0))
             figures["429"] = float(stats.get("sent_429", 0))
+            figures["ticker_calls"] = float(
+                seen["requests_by_endpoint"].get("GET /api/v3/ticker/24hr", 0)
+            )
             return code
 
-        code = run_once(config, config_path, cycle)
-    floor = figures["weight"] / (args.weight_per_minute / 60)
+        figures["exit"] = run_once(config, config_path, cycle)
+    figures["floor"] = figures["weight"] / (weight_per_minute / 60)
+    return figures
+
+
+def main() -> None:
+    """Run one cycle and print its time next to the floor."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--weight-per-minute", type=int, default=6000)
+    parser.add_argument("--port", type=int, default=18911)
+    args = parser.parse_args()
+    figures = run_cycle(args.symbols, args.weight_per_minute, args.port)
     print(
-        f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min, exit {code}"
+        f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min, "
+        f"exit {figures['exit']:.0f}"
     )
     print(
         f"cycle time {figures['seconds']:.1f} s; weight used {figures['weight']:.0f} "
-        f"(includes market loading); floor {floor:.1f} s; "
-        f"cycle / floor = {figures['seconds'] / floor:.2f}; 429s {figures['429']:.0f}"
+        f"(includes market loading); floor {figures['floor']:.1f} s; "
+        f"cycle / floor = {figures['seconds'] / figures['floor']:.2f}; "
+        f"429s {figures['429']:.0f}"
     )
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 import ccxt.async_support as ccxt_async
 
-from core.config import ExchangeConfig
+from core.config import ConnectionPoolingConfig, ExchangeConfig
 from core.urls import local_port
+from exchanges.http import TimedSession, pooled_connector
 from exchanges.limited import limited_class
 from exchanges.urls import rebase_urls
 from ratelimit.manager import ExchangeRateLimitManager
@@ -26,8 +27,12 @@ SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def pooled_class(base: type, pool_size: int) -> type:
-    """Return a subclass whose own aiohttp session holds at most ``pool_size`` connections."""
+def pooled_class(base: type, pooling: ConnectionPoolingConfig) -> type:
+    """Return a subclass whose own aiohttp session follows ``performance.connection_pooling``.
+
+    At most ``max_connections_per_exchange`` connections at once (to every host); each
+    request connects within ``connection_timeout`` and reads within ``read_timeout``.
+    """
 
     def open_session(self: Any, lazy: bool = False) -> Any:
         if self.own_session and self.session is None:
@@ -35,12 +40,11 @@ def pooled_class(base: type, pool_size: int) -> type:
                 self.asyncio_loop = asyncio.get_running_loop()
                 self.throttler.loop = self.asyncio_loop
             context = ssl.create_default_context(cafile=self.cafile) if self.verify else False
-            self.tcp_connector = aiohttp.TCPConnector(
-                ssl=context, limit=pool_size, limit_per_host=pool_size, enable_cleanup_closed=True
-            )
-            self.session = aiohttp.ClientSession(
+            self.tcp_connector = pooled_connector(pooling.max_connections_per_exchange, context)
+            session = aiohttp.ClientSession(
                 connector=self.tcp_connector, trust_env=self.aiohttp_trust_env
             )
+            self.session = TimedSession(session, pooling)
         parent: Any = base
         return parent.open(self, lazy)
 
@@ -55,7 +59,7 @@ def make_exchange(
     limiter: ExchangeRateLimitManager | None = None,
     max_wait: float = 30.0,
     base_url: str | None = None,
-    pool_size: int | None = None,
+    pooling: ConnectionPoolingConfig | None = None,
     **extra: Any,
 ) -> Any:
     """Return a ccxt async exchange for ``exchanges.<key>``, with its URLs at ``base_url``.
@@ -63,7 +67,8 @@ def make_exchange(
     With a ``limiter``, every request waits for the fleet-wide limiter (at most ``max_wait``
     seconds) and its responses feed the limiter back; ccxt's own per-process limiter is off.
     ``base_url`` overrides the configured one (alternative endpoints such as Binance's api1).
-    ``pool_size`` caps the HTTP connections this instance opens (at once, to every host).
+    ``pooling`` caps the HTTP connections this instance opens (at once, to every host) and
+    sets its connect and read timeouts; ``timeout_ms`` bounds each whole request.
     Warning: the instance holds the API secret; never log it or pass it to a task.
     """
     ccxt_id = config.ccxt_id or key
@@ -87,8 +92,8 @@ def make_exchange(
     cls = getattr(ccxt_async, ccxt_id)
     if limiter is not None:
         cls = limited_class(cls, key, limiter, max_wait)
-    if pool_size is not None:
-        cls = pooled_class(cls, pool_size)
+    if pooling is not None and pooling.enabled:
+        cls = pooled_class(cls, pooling)
     exchange = cls(options)
     if url:
         exchange.urls["api"] = rebase_urls(exchange.urls["api"], url)

@@ -99,8 +99,13 @@ class CcxtGateway:
     """ccxt instances of this process (one per exchange, base URL and event loop)."""
 
     def __init__(
-        self, config: AppConfig, limiter: ExchangeRateLimitManager, timeout_ms: int = 10_000
+        self, config: AppConfig, limiter: ExchangeRateLimitManager, timeout_ms: int | None = None
     ) -> None:
+        """``timeout_ms`` bounds each whole request; by default connect plus read timeout."""
+        pooling = config.performance.connection_pooling
+        if timeout_ms is None:
+            seconds = pooling.connection_timeout + pooling.read_timeout if pooling.enabled else 10
+            timeout_ms = int(seconds * 1000)
         self.config, self.limiter, self.timeout_ms = config, limiter, timeout_ms
         self._instances: dict[tuple[str, str | None, int], Any] = {}
 
@@ -118,7 +123,7 @@ class CcxtGateway:
                 exchange,
                 self.config.exchanges[exchange],
                 timeout_ms=self.timeout_ms,
-                pool_size=pooling.max_connections_per_exchange if pooling.enabled else None,
+                pooling=pooling,
                 limiter=self.limiter,
                 max_wait=self.config.rate_limiting.max_wait,
                 base_url=base_url,
@@ -186,6 +191,13 @@ class CcxtGateway:
             if prefix and path.startswith(prefix + "/") and ("private" in api_name) == signed:
                 return await ex.fetch2(path[len(prefix) + 1 :], [api_name], method, params)
         raise InvalidRequestError(f"no API of {ex.id} serves {path}")
+
+    async def markets(self, exchange: str) -> dict[str, Any]:
+        """Return the exchange's markets by unified symbol (loaded once per instance)."""
+        ex = self.instance(exchange)
+        with translated(write=False, retry_after=lambda: _retry_after(ex)):
+            markets = await ex.load_markets()
+        return dict(check_result("load_markets", markets))
 
     async def find_order(self, exchange: str, symbol: str, client_order_id: str) -> Any | None:
         """Return the order with this client order id, or None if the exchange has none."""

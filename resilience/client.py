@@ -216,7 +216,9 @@ class ResilientAPIClient:
         if rule is None:
             raise InvalidRequestError(f"{exchange}: {endpoint} has no batched form")
         try:
-            markets = await self._read(exchange, "load_markets", {})
+            markets = await retry_async(
+                lambda: self.gateway.markets(exchange), self.retry, sleep=self._sleep
+            )
         except (CryptoAIError, TimeoutError) as error:
             return dict.fromkeys(symbols, error)
         outcomes: Outcomes = {}

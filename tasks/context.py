@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import redis
 
 from agents.llm import LLMPort
@@ -37,6 +38,10 @@ class Runtime(Protocol):
 
     def exchange_client(self) -> ResilientAPIClient:
         """Return this process's resilient exchange client."""
+        ...
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """Return this process's pooled HTTP session for news sources (on its event loop)."""
         ...
 
     def llm(self) -> LLMPort | None:

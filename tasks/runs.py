@@ -13,7 +13,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import chain, group
+from celery import chain, group, shared_task
+from celery.result import GroupResult
 
 from core.config import AppConfig
 from core.tracing import traceparent
@@ -48,17 +49,69 @@ def symbol_chain(
     )
 
 
+def watchlist_items(config: AppConfig) -> list[dict[str, Any]]:
+    """Return the watchlist as small JSON items: ``[{"exchange": x, "symbols": [...]}]``."""
+    return [{"exchange": i.exchange, "symbols": list(i.symbols)} for i in config.watchlist]
+
+
+def run_canvas(
+    run_id: str, decided_at: str, items: list[dict[str, Any]], parent: str | None = None
+) -> Any:
+    """Return the canvas of a run: one chain per (exchange, symbol), all in one group."""
+    return group(
+        [
+            symbol_chain(run_id, item["exchange"], symbol, decided_at, parent)
+            for item in items
+            for symbol in item["symbols"]
+        ]
+    )
+
+
 def watchlist_run(config: AppConfig, run_id: str | None = None) -> tuple[str, Any]:
     """Return (run id, canvas) covering every symbol of the watchlist."""
     run_id = run_id or new_run_id()
     decided_at = datetime.now(UTC).isoformat()
-    parent = traceparent()
-    chains = [
-        symbol_chain(run_id, item.exchange, symbol, decided_at, parent)
-        for item in config.watchlist
-        for symbol in item.symbols
-    ]
-    return run_id, group(chains)
+    return run_id, run_canvas(run_id, decided_at, watchlist_items(config), traceparent())
+
+
+def submit_watchlist(config: AppConfig, run_id: str | None = None) -> tuple[str, Any]:
+    """Send a whole watchlist run as one message; return (run id, its AsyncResult).
+
+    Publishing every chain from the caller costs about a dozen Redis round trips per
+    symbol (the tasks, the chord bookkeeping, a result subscription each); this sends one
+    ``analysis.submit`` message and a worker, next to Redis, publishes the canvas. Wait for
+    the run with :func:`wait_submitted`.
+    """
+    run_id = run_id or new_run_id()
+    result = submit_run.apply_async(
+        kwargs={
+            "run_id": run_id,
+            "decided_at": datetime.now(UTC).isoformat(),
+            "items": watchlist_items(config),
+            "traceparent": traceparent(),
+        }
+    )
+    return run_id, result
+
+
+@shared_task(name="analysis.submit")
+def submit_run(
+    run_id: str, decided_at: str, items: list[dict[str, Any]], traceparent: str | None = None
+) -> str:
+    """Publish a run's canvas from inside the fleet; return its saved group's id."""
+    result = run_canvas(run_id, decided_at, items, traceparent).apply_async()
+    result.save()  # the submitter restores the group by id to wait for it
+    return str(result.id)
+
+
+def wait_submitted(result: Any, timeout: float) -> list[Any]:
+    """Return every chain's final result of a run sent by :func:`submit_watchlist`."""
+    deadline = time.monotonic() + timeout
+    group_id = result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
+    runs = GroupResult.restore(group_id, app=result.app)
+    if runs is None:
+        raise LookupError(f"the run's group {group_id} is not in the result backend")
+    return wait(runs, max(1.0, deadline - time.monotonic()))
 
 
 def wait(result: Any, timeout: float) -> list[Any]:

@@ -7,6 +7,7 @@ travels in task arguments.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
 from core.events import emit
 from core.tracing import set_attributes, span
+from exchanges.http import request_timeout
 from resilience import FallbackConfig
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.retry import RetryConfig, retry_async
@@ -72,13 +74,35 @@ def feed_urls(config: AppConfig, exchange: str) -> list[str]:
     return urls
 
 
-async def _fetch_feed(url: str, timeout: float) -> str:
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-        session.get(url) as response,
-    ):
-        response.raise_for_status()
-        return await response.text()
+async def _fetch_feed(rt: Runtime, url: str) -> str:
+    """Return a feed's text, fetched at most once per ``news.refresh_seconds`` fleet-wide.
+
+    Every symbol's news task reads the same feeds; the first one in a refresh period
+    fetches (coalesced across the fleet, through the process's pooled session) and the
+    others read the copy in Redis. If the feed is down, the last copy is used.
+    """
+    news = rt.config().news
+    cache = ResponseCache(rt.redis_client(), rt.keyspace())
+    digest = request_digest("news:feed", url, {})
+    cached = cache.get(digest)
+    if cached is not None and cached.age() < news.refresh_seconds:
+        return str(cached.value)
+    timeout = request_timeout(rt.config().performance.connection_pooling, news.fetch_timeout)
+
+    async def fetch() -> str:
+        async with rt.http_session().get(url, timeout=timeout) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    try:
+        text, _ = await Coalescer(rt.redis_client(), rt.keyspace()).run(digest, fetch)
+    except (aiohttp.ClientError, TimeoutError):
+        if cached is None:
+            raise
+        log.warning("news feed %s unavailable; using the copy from %.0fs ago", url, cached.age())
+        return str(cached.value)
+    cache.put(digest, text, news.refresh_seconds * 10)
+    return text
 
 
 async def _fetch_api(rt: Runtime, api: NewsAPIConfig) -> list[NewsItem]:
@@ -97,11 +121,9 @@ async def _fetch_api(rt: Runtime, api: NewsAPIConfig) -> list[NewsItem]:
             await limiter.acquire_async(
                 f"news:{api.name}", "get", max_wait=config.news.fetch_timeout
             )
-            timeout = aiohttp.ClientTimeout(total=config.news.fetch_timeout)
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(api.url, params=params) as response,
-            ):
+            pooling = config.performance.connection_pooling
+            timeout = request_timeout(pooling, config.news.fetch_timeout)
+            async with rt.http_session().get(api.url, params=params, timeout=timeout) as response:
                 if response.status >= 500 or response.status == 429:
                     raise RetryableError(f"news API {api.name} answered {response.status}")
                 response.raise_for_status()
@@ -134,7 +156,7 @@ async def collect_news(
     items: list[NewsItem] = []
     for url in feed_urls(config, exchange):
         try:
-            text = await _fetch_feed(url, config.news.fetch_timeout)
+            text = await _fetch_feed(rt, url)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("news feed %s unavailable: %s", url, exc)
             continue
@@ -159,30 +181,40 @@ async def collect_news(
 
 
 async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) -> float:
-    """Fetch candles on every configured timeframe, the ticker and the book; return the price."""
+    """Fetch candles on every configured timeframe, the ticker and the book; return the price.
+
+    The reads go out together: the ticker joins the fleet's batch of ticker requests
+    (``performance.batch_processing``), and its batch window passes while the candles and
+    the book are fetched.
+    """
     client = rt.exchange_client()
     # market data may wait for the next window of a minute-long budget, never fail for it
     partial = FallbackConfig(level="partial", timeout=150)
-    candles: dict[str, list[Candle]] = {}
-    for timeframe in rt.config().timeframes:
-        answer = await client.resilient_request(
+    timeframes = list(rt.config().timeframes)
+    reads = [
+        client.resilient_request(
             exchange,
             "fetch_ohlcv",
             {"symbol": symbol, "timeframe": timeframe, "limit": 100},
             partial,
         )
-        candles[timeframe] = [
+        for timeframe in timeframes
+    ]
+    reads.append(client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, partial))
+    reads.append(
+        client.resilient_request(
+            exchange, "fetch_order_book", {"symbol": symbol, "limit": 20}, partial
+        )
+    )
+    *series, ticker_answer, book_answer = await asyncio.gather(*reads)
+    candles = {
+        timeframe: [
             Candle(time=int(r[0]), open=r[1], high=r[2], low=r[3], close=r[4], volume=r[5])
             for r in answer.data
         ]
-    ticker = (
-        await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, partial)
-    ).data
-    book = (
-        await client.resilient_request(
-            exchange, "fetch_order_book", {"symbol": symbol, "limit": 20}, partial
-        )
-    ).data
+        for timeframe, answer in zip(timeframes, series, strict=True)
+    }
+    ticker, book = ticker_answer.data, book_answer.data
     snapshot = MarketSnapshot(
         exchange=exchange,
         symbol=symbol,
@@ -282,19 +314,21 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
 
 async def account_equity(rt: Runtime, exchange: str, balance: dict[str, Any]) -> float:
     """Return the account's value in the quote currency (USDT), over the watched assets."""
-    client = rt.exchange_client()
     totals = balance.get("total") or {}
     equity = float(totals.get("USDT") or 0.0)
-    for item in rt.config().watchlist:
-        if item.exchange != exchange:
-            continue
-        for symbol in item.symbols:
-            held = float(totals.get(symbol.split("/")[0]) or 0.0)
-            if held and symbol.endswith("/USDT"):
-                answer = await client.resilient_request(
-                    exchange, "fetch_ticker", {"symbol": symbol}, FRESH
-                )
-                equity += held * float(answer.data["last"])
+    held = {
+        symbol: float(totals.get(symbol.split("/")[0]) or 0.0)
+        for item in rt.config().watchlist
+        if item.exchange == exchange
+        for symbol in item.symbols
+        if symbol.endswith("/USDT")
+    }
+    held = {symbol: amount for symbol, amount in held.items() if amount}
+    if held:  # every held asset's price in the fewest-weight batched calls
+        answers = await rt.exchange_client().resilient_many(
+            exchange, "fetch_ticker", list(held), FRESH
+        )
+        equity += sum(amount * float(answers[s].data["last"]) for s, amount in held.items())
     return equity
 
 

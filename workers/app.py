@@ -32,6 +32,7 @@ from workers import runtime, tracing
 TASK_MODULES = [
     "tasks.health",
     "tasks.agents",
+    "tasks.runs",
     "tasks.schedule",
     "tasks.exchange",
     "tasks.reconcile",

@@ -168,8 +168,7 @@ def sandbox(
 def _submit_run(cfg: AppConfig, timeout: float) -> int:
     """Submit one analysis run over the watchlist, wait for it, print the outcome."""
     import workers.app  # noqa: F401 - binds the shared tasks to the fleet's app
-    from tasks.runs import wait as wait_for
-    from tasks.runs import watchlist_run
+    from tasks.runs import submit_watchlist, wait_submitted
     from workers import runtime, tracing
 
     if not cfg.watchlist:
@@ -178,14 +177,13 @@ def _submit_run(cfg: AppConfig, timeout: float) -> int:
     tracing.setup(cfg.tracing)
     symbols = sum(len(i.symbols) for i in cfg.watchlist)
     with span("analysis.run", symbols=symbols) as root:
-        run_id, canvas = watchlist_run(cfg)
+        run_id, result = submit_watchlist(cfg)  # one message; a worker publishes the canvas
         root.set_attribute("run_id", run_id)
         client = runtime.redis_client()
         client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
-        result = canvas.apply_async()
     _out.print(f"run {run_id}: {sum(len(i.symbols) for i in cfg.watchlist)} symbols submitted")
     try:
-        outcomes = wait_for(result, timeout)
+        outcomes = wait_submitted(result, timeout)
     except Exception as exc:  # any failure of the run is reported, and the exit code says so
         print(f"run {run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

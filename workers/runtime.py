@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import redis
 
 from agents.llm import LLMPort
@@ -24,6 +25,7 @@ from core.config import AppConfig
 from core.config_loader import load_config
 from core.keys import KeySpace
 from core.redis_target import external_redis_url, redact_url
+from exchanges.http import pooled_session
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.client import ResilientAPIClient
 from workers.redis_server import EmbeddedRedis, running_embedded
@@ -132,6 +134,20 @@ def exchange_client() -> ResilientAPIClient:
         return _state["client"]  # type: ignore[no-any-return]
 
 
+def http_session() -> aiohttp.ClientSession:
+    """Return this process's pooled session for news sources (call it on the process's loop).
+
+    One pool per process with ``performance.connection_pooling``'s size and timeouts, kept
+    alive between tasks; rebuilt if the loop changed or the session was closed.
+    """
+    loop = id(asyncio.get_running_loop())
+    with _lock:
+        held = _state.get("http")
+        if held is None or held[0] != loop or held[1].closed:
+            _state["http"] = (loop, pooled_session(config().performance.connection_pooling))
+        return _state["http"][1]  # type: ignore[no-any-return]
+
+
 def llm() -> LLMPort | None:
     """Return this process's LLM client, or None when no LLM is configured."""
     with _lock:
@@ -206,5 +222,5 @@ def start_process() -> None:
 def reset_after_fork() -> None:
     """Forget clients inherited from a parent process; they are rebuilt on first use."""
     with _lock:
-        for name in ("redis", "limiter", "client", "loop", "llm"):
+        for name in ("redis", "limiter", "client", "loop", "llm", "http"):
             _state.pop(name, None)

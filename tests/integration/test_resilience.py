@@ -25,8 +25,11 @@ pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
 
 
-def fleet_config(url: str, namespace: str, **breaker: Any) -> dict[str, Any]:
+def fleet_config(
+    url: str, namespace: str, *, batching: bool = True, **breaker: Any
+) -> dict[str, Any]:
     return {
+        "performance": {"batch_processing": {"enabled": batching}},
         "redis": {"key_prefix": namespace},
         "exchanges": {
             "binance": {
@@ -74,7 +77,8 @@ def test_half_failing_exchange_trips_the_fleet_once_and_recovers_with_one_trial(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     with running_sandbox() as sb:
-        config = fleet_config(sb.url, namespace)
+        # one call per poll: batching would merge the pollers' calls into too few to trip
+        config = fleet_config(sb.url, namespace, batching=False)
         warm = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
         first = asyncio.run(_one_ticker(warm))  # fills the cache for PARTIAL answers
         assert first.level is FallbackLevel.NONE
@@ -160,7 +164,7 @@ def test_a_429_stops_every_process_for_its_retry_after(
         a["t"]
         for p in answers
         for a in p
-        if a.get("source") in ("exchange", "coalesced") and a["t"] > throttled_at + 2.0
+        if a.get("source") in ("exchange", "coalesced", "batched") and a["t"] > throttled_at + 2.0
     ]
     assert resumed, "polling resumed after the cooldown"
 

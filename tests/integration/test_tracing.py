@@ -124,6 +124,8 @@ def test_a_fallback_and_a_limiter_wait_show_in_the_spans(
                 },
                 "retry_strategies": {"default": {"max_attempts": 1}},
                 "rate_limiting": {"high_priority_reserve": 0},
+                # each call on its own, timed against the limiter's 2-second windows
+                "performance": {"batch_processing": {"enabled": False}},
             }
         )
 

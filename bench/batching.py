@@ -1,0 +1,44 @@
+"""Weight and wall time of one 50-symbol analysis cycle with batching on vs off.
+
+Both cycles run in this one invocation, each on a fresh fleet and sandbox (``python main.py
+--once``'s: embedded Redis, the sandbox, a worker per tier). The baseline is the same
+cycle with ``performance.batch_processing.enabled: false``. Weight is what the sandbox
+charged (it prices requests as Binance does, market loading included); the floor is that
+weight divided by the exchange's allowance per second, the least time the limit permits.
+
+Run: ``python -m bench.batching [--symbols 50] [--weight-per-minute 6000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.cycle_time import run_cycle
+
+
+def main() -> None:
+    """Run the cycle with batching off, then on; print both and their ratios."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--weight-per-minute", type=int, default=6000)
+    parser.add_argument("--port", type=int, default=18931)
+    args = parser.parse_args()
+    off = run_cycle(args.symbols, args.weight_per_minute, args.port, batching=False)
+    on = run_cycle(args.symbols, args.weight_per_minute, args.port + 1, batching=True)
+    print(f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min")
+    for name, f in (("batching off (baseline)", off), ("batching on", on)):
+        print(
+            f"  {name:24s} exit {f['exit']:.0f}: weight {f['weight']:.0f}, "
+            f"ticker calls {f['ticker_calls']:.0f}, cycle {f['seconds']:.1f} s, "
+            f"floor {f['floor']:.1f} s (cycle / floor {f['seconds'] / f['floor']:.2f}), "
+            f"429s {f['429']:.0f}"
+        )
+    print(
+        f"  on / off: weight {on['weight'] / off['weight']:.2f}, "
+        f"cycle time {on['seconds'] / off['seconds']:.2f}, "
+        f"floor {on['floor'] / off['floor']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
