@@ -56,6 +56,8 @@ def test_fault_storm_fires_and_then_resolves_alerts(
                         }
                     },
                     "retry_strategies": {"default": {"max_attempts": 1}},
+                    # a short batch window: each poll is one (batched) upstream call
+                    "performance": {"batch_processing": {"batch_timeout": 0.05}},
                 }
             )
             alerts = AlertsConfig.model_validate(
