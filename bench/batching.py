@@ -12,8 +12,35 @@ Run: ``python -m bench.batching [--symbols 50] [--weight-per-minute 6000]``
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 
-from bench.cycle_time import run_cycle
+
+def cycle(symbols: int, weight_per_minute: int, port: int, batching: str) -> dict[str, float]:
+    """Run ``bench.cycle_time`` in a fresh process (a fleet per process); return its figures."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cycle_time",
+            "--symbols",
+            str(symbols),
+            "--weight-per-minute",
+            str(weight_per_minute),
+            "--port",
+            str(port),
+            "--batching",
+            batching,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def main() -> None:
@@ -23,8 +50,8 @@ def main() -> None:
     parser.add_argument("--weight-per-minute", type=int, default=6000)
     parser.add_argument("--port", type=int, default=18931)
     args = parser.parse_args()
-    off = run_cycle(args.symbols, args.weight_per_minute, args.port, batching=False)
-    on = run_cycle(args.symbols, args.weight_per_minute, args.port + 1, batching=True)
+    off = cycle(args.symbols, args.weight_per_minute, args.port, "off")
+    on = cycle(args.symbols, args.weight_per_minute, args.port + 1, "on")
     print(f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min")
     for name, f in (("batching off (baseline)", off), ("batching on", on)):
         print(

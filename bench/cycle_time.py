@@ -14,6 +14,7 @@ Run: ``python -m bench.cycle_time [--symbols 50]``
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -93,8 +94,15 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--weight-per-minute", type=int, default=6000)
     parser.add_argument("--port", type=int, default=18911)
+    parser.add_argument("--batching", choices=["on", "off"], default="on")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    figures = run_cycle(args.symbols, args.weight_per_minute, args.port)
+    figures = run_cycle(
+        args.symbols, args.weight_per_minute, args.port, batching=args.batching == "on"
+    )
+    if args.json:
+        print(json.dumps(figures))
+        return
     print(
         f"{args.symbols} symbols, exchange limit {args.weight_per_minute} weight/min, "
         f"exit {figures['exit']:.0f}"

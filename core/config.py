@@ -189,11 +189,20 @@ class CachingConfig(Section):
 
 
 class BatchProcessingConfig(Section):
-    """Merging same-kind requests for many symbols into one batched exchange call."""
+    """Merging same-kind requests for many symbols into one batched exchange call.
+
+    A batch takes requests for at most ``batch_timeout`` seconds after its first one, and
+    closes earlier when it holds ``batch_size`` requests or when none joined for
+    ``idle_timeout`` seconds (a burst is over; a lone request does not wait the full window).
+    ``watchlist_max_age``: a market snapshot takes its ticker from one batched read of the
+    whole watchlist made at most this many seconds ago (0: every snapshot asks anew).
+    """
 
     enabled: bool = True
     batch_size: PositiveInt = 50
     batch_timeout: PositiveFloat = 1.0
+    idle_timeout: PositiveFloat = 0.1
+    watchlist_max_age: NonNegativeFloat = 10.0
 
 
 class PerformanceConfig(Section):

@@ -2,7 +2,9 @@
 
 The first process to ask for, say, a Binance ticker opens a batch in Redis and leads it;
 every request of the same kind from any process in the next ``window`` seconds joins it (up
-to ``max_size`` items, which closes it at once). When the window closes, the leader sends
+to ``max_size`` items, which closes it at once; a batch nobody joined for ``idle`` seconds
+closes too, so a lone request waits ``idle``, not the whole window, and a burst from the
+fleet is taken whole however long it lasts within the window). When it closes, the leader sends
 the batched call(s) for every item that joined and leaves each item's outcome, data or
 error, in Redis; every caller takes its own slice. Because the leader calls only after the
 batch has closed, every answer was read after its caller asked: batching never serves data
@@ -35,6 +37,12 @@ import redis
 
 from core import errors as error_tree
 from core.keys import KeySpace
+
+#: Close a batch (delete the open pointer) only if it is still the one we lead.
+CLOSE_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 #: What the leader's work returns: per item, the data or the error it ended in.
 Outcomes = dict[str, Any]
@@ -94,15 +102,18 @@ class FleetBatcher:
         *,
         window: float = 1.0,
         max_size: int = 50,
+        idle: float | None = None,
         lease: float = 30.0,
         result_ttl: float = 60.0,
         poll: float = 0.01,
     ) -> None:
         self.client, self.keys = client, keys
         self.window, self.max_size = window, max_size
+        self.idle = window if idle is None else min(idle, window)
         self.lease, self.result_ttl, self.poll = lease, result_ttl, poll
         text = resources.files("resilience").joinpath("lua", "batch_join.lua").read_text()
         self._join = client.register_script(text)
+        self._close = client.register_script(CLOSE_IF_OURS)
 
     def _base(self, kind: str) -> str:
         return f"{self.keys.prefix}{{batch:{kind}}}:"
@@ -175,15 +186,22 @@ class FleetBatcher:
             self.client.delete(base + ":lead")
 
     async def _wait_closed(self, kind: str, joined: Joined) -> None:
-        """Wait until the batch stops taking members (its window ends or it fills up)."""
+        """Wait until the batch stops taking members: window over, full, or idle."""
         pointer = self._base(kind) + "open"
-        deadline = time.monotonic() + joined.closes_in + self.poll
-        await asyncio.sleep(min(joined.closes_in, self.poll))
+        members = self._base(kind) + joined.batch_id + ":members"
+        now = time.monotonic()
+        deadline, size, last_join = now + joined.closes_in + self.poll, joined.size, now
         while time.monotonic() < deadline:
+            await asyncio.sleep(self.poll)
             current = self.client.get(pointer)
             if current is None or current.decode() != joined.batch_id:  # type: ignore[union-attr]
                 return
-            await asyncio.sleep(self.poll)
+            grown = int(self.client.llen(members))  # type: ignore[arg-type]
+            if grown != size:
+                size, last_join = grown, time.monotonic()
+            elif time.monotonic() - last_join >= self.idle:
+                self._close(keys=[pointer], args=[joined.batch_id])
+                return
 
     async def _keep_lease(self, lead: str) -> None:
         while True:
@@ -192,7 +210,7 @@ class FleetBatcher:
 
     async def _follow(self, base: str, item: str, closes_in: float) -> Any:
         """Wait for the leader's outcome for ``item``; None if the leader is gone."""
-        await asyncio.sleep(closes_in)
+        await asyncio.sleep(min(closes_in, self.idle))
         while True:
             raw = self.client.hget(base + ":result", item)
             if raw is not None:

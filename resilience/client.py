@@ -37,7 +37,7 @@ from core.tracing import add_event, set_attributes, span
 from exchanges.batching import BatchRule, plan, rule_for
 from exchanges.gateway import CcxtGateway, check_result, endpoint_class, is_cancel, is_write
 from ratelimit.manager import ExchangeRateLimitManager
-from resilience.batching import FleetBatcher, Outcomes
+from resilience.batching import FleetBatcher, Outcomes, decode_outcome, encode_outcome
 from resilience.breaker import SharedBreaker
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.fallback import FallbackConfig, FallbackLevel, ResilientResponse
@@ -77,7 +77,11 @@ class ResilientAPIClient:
         batching = self.config.performance.batch_processing
         self.batching = batching.enabled
         self.batcher = FleetBatcher(
-            redis_client, self.keys, window=batching.batch_timeout, max_size=batching.batch_size
+            redis_client,
+            self.keys,
+            window=batching.batch_timeout,
+            max_size=batching.batch_size,
+            idle=batching.idle_timeout,
         )
         self._breakers: dict[tuple[str, str], SharedBreaker] = {}
 
@@ -256,6 +260,69 @@ class ResilientAPIClient:
             except CryptoAIError as error:
                 outcomes[symbol] = error
         return outcomes
+
+    async def resilient_within(
+        self,
+        exchange: str,
+        endpoint: str,
+        symbol: str,
+        universe: list[str],
+        fallback_config: FallbackConfig | None = None,
+    ) -> ResilientResponse:
+        """Return one symbol's answer, read together with every symbol of ``universe``.
+
+        For tasks that each need one symbol of a watchlist (market snapshots): the first
+        task reads the whole watchlist in the fewest-weight batched calls (coalesced
+        across the fleet) and caches each symbol; the others take their symbol from the
+        cache while it is younger than ``fallback_config.fresh_ttl``. Failures are handled
+        per symbol as a single request's would be.
+        """
+        fc = fallback_config or FallbackConfig()
+        params = {"symbol": symbol}
+        digest = request_digest(exchange, endpoint, params)
+        names = sorted(set(universe))
+        if not (self.batching and self._rule(exchange, endpoint)) or symbol not in names:
+            return await self.resilient_request(exchange, endpoint, params, fc)
+        cached = self.cache.get(digest)
+        if cached is not None and cached.age() <= fc.fresh_ttl:
+            return ResilientResponse(cached.value, FallbackLevel.NONE, "cache", age=cached.age())
+
+        async def read_all() -> dict[str, str]:
+            outcomes = await self._run_batch(exchange, endpoint, names)
+            for name, outcome in outcomes.items():
+                if not isinstance(outcome, BaseException):
+                    self.cache.put(
+                        request_digest(exchange, endpoint, {"symbol": name}), outcome, fc.cache_ttl
+                    )
+            return {name: encode_outcome(outcome) for name, outcome in outcomes.items()}
+
+        together = request_digest(exchange, f"{endpoint}:within", {"symbols": names})
+        with span("exchange.request", exchange=exchange, endpoint=endpoint, symbols=len(names)):
+            try:
+                encoded, _ = await asyncio.wait_for(
+                    self.coalescer.run(together, read_all), fc.timeout
+                )
+                outcome = decode_outcome(encoded[symbol])
+            except TimeoutError as error:
+                outcome = error
+            if isinstance(outcome, GiveUpError):
+                raise outcome
+            if isinstance(outcome, CryptoAIError | TimeoutError):
+                answer = await self._degrade(
+                    exchange, endpoint, params, fc=fc, digest=digest, error=outcome
+                )
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answer = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
+            set_attributes(fallback_level=answer.level.name, source=answer.source)
+        emit(
+            "fallback.answer",
+            exchange=exchange,
+            level=answer.level.name,
+            source=answer.source.split(":")[0],
+        )
+        return answer
 
     async def resilient_many(
         self,

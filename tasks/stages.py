@@ -183,9 +183,10 @@ async def collect_news(
 async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) -> float:
     """Fetch candles on every configured timeframe, the ticker and the book; return the price.
 
-    The reads go out together: the ticker joins the fleet's batch of ticker requests
-    (``performance.batch_processing``), and its batch window passes while the candles and
-    the book are fetched.
+    The reads go out together. The ticker comes from one batched read of the exchange's
+    whole watchlist, shared by every snapshot for ``watchlist_max_age`` seconds
+    (``performance.batch_processing``); a symbol outside the watchlist joins the fleet's
+    batch of ticker requests, whose window passes while the candles and book are fetched.
     """
     client = rt.exchange_client()
     # market data may wait for the next window of a minute-long budget, never fail for it
@@ -200,7 +201,16 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
         )
         for timeframe in timeframes
     ]
-    reads.append(client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, partial))
+    batching = rt.config().performance.batch_processing
+    watchlist = [s for i in rt.config().watchlist if i.exchange == exchange for s in i.symbols]
+    if batching.watchlist_max_age > 0 and len(watchlist) > 1:
+        # one batched read of the whole watchlist serves every snapshot for a while
+        shared = FallbackConfig(level="partial", timeout=150, fresh_ttl=batching.watchlist_max_age)
+        reads.append(client.resilient_within(exchange, "fetch_ticker", symbol, watchlist, shared))
+    else:
+        reads.append(
+            client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, partial)
+        )
     reads.append(
         client.resilient_request(
             exchange, "fetch_order_book", {"symbol": symbol, "limit": 20}, partial

@@ -26,13 +26,12 @@ MARKETS = "GET /api/v3/exchangeInfo"
 
 
 def config_for(url: str, namespace: str, window: float = 2.0, **batching: Any) -> dict[str, Any]:
+    settings = {"batch_timeout": window, "batch_size": 50, "idle_timeout": window, **batching}
     return {
         "redis": {"key_prefix": namespace},
         "exchanges": {"binance": {"base_url": url}},
         "retry_strategies": {"default": {"max_attempts": 2, "base_delay": 0.05, "jitter": False}},
-        "performance": {
-            "batch_processing": {"batch_timeout": window, "batch_size": 50, **batching}
-        },
+        "performance": {"batch_processing": settings},
     }
 
 
@@ -253,3 +252,66 @@ def test_batching_off_sends_single_calls(namespace: str, redis_client: redis.Red
         assert [a.data["symbol"] for a in answers.values()] == SYMBOLS[:5]
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 5
         assert ticker_weight(sb.url) == 10
+
+
+def test_a_lone_request_waits_the_idle_time_not_the_window(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:3]) as sb:
+        config = config_for(sb.url, namespace, window=5.0, idle_timeout=0.1)
+        client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+
+        async def scenario() -> tuple[list[Any], list[float]]:
+            answers, took = [], []
+            try:
+                await client.gateway.markets("binance")  # market list loaded outside the timing
+                for symbol in SYMBOLS[:3]:  # one after another: nobody to wait for
+                    started = time.monotonic()
+                    answers.append(
+                        await client.resilient_request(
+                            "binance", "fetch_ticker", {"symbol": symbol}
+                        )
+                    )
+                    took.append(time.monotonic() - started)
+            finally:
+                await client.close()
+            return answers, took
+
+        answers, took = asyncio.run(scenario())
+        assert [a.data["symbol"] for a in answers] == SYMBOLS[:3]
+        assert max(took) < 2.5  # closed when idle, long before the 5 s window
+        assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 3
+
+
+def test_snapshots_of_a_watchlist_share_one_batched_read_while_it_is_fresh(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config_for(sb.url, namespace))
+        )
+        shared = FallbackConfig(level="partial", fresh_ttl=1.0)
+
+        async def snapshots() -> list[Any]:
+            return [
+                await client.resilient_within("binance", "fetch_ticker", s, SYMBOLS, shared)
+                for s in SYMBOLS
+            ]
+
+        async def scenario() -> tuple[list[Any], int, list[Any], int]:
+            try:
+                first = await snapshots()
+                calls = stats(sb.url)["requests_by_endpoint"][TICKERS]
+                await asyncio.sleep(1.2)  # the shared read is now too old: read again
+                second = await snapshots()
+                return first, calls, second, stats(sb.url)["requests_by_endpoint"][TICKERS]
+            finally:
+                await client.close()
+
+        first, calls, second, calls_after = asyncio.run(scenario())
+    assert [a.data["symbol"] for a in first] == SYMBOLS
+    assert [a.data["symbol"] for a in second] == SYMBOLS
+    assert first[0].source == "batched"
+    assert {a.source for a in first[1:]} == {"cache"}
+    assert calls == 3  # 20 + 20 + 10 symbols for all fifty snapshots
+    assert calls_after == 6
