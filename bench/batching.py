@@ -60,6 +60,11 @@ def main() -> None:
             f"floor {f['floor']:.1f} s (cycle / floor {f['seconds'] / f['floor']:.2f}), "
             f"429s {f['429']:.0f}"
         )
+    endpoints = sorted({k[6:] for f in (off, on) for k in f if k.startswith("calls ")})
+    print("  requests by endpoint (off -> on):")
+    for endpoint in endpoints:
+        before, after = off.get(f"calls {endpoint}", 0), on.get(f"calls {endpoint}", 0)
+        print(f"    {endpoint:34s} {before:5.0f} -> {after:5.0f}")
     print(
         f"  on / off: weight {on['weight'] / off['weight']:.2f}, "
         f"cycle time {on['seconds'] / off['seconds']:.2f}, "

@@ -68,6 +68,7 @@ def run_cycle(
         )
         config = load_config(config_path, env={})
         figures: dict[str, float] = {}
+        calls: dict[str, int] = {}
 
         def cycle() -> int:
             runtime.configure(config)
@@ -81,10 +82,13 @@ def run_cycle(
             figures["ticker_calls"] = float(
                 seen["requests_by_endpoint"].get("GET /api/v3/ticker/24hr", 0)
             )
+            calls.update(seen["requests_by_endpoint"])
             return code
 
         figures["exit"] = run_once(config, config_path, cycle)
     figures["floor"] = figures["weight"] / (weight_per_minute / 60)
+    for endpoint, count in calls.items():
+        figures[f"calls {endpoint}"] = float(count)
     return figures
 
 

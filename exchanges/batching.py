@@ -11,6 +11,9 @@ symbols go out as 20 + 20 + 10 (weight 6) rather than one call of 50 (weight 40)
 single calls (weight 100). A chunk of one symbol is sent as the single call, so batching is
 never used where it would cost more than single calls.
 
+Account-wide reads (``SHARED_READS``: the balance) are batched on every exchange: the
+requests in a batch are identical and one call answers them all.
+
 Exchanges without a rule are never batched. Coinbase has none on purpose: ccxt's
 ``fetch_tickers`` there reads account endpoints or exchange rates without a book.
 """
@@ -48,6 +51,12 @@ RULES: dict[str, dict[str, BatchRule]] = {
     # GET /market/tickers: one request answers every symbol
     "htx": {"fetch_ticker": BatchRule("fetch_ticker", "fetch_tickers", None, 1000)},
 }
+
+
+#: Account-wide reads without parameters: every request in a batch is the same request, so
+#: one call answers them all. Safe for account state because the call is made after the
+#: batch closes, i.e. after every caller asked (never an answer older than the request).
+SHARED_READS = frozenset({"fetch_balance"})
 
 
 def rule_for(exchange_id: str, endpoint: str) -> BatchRule | None:

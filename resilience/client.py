@@ -34,7 +34,7 @@ from core.errors import (
 from core.events import emit
 from core.keys import KeySpace
 from core.tracing import add_event, set_attributes, span
-from exchanges.batching import BatchRule, plan, rule_for
+from exchanges.batching import SHARED_READS, BatchRule, plan, rule_for
 from exchanges.gateway import CcxtGateway, check_result, endpoint_class, is_cancel, is_write
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.batching import FleetBatcher, Outcomes, decode_outcome, encode_outcome
@@ -189,11 +189,11 @@ class ResilientAPIClient:
         return rule_for(settings.ccxt_id or exchange, endpoint)
 
     def _batchable(self, exchange: str, endpoint: str, params: dict[str, Any]) -> bool:
-        return (
-            self.batching
-            and set(params) == {"symbol"}
-            and self._rule(exchange, endpoint) is not None
-        )
+        if not self.batching or exchange not in self.config.exchanges:
+            return False
+        if endpoint in SHARED_READS:
+            return not params
+        return set(params) == {"symbol"} and self._rule(exchange, endpoint) is not None
 
     async def _batched(
         self, exchange: str, endpoint: str, params: dict[str, Any]
@@ -201,7 +201,7 @@ class ResilientAPIClient:
         """Join the fleet's open batch for this kind of request; return (data, batched)."""
         outcome = await self.batcher.submit(
             f"{exchange}:{endpoint}",
-            str(params["symbol"]),
+            str(params.get("symbol", "*")),
             lambda items: self._run_batch(exchange, endpoint, items),
         )
         if outcome is None:  # the batch's leader vanished: ask alone
@@ -216,6 +216,12 @@ class ResilientAPIClient:
         Unknown symbols are answered with InvalidRequestError without reaching the exchange,
         so one bad symbol cannot fail the others' batched call.
         """
+        if endpoint in SHARED_READS:  # one call answers every (identical) request
+            try:
+                data: Any = await self._read(exchange, endpoint, {})
+            except (CryptoAIError, TimeoutError) as error:
+                data = error
+            return dict.fromkeys(symbols, data)
         rule = self._rule(exchange, endpoint)
         if rule is None:
             raise InvalidRequestError(f"{exchange}: {endpoint} has no batched form")

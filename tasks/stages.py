@@ -333,12 +333,16 @@ async def account_equity(rt: Runtime, exchange: str, balance: dict[str, Any]) ->
         for symbol in item.symbols
         if symbol.endswith("/USDT")
     }
-    held = {symbol: amount for symbol, amount in held.items() if amount}
-    if held:  # every held asset's price in the fewest-weight batched calls
-        answers = await rt.exchange_client().resilient_many(
-            exchange, "fetch_ticker", list(held), FRESH
-        )
-        equity += sum(amount * float(answers[s].data["last"]) for s, amount in held.items())
+    client, watchlist = rt.exchange_client(), list(held)
+    max_age = rt.config().performance.batch_processing.watchlist_max_age
+    # prices from the watchlist's shared batched read (at most watchlist_max_age old)
+    recent = FallbackConfig(level="none", timeout=150, fresh_ttl=max_age)
+    for symbol, amount in held.items():
+        if amount:
+            answer = await client.resilient_within(
+                exchange, "fetch_ticker", symbol, watchlist, recent
+            )
+            equity += amount * float(answer.data["last"])
     return equity
 
 

@@ -315,3 +315,35 @@ def test_snapshots_of_a_watchlist_share_one_batched_read_while_it_is_fresh(
     assert {a.source for a in first[1:]} == {"cache"}
     assert calls == 3  # 20 + 20 + 10 symbols for all fifty snapshots
     assert calls_after == 6
+
+
+def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:2]) as sb:
+        config = config_for(sb.url, namespace, window=0.5)
+        config["exchanges"]["binance"].update(api_key="sandbox-key", api_secret="sandbox-secret")
+        client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+
+        async def scenario() -> tuple[list[Any], Any]:
+            try:
+                await client.gateway.markets("binance")
+                reads = [client.resilient_request("binance", "fetch_balance", {}) for _ in range(6)]
+                together = list(await asyncio.gather(*reads))
+                await client.resilient_request(
+                    "binance",
+                    "create_order",
+                    {"symbol": SYMBOLS[0], "type": "market", "side": "buy", "amount": 1},
+                )
+                after = await client.resilient_request("binance", "fetch_balance", {})
+                return together, after
+            finally:
+                await client.close()
+
+        together, after = asyncio.run(scenario())
+        calls = stats(sb.url)["requests_by_endpoint"]["GET /api/v3/account"]
+    assert calls == 2  # six reads in one batch, then the read after the order
+    assert {a.source for a in together} == {"batched"}
+    assert all(a.data["total"] == together[0].data["total"] for a in together)
+    bought = SYMBOLS[0].split("/")[0]
+    assert (after.data["total"].get(bought) or 0) > (together[0].data["total"].get(bought) or 0)
