@@ -357,14 +357,14 @@ def daily_pnl(rt: Runtime, exchange: str, equity: float) -> float:
 
 async def _risk_state(rt: Runtime, exchange: str, symbol: str) -> risk_lib.RiskState:
     client = rt.exchange_client()
-    ticker = (
-        await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, FRESH)
-    ).data
-    balance = (await client.resilient_request(exchange, "fetch_balance", {}, FRESH)).data
+    # together: the ticker and balance reads each wait for their batch to close
+    ticker_answer, balance_answer, open_answer = await asyncio.gather(
+        client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, FRESH),
+        client.resilient_request(exchange, "fetch_balance", {}, FRESH),
+        client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol}, FRESH),
+    )
+    ticker, balance, opened = ticker_answer.data, balance_answer.data, open_answer.data
     pnl = daily_pnl(rt, exchange, await account_equity(rt, exchange, balance))
-    opened = (
-        await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol}, FRESH)
-    ).data
     base = symbol.split("/", maxsplit=1)[0]
     return risk_lib.RiskState(
         market_price=float(ticker["last"]),
