@@ -12,6 +12,7 @@ from bench import (
     fleet_compliance,
     limiter_latency,
     priority_wait,
+    submission,
 )
 
 if __name__ == "__main__":
@@ -21,6 +22,7 @@ if __name__ == "__main__":
         exchange_compliance,
         coalescing,
         priority_wait,
+        submission,
         cycle_time,
         batching,
     )

@@ -57,6 +57,14 @@ FALLBACKS = Counter(
     "Answers by the fallback level that served them",
     ["exchange", "level", "source"],
 )
+BATCHES = Counter(
+    "crypto_ai_batches_total", "Batches sent (each one or more calls)", ["exchange", "endpoint"]
+)
+BATCHED = Counter(
+    "crypto_ai_batched_requests_total",
+    "Requests answered by a batch",
+    ["exchange", "endpoint"],
+)
 RETRIES = Counter("crypto_ai_retries_total", "Retried exchange calls", ["exchange", "endpoint"])
 ORDERS = Counter("crypto_ai_orders_total", "Orders by outcome", ["exchange", "outcome"])
 RISK_REJECTIONS = Counter(
@@ -141,6 +149,9 @@ def on_event(event: str, fields: Any) -> None:  # noqa: C901 - one table of even
         BREAKER_TRANSITIONS.labels(fields["breaker"], fields["transition"]).inc()
     elif event == "fallback.answer":
         FALLBACKS.labels(fields["exchange"], fields["level"], fields["source"]).inc()
+    elif event == "batch.flushed":
+        BATCHES.labels(fields["exchange"], fields["endpoint"]).inc()
+        BATCHED.labels(fields["exchange"], fields["endpoint"]).inc(float(fields["items"]))
     elif event == "exchange.retry":
         RETRIES.labels(fields["exchange"], fields["endpoint"]).inc()
     elif event == "order":

@@ -221,6 +221,7 @@ class ResilientAPIClient:
                 data: Any = await self._read(exchange, endpoint, {})
             except (CryptoAIError, TimeoutError) as error:
                 data = error
+            emit("batch.flushed", exchange=exchange, endpoint=endpoint, items=len(symbols))
             return dict.fromkeys(symbols, data)
         rule = self._rule(exchange, endpoint)
         if rule is None:

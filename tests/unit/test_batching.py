@@ -116,3 +116,18 @@ def test_a_foreign_error_becomes_retryable_and_data_round_trips() -> None:
         "symbol": "BTC/USDT",
         "last": 1.5,
     }
+
+
+def test_a_flushed_batch_is_counted_in_the_metrics() -> None:
+    from monitoring import metrics
+
+    def value(name: str) -> float:
+        sample = metrics.BATCHED if name == "items" else metrics.BATCHES
+        return float(sample.labels("binance", "fetch_ticker")._value.get())
+
+    batches, items = value("batches"), value("items")
+    metrics.on_event(
+        "batch.flushed", {"exchange": "binance", "endpoint": "fetch_ticker", "items": 7}
+    )
+    assert value("batches") == batches + 1
+    assert value("items") == items + 7
