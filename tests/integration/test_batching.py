@@ -89,6 +89,12 @@ def test_a_batch_that_fits_one_call_is_one_upstream_call(
             redis_client, AppConfig.model_validate(config_for(sb.url, namespace, window=0.5))
         )
 
+        def left() -> float:
+            check = client.limiter.decide("binance", "public", weight=0, charge=False)
+            return float(check.remaining["REQUEST_WEIGHT"])
+
+        budget = left()
+
         async def ask_all() -> list[Any]:
             try:
                 return list(
@@ -106,6 +112,8 @@ def test_a_batch_that_fits_one_call_is_one_upstream_call(
         assert [a.data["symbol"] for a in answers] == SYMBOLS[:20]
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 1
         assert ticker_weight(sb.url) == 2
+        # our limiter charged what the exchange charged: the list's 2 and the market list's 20
+        assert budget - left() == 2 + 20
 
 
 def test_a_failed_batch_gets_each_caller_the_single_call_handling(
