@@ -116,12 +116,7 @@ class ResilientAPIClient:
                 stale=answer.stale,
                 age=answer.age,
             )
-        emit(
-            "fallback.answer",
-            exchange=exchange,
-            level=answer.level.name,
-            source=answer.source.split(":")[0],
-        )
+        _report(exchange, answer)
         return answer
 
     async def _request(
@@ -297,7 +292,7 @@ class ResilientAPIClient:
         async def read_all() -> dict[str, str]:
             outcomes = await self._run_batch(exchange, endpoint, names)
             for name, outcome in outcomes.items():
-                if not isinstance(outcome, BaseException):
+                if fc.cache_enabled and not isinstance(outcome, BaseException):
                     self.cache.put(
                         request_digest(exchange, endpoint, {"symbol": name}), outcome, fc.cache_ttl
                     )
@@ -312,23 +307,29 @@ class ResilientAPIClient:
                 outcome = decode_outcome(encoded[symbol])
             except TimeoutError as error:
                 outcome = error
-            if isinstance(outcome, GiveUpError):
-                raise outcome
-            if isinstance(outcome, CryptoAIError | TimeoutError):
-                answer = await self._degrade(
-                    exchange, endpoint, params, fc=fc, digest=digest, error=outcome
-                )
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                answer = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
+            answer = await self._settle(exchange, endpoint, symbol, outcome, fc)
             set_attributes(fallback_level=answer.level.name, source=answer.source)
-        emit(
-            "fallback.answer",
-            exchange=exchange,
-            level=answer.level.name,
-            source=answer.source.split(":")[0],
-        )
+        return answer
+
+    async def _settle(
+        self, exchange: str, endpoint: str, symbol: str, outcome: Any, fc: FallbackConfig
+    ) -> ResilientResponse:
+        """Turn one symbol's batch outcome into its answer, as a single request's would be."""
+        params = {"symbol": symbol}
+        digest = request_digest(exchange, endpoint, params)
+        if isinstance(outcome, GiveUpError):
+            raise outcome
+        if isinstance(outcome, CryptoAIError | TimeoutError):
+            answer = await self._degrade(
+                exchange, endpoint, params, fc=fc, digest=digest, error=outcome
+            )
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            if fc.cache_enabled:
+                self.cache.put(digest, outcome, fc.cache_ttl)
+            answer = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
+        _report(exchange, answer)
         return answer
 
     async def resilient_many(
@@ -358,30 +359,10 @@ class ResilientAPIClient:
                 )
             except TimeoutError as error:
                 outcomes = dict.fromkeys(names, error)
-            answers: dict[str, ResilientResponse] = {}
-            for symbol in names:
-                outcome, params = outcomes[symbol], {"symbol": symbol}
-                digest = request_digest(exchange, endpoint, params)
-                if isinstance(outcome, GiveUpError):
-                    raise outcome
-                if isinstance(outcome, CryptoAIError | TimeoutError):
-                    answers[symbol] = await self._degrade(
-                        exchange, endpoint, params, fc=fc, digest=digest, error=outcome
-                    )
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    if fc.cache_enabled:
-                        self.cache.put(digest, outcome, fc.cache_ttl)
-                    answers[symbol] = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
-                answer = answers[symbol]
-                emit(
-                    "fallback.answer",
-                    exchange=exchange,
-                    level=answer.level.name,
-                    source=answer.source.split(":")[0],
-                )
-        return answers
+            return {
+                symbol: await self._settle(exchange, endpoint, symbol, outcomes[symbol], fc)
+                for symbol in names
+            }
 
     async def _guarded(
         self, exchange: str, endpoint: str, params: dict[str, Any], base_url: str | None = None
@@ -515,3 +496,12 @@ class ResilientAPIClient:
     async def close(self) -> None:
         """Close the HTTP sessions of the running event loop."""
         await self.gateway.close()
+
+
+def _report(exchange: str, answer: ResilientResponse) -> None:
+    emit(
+        "fallback.answer",
+        exchange=exchange,
+        level=answer.level.name,
+        source=answer.source.split(":")[0],
+    )
