@@ -32,6 +32,11 @@ Resilience:
     <p>{cache}:seq                         the write order counter
     <p>coalesce:<digest>:lock              the fleet-wide leader of an in-flight request
     <p>coalesce:<digest>:result            its result, kept briefly for the followers
+    <p>{batch:<kind>}:open                 the batch of a request kind taking members
+                                           (``<kind>`` e.g. ``binance:fetch_ticker``)
+    <p>{batch:<kind>}:<id>:members         the requests that joined batch ``<id>`` (list)
+    <p>{batch:<kind>}:<id>:lead            its leader's lease
+    <p>{batch:<kind>}:<id>:result          each request's outcome (hash, kept briefly)
 
 Keys that one Lua script touches together share a ``{hash tag}`` so they live in one
 Redis Cluster slot; later sections of this table document them as they are added.
@@ -95,6 +100,10 @@ class KeySpace:
     def coalesce_result(self, digest: str) -> str:
         """Return the key where that process leaves the result for the others."""
         return f"{self.prefix}coalesce:{digest}:result"
+
+    def batch_base(self, kind: str) -> str:
+        """Return the prefix of a request kind's batch keys (one hash tag per kind)."""
+        return f"{self.prefix}{{batch:{kind}}}:"
 
     def cache_sequence(self) -> str:
         """Return the counter that orders cache writes."""

@@ -13,12 +13,7 @@ older than the request, unlike a cache.
 A follower whose leader vanishes (its lease lapses without outcomes) gets ``None`` and
 makes the single call itself, so a killed worker costs latency, never an answer.
 
-Keys (``<g>`` is the request kind, e.g. ``binance:fetch_ticker``; one hash tag per kind):
-
-    <p>{batch:<g>}:open            id of the batch taking members (PX = the window)
-    <p>{batch:<g>}:<id>:members    the items that joined (list)
-    <p>{batch:<g>}:<id>:lead       the leader's lease (refreshed while it works)
-    <p>{batch:<g>}:<id>:result     item -> JSON outcome (hash, kept briefly)
+Keys: ``{batch:<kind>}:...`` (see ``core/keys.py``), one hash tag per request kind.
 """
 
 from __future__ import annotations
@@ -116,7 +111,7 @@ class FleetBatcher:
         self._close = client.register_script(CLOSE_IF_OURS)
 
     def _base(self, kind: str) -> str:
-        return f"{self.keys.prefix}{{batch:{kind}}}:"
+        return self.keys.batch_base(kind)
 
     def join(self, kind: str, item: str) -> Joined:
         """Add ``item`` to the open batch of ``kind`` (opening one); say where it landed."""
