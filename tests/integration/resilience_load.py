@@ -53,10 +53,11 @@ def poll(
     Path(out).write_text(json.dumps(asyncio.run(run())))
 
 
-def tickers(
-    redis_url: str, config: dict[str, Any], symbols: list[str], out: str, start_at: float
-) -> None:
-    """At ``start_at``, ask for each symbol's ticker at once; record what each caller got."""
+def tickers(redis_url: str, config: dict[str, Any], symbols: list[str], out: str, go: str) -> None:
+    """Say ready, wait for the start time in ``go``, then ask for every symbol's ticker at once.
+
+    Records what each caller got in ``out``.
+    """
     cfg = AppConfig.model_validate(config)
 
     async def ask(client: ResilientAPIClient, symbol: str) -> dict[str, Any]:
@@ -73,6 +74,10 @@ def tickers(
 
     async def run() -> list[dict[str, Any]]:
         client = ResilientAPIClient(redis.Redis.from_url(redis_url), cfg)
+        Path(out + ".ready").touch()
+        while not Path(go).exists() or not Path(go).read_text():
+            await asyncio.sleep(0.005)
+        start_at = float(Path(go).read_text())
         while time.time() < start_at:
             await asyncio.sleep(0.005)
         try:

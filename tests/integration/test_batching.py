@@ -52,17 +52,23 @@ def test_fifty_processes_worth_of_ticker_requests_become_the_cheapest_batched_ca
 ) -> None:
     with running_sandbox(symbols=SYMBOLS) as sb:
         config = config_for(sb.url, namespace)
-        start_at = time.time() + 4.0  # every process is up and waiting by then
+        go = tmp_path / "go"
         outs, procs = [], []
         for i in range(5):  # 5 processes x 10 concurrent callers, one symbol each
             out = tmp_path / f"batch-{i}.json"
             share = SYMBOLS[i * 10 : (i + 1) * 10]
             procs.append(
-                SPAWN.Process(target=tickers, args=(redis_url, config, share, str(out), start_at))
+                SPAWN.Process(target=tickers, args=(redis_url, config, share, str(out), str(go)))
             )
             outs.append(out)
         for p in procs:
             p.start()
+        deadline = time.time() + 60
+        while not all(Path(f"{o}.ready").exists() for o in outs) and time.time() < deadline:
+            time.sleep(0.05)
+        tmp = tmp_path / "go.tmp"
+        tmp.write_text(str(time.time() + 0.3))  # every process starts at the same moment
+        tmp.rename(go)
         for p in procs:
             p.join(120)
             assert p.exitcode == 0
