@@ -79,20 +79,29 @@ async def _fetch_feed(rt: Runtime, url: str) -> str:
 
     Every symbol's news task reads the same feeds; the first one in a refresh period
     fetches (coalesced across the fleet, through the process's pooled session) and the
-    others read the copy in Redis. If the feed is down, the last copy is used.
+    others read the copy in Redis. A feed that failed is not tried again for a refresh
+    period by anyone in the fleet (a hung feed costs one task its timeout, not every task);
+    meanwhile the last copy is used, if there is one.
     """
     news = rt.config().news
     cache = ResponseCache(rt.redis_client(), rt.keyspace())
-    digest = request_digest("news:feed", url, {})
+    digest, down = request_digest("news:feed", url, {}), request_digest("news:down", url, {})
     cached = cache.get(digest)
     if cached is not None and cached.age() < news.refresh_seconds:
         return str(cached.value)
     timeout = request_timeout(rt.config().performance.connection_pooling, news.fetch_timeout)
 
     async def fetch() -> str:
-        async with rt.http_session().get(url, timeout=timeout) as response:
-            response.raise_for_status()
-            return await response.text()
+        failed = cache.get(down)
+        if failed is not None:
+            raise aiohttp.ClientError(f"failed {failed.age():.0f}s ago: {failed.value}")
+        try:
+            async with rt.http_session().get(url, timeout=timeout) as response:
+                response.raise_for_status()
+                return await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            cache.put(down, f"{type(exc).__name__}: {exc}", news.refresh_seconds)
+            raise
 
     try:
         text, _ = await Coalescer(rt.redis_client(), rt.keyspace()).run(digest, fetch)
