@@ -107,6 +107,19 @@ class SharedBreaker:
             )
         return answer
 
+    def check(self) -> None:
+        """Raise CircuitOpenError if a call would be refused now; change nothing.
+
+        For callers about to wait on something else first (a batch window): they learn at
+        once that the call cannot go out. ``allow()`` still decides the call itself.
+        """
+        answer = self._call("peek")
+        if not answer.allowed:
+            raise CircuitOpenError(
+                f"circuit {self.name} is {answer.state}; next try in {answer.retry_after:.1f}s",
+                retry_after=answer.retry_after,
+            )
+
     def record(self, error: BaseException | None, *, trial: bool = False) -> BreakerAnswer:
         """Report a call's outcome; business errors and our own waits count as success.
 

@@ -194,6 +194,7 @@ class ResilientAPIClient:
         self, exchange: str, endpoint: str, params: dict[str, Any]
     ) -> tuple[Any, bool]:
         """Join the fleet's open batch for this kind of request; return (data, batched)."""
+        self.breaker(exchange, endpoint_class(endpoint)).check()  # open: no batch to wait for
         outcome = await self.batcher.submit(
             f"{exchange}:{endpoint}",
             str(params.get("symbol", "*")),

@@ -1,6 +1,7 @@
 -- One circuit breaker shared by the fleet; every transition is this one atomic script.
 -- KEYS[1]  the breaker's hash (state, failures, window_start, opened_at, trial_until, trips)
--- ARGV[1]  op: 'allow' | 'success' | 'failure' | 'state'
+-- ARGV[1]  op: 'allow' | 'success' | 'failure' | 'state' | 'peek' ('allow' without taking
+--          the half-open trial: would a call be refused now?)
 -- ARGV[2]  failure_threshold   ARGV[3] recovery_timeout (s)   ARGV[4] failure_window (s)
 -- ARGV[5]  trial_timeout (s): how long one half-open trial may take before another is allowed
 -- ARGV[6]  '1' when the reporting call was the half-open trial (only the trial closes it)
@@ -30,6 +31,15 @@ end
 
 if op == 'state' then
   return reply(state == 'closed' and 1 or 0, state, 0, '')
+elseif op == 'peek' then
+  if state == 'open' then
+    local reopen = tonumber(get('opened_at', '0')) + recovery
+    if now < reopen then return reply(0, 'open', reopen - now, '') end
+  elseif state == 'half_open' then
+    local trial_until = tonumber(get('trial_until', '0'))
+    if now < trial_until then return reply(0, 'half_open', trial_until - now, '') end
+  end
+  return reply(1, state, 0, '')
 elseif op == 'allow' then
   if state == 'closed' then return reply(1, 'closed', 0, '') end
   if state == 'open' then

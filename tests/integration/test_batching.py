@@ -361,3 +361,38 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
     assert all(a.data["total"] == together[0].data["total"] for a in together)
     bought = SYMBOLS[0].split("/")[0]
     assert (after.data["total"].get(bought) or 0) > (together[0].data["total"].get(bought) or 0)
+
+
+def test_with_the_breaker_open_a_batched_request_fails_over_at_once(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:2]) as sb:
+        config = config_for(sb.url, namespace, window=5.0)
+        config["exchanges"]["binance"]["circuit_breaker"] = {
+            "failure_threshold": 2,
+            "recovery_timeout": 30,
+        }
+        client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        breaker = client.breaker("binance", "public")
+        for _ in range(2):
+            breaker.record(RetryableError("upstream 500"))
+        assert breaker.state() == "open"
+        full = FallbackConfig(level="full", fallback_function=lambda error, **kw: {"x": 1})
+
+        async def ask() -> tuple[Any, float]:
+            started = time.monotonic()
+            try:
+                answer = await client.resilient_request(
+                    "binance", "fetch_ticker", {"symbol": SYMBOLS[0]}, full
+                )
+                return answer, time.monotonic() - started
+            finally:
+                await client.close()
+
+        answer, took = asyncio.run(ask())
+        seen = stats(sb.url)["requests_by_endpoint"]
+    assert answer.level is FallbackLevel.FULL
+    assert "CircuitOpenError" in answer.error
+    assert took < 2.5  # did not wait for the 5 s batch window
+    assert breaker.state() == "open"  # the check took no half-open trial
+    assert TICKERS not in seen

@@ -13,7 +13,13 @@ import pytest
 import redis
 
 from core.config import AppConfig
-from core.errors import InsufficientFundsError, InvalidRequestError
+from core.errors import (
+    CircuitOpenError,
+    InsufficientFundsError,
+    InvalidRequestError,
+    RetryableError,
+)
+from core.keys import KeySpace
 from exchanges.gateway import CcxtGateway
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
@@ -428,3 +434,21 @@ def test_the_cache_keeps_its_size_bound(redis_client: redis.Redis, namespace: st
     assert redis_client.zcard(KeySpace(namespace).cache_index()) == 5
     assert cache.get("d0") is None and cache.get("d11") is not None
     assert cache.get("d11").value == {"i": 11}  # type: ignore[union-attr]
+
+
+def test_a_breaker_check_never_takes_the_half_open_trial(redis_client: redis.Redis) -> None:
+    keys = KeySpace(f"test:{time.time_ns()}:")
+    breaker = SharedBreaker(
+        redis_client, "binance", "public", keys=keys, failure_threshold=1, recovery_timeout=0.3
+    )
+    breaker.record(RetryableError("500"))
+    with pytest.raises(CircuitOpenError):
+        breaker.check()  # open, recovery not due
+    time.sleep(0.35)
+    breaker.check()  # recovery due: a call would be let through ...
+    breaker.check()
+    assert breaker.state() == "open"  # ... but checking took no trial
+    assert breaker.allow().state == "half_open"  # the caller that calls takes it
+    with pytest.raises(CircuitOpenError):
+        breaker.check()  # the trial is out: others would be refused
+    redis_client.delete(keys.breaker("binance", "public"))
