@@ -80,7 +80,11 @@ local function load(p)
   elseif p.algo == 'fixed_window' then
     p.window_id = math.floor(now / p.window)
     local v = redis.call('HMGET', p.key, 'window_id', 'count')
-    if v[1] and tonumber(v[1]) == p.window_id then p.value = tonumber(v[2]) else p.value = 0 end
+    if v[1] and tonumber(v[1]) == p.window_id then
+      p.value = tonumber(v[2])
+    else
+      p.value, p.new_window = 0, true
+    end
   else
     local horizon = now - p.window
     local total = tonumber(redis.call('HGET', p.aux, 'sum') or '0')
@@ -146,7 +150,9 @@ local function charge(p)
     redis.call('PEXPIRE', p.key, math.ceil(ttl * 1000) + 1000)
   elseif p.algo == 'fixed_window' then
     redis.call('HSET', p.key, 'window_id', fmt(p.window_id), 'count', fmt(p.value + p.weight))
-    redis.call('PEXPIRE', p.key, math.ceil(((p.window_id + 1) * p.window - now) * 1000) + 1000)
+    if p.new_window then  -- the TTL is the window's end: set once, by its first charge
+      redis.call('PEXPIRE', p.key, math.ceil(((p.window_id + 1) * p.window - now) * 1000) + 1000)
+    end
   else
     local seq = redis.call('HINCRBY', p.aux, 'seq', 1)
     redis.call('ZADD', p.key, fmt(now), seq .. ':' .. fmt(p.weight))
