@@ -386,6 +386,10 @@ class AppConfig(Section):
             )
         return resolved
 
+    def watched(self, exchange: str) -> list[str]:
+        """Return the watchlist's symbols on one exchange."""
+        return [s for item in self.watchlist if item.exchange == exchange for s in item.symbols]
+
 
 def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
     """Return (field path, message) for every rule that spans sections."""

@@ -163,9 +163,10 @@ class FleetBatcher:
             raw = cast(list[bytes], self.client.lrange(base + ":members", 0, -1))
             items = list(dict.fromkeys(m.decode() for m in raw))
             outcomes = await work(items)
+            missing = error_tree.MalformedResponseError
             encoded = {
                 name: encode_outcome(
-                    outcomes.get(name, error_tree.MalformedResponseError(f"no answer for {name}"))
+                    outcomes[name] if name in outcomes else missing(f"no answer for {name}")
                 )
                 for name in items
             }

@@ -152,8 +152,9 @@ class ResilientAPIClient:
         async def read() -> Any:
             return await self._read(exchange, endpoint, params)
 
+        batched = self._batchable(exchange, endpoint, params)
         try:
-            if self._batchable(exchange, endpoint, params):
+            if batched:
                 data, shared = await asyncio.wait_for(
                     self._batched(exchange, endpoint, params), fc.timeout
                 )
@@ -170,9 +171,7 @@ class ResilientAPIClient:
             )
         if fc.cache_enabled:
             self.cache.put(digest, data, fc.cache_ttl)
-        source = "exchange"
-        if shared:
-            source = "batched" if self._batchable(exchange, endpoint, params) else "coalesced"
+        source = ("batched" if batched else "coalesced") if shared else "exchange"
         return ResilientResponse(data, FallbackLevel.NONE, source)
 
     # -- batching ---------------------------------------------------------------------------
@@ -308,12 +307,20 @@ class ResilientAPIClient:
                 outcome = decode_outcome(encoded[symbol])
             except TimeoutError as error:
                 outcome = error
-            answer = await self._settle(exchange, endpoint, symbol, outcome, fc)
+            # the read cached every symbol already
+            answer = await self._settle(exchange, endpoint, symbol, outcome, fc, remember=False)
             set_attributes(fallback_level=answer.level.name, source=answer.source)
         return answer
 
     async def _settle(
-        self, exchange: str, endpoint: str, symbol: str, outcome: Any, fc: FallbackConfig
+        self,
+        exchange: str,
+        endpoint: str,
+        symbol: str,
+        outcome: Any,
+        fc: FallbackConfig,
+        *,
+        remember: bool = True,
     ) -> ResilientResponse:
         """Turn one symbol's batch outcome into its answer, as a single request's would be."""
         params = {"symbol": symbol}
@@ -327,7 +334,7 @@ class ResilientAPIClient:
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            if fc.cache_enabled:
+            if remember and fc.cache_enabled:
                 self.cache.put(digest, outcome, fc.cache_ttl)
             answer = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
         _report(exchange, answer)

@@ -36,7 +36,7 @@ async def reconcile(rt: Runtime, exchange: str) -> dict[str, Any]:
     """Return matched, missing, unknown and foreign orders; store the summary in Redis."""
     config, client = rt.config(), rt.exchange_client()
     ours = recorded_orders(rt, exchange)
-    symbols = [s for item in config.watchlist if item.exchange == exchange for s in item.symbols]
+    symbols = config.watched(exchange)
     by_exchange_symbol = {s.replace("/", ""): s for s in symbols}
     summary: dict[str, Any] = {
         "exchange": exchange,

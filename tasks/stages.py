@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -74,75 +75,84 @@ def feed_urls(config: AppConfig, exchange: str) -> list[str]:
     return urls
 
 
-async def _fetch_feed(rt: Runtime, url: str) -> str:
-    """Return a feed's text, fetched at most once per ``news.refresh_seconds`` fleet-wide.
+#: What a news source's fetch can fail with.
+SOURCE_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, CryptoAIError)
 
-    Every symbol's news task reads the same feeds; the first one in a refresh period
-    fetches (coalesced across the fleet, through the process's pooled session) and the
-    others read the copy in Redis. A feed that failed is not tried again for a refresh
-    period by anyone in the fleet (a hung feed costs one task its timeout, not every task);
+
+async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+    """Return a news source's payload, fetched at most once per refresh period fleet-wide.
+
+    Every symbol's news task reads the same sources: the first task in a
+    ``news.refresh_seconds`` period fetches (coalesced across the fleet) and the others
+    read the copy in Redis. A source that failed is not tried again for a refresh period by
+    anyone in the fleet (a hung source costs one task its timeout, not every task);
     meanwhile the last copy is used, if there is one.
     """
     news = rt.config().news
     cache = ResponseCache(rt.redis_client(), rt.keyspace())
-    digest, down = request_digest("news:feed", url, {}), request_digest("news:down", url, {})
+    digest, down = request_digest("news", source, {}), request_digest("news:down", source, {})
     cached = cache.get(digest)
     if cached is not None and cached.age() < news.refresh_seconds:
-        return str(cached.value)
-    timeout = request_timeout(rt.config().performance.connection_pooling, news.fetch_timeout)
+        return cached.value
 
-    async def fetch() -> str:
+    async def fetch_unless_down() -> Any:
         failed = cache.get(down)
         if failed is not None:
             raise aiohttp.ClientError(f"failed {failed.age():.0f}s ago: {failed.value}")
         try:
-            async with rt.http_session().get(url, timeout=timeout) as response:
-                response.raise_for_status()
-                return await response.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            return await fetch()
+        except SOURCE_ERRORS as exc:
             cache.put(down, f"{type(exc).__name__}: {exc}", news.refresh_seconds)
             raise
 
     try:
-        text, _ = await Coalescer(rt.redis_client(), rt.keyspace()).run(digest, fetch)
-    except (aiohttp.ClientError, TimeoutError):
+        payload, _ = await Coalescer(rt.redis_client(), rt.keyspace()).run(
+            digest, fetch_unless_down
+        )
+    except SOURCE_ERRORS:
         if cached is None:
             raise
-        log.warning("news feed %s unavailable; using the copy from %.0fs ago", url, cached.age())
-        return str(cached.value)
-    cache.put(digest, text, news.refresh_seconds * 10)
-    return text
+        log.warning(
+            "news source %s unavailable; using the copy from %.0fs ago", source, cached.age()
+        )
+        return cached.value
+    cache.put(digest, payload, news.refresh_seconds * 10)
+    return payload
+
+
+async def _fetch_feed(rt: Runtime, url: str) -> str:
+    """Return an RSS/Atom feed's text (once per refresh period fleet-wide, see _fleet_copy)."""
+    pooling = rt.config().performance.connection_pooling
+    timeout = request_timeout(pooling, rt.config().news.fetch_timeout)
+
+    async def fetch() -> str:
+        async with rt.http_session().get(url, timeout=timeout) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    return str(await _fleet_copy(rt, f"feed:{url}", fetch))
 
 
 async def _fetch_api(rt: Runtime, api: NewsAPIConfig) -> list[NewsItem]:
-    """Fetch one news API once per ``refresh_seconds`` fleet-wide (coalesced, cached)."""
+    """Fetch one news API (once per refresh period fleet-wide) through its limiter pool."""
     config = rt.config()
     limiter = rt.exchange_client().limiter
     params = {api.token_param: api.token.get_secret_value()} if api.token else {}
-    cache = ResponseCache(rt.redis_client(), rt.keyspace())
-    digest = request_digest(f"news:{api.name}", api.url, {})
-    cached = cache.get(digest)
-    if cached is not None and cached.age() < config.news.refresh_seconds:
-        payload = cached.value
-    else:
+    timeout = request_timeout(config.performance.connection_pooling, config.news.fetch_timeout)
 
-        async def fetch() -> Any:
-            await limiter.acquire_async(
-                f"news:{api.name}", "get", max_wait=config.news.fetch_timeout
-            )
-            pooling = config.performance.connection_pooling
-            timeout = request_timeout(pooling, config.news.fetch_timeout)
-            async with rt.http_session().get(api.url, params=params, timeout=timeout) as response:
-                if response.status >= 500 or response.status == 429:
-                    raise RetryableError(f"news API {api.name} answered {response.status}")
-                response.raise_for_status()
-                return await response.json(content_type=None)
+    async def fetch() -> Any:
+        await limiter.acquire_async(f"news:{api.name}", "get", max_wait=config.news.fetch_timeout)
+        async with rt.http_session().get(api.url, params=params, timeout=timeout) as response:
+            if response.status >= 500 or response.status == 429:
+                raise RetryableError(f"news API {api.name} answered {response.status}")
+            response.raise_for_status()
+            return await response.json(content_type=None)
 
-        coalescer = Coalescer(rt.redis_client(), rt.keyspace())
-        payload, _ = await coalescer.run(
-            digest, lambda: retry_async(fetch, RetryConfig(max_attempts=3, base_delay=0.5))
-        )
-        cache.put(digest, payload, config.news.refresh_seconds * 10)
+    payload = await _fleet_copy(
+        rt,
+        f"api:{api.name}:{api.url}",
+        lambda: retry_async(fetch, RetryConfig(max_attempts=3, base_delay=0.5)),
+    )
     fields = (api.title_field, api.published_field, api.url_field)
     return news_lib.parse_api(payload, api.name, api.items_path, fields)
 
@@ -152,7 +162,7 @@ async def _api_items(rt: Runtime) -> list[NewsItem]:
     for api in rt.config().news.apis:
         try:
             items += await _fetch_api(rt, api)
-        except (aiohttp.ClientError, TimeoutError, ValueError, CryptoAIError) as exc:
+        except SOURCE_ERRORS as exc:
             log.warning("news API %s unavailable: %s", api.name, exc)
     return items
 
@@ -166,7 +176,7 @@ async def collect_news(
     for url in feed_urls(config, exchange):
         try:
             text = await _fetch_feed(rt, url)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except SOURCE_ERRORS as exc:
             log.warning("news feed %s unavailable: %s", url, exc)
             continue
         items += news_lib.parse_feed(text, source=url)
@@ -211,7 +221,7 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
         for timeframe in timeframes
     ]
     batching = rt.config().performance.batch_processing
-    watchlist = [s for i in rt.config().watchlist if i.exchange == exchange for s in i.symbols]
+    watchlist = rt.config().watched(exchange)
     if batching.watchlist_max_age > 0 and len(watchlist) > 1:
         # one batched read of the whole watchlist serves every snapshot for a while
         shared = FallbackConfig(level="partial", timeout=150, fresh_ttl=batching.watchlist_max_age)
@@ -335,19 +345,13 @@ async def account_equity(rt: Runtime, exchange: str, balance: dict[str, Any]) ->
     """Return the account's value in the quote currency (USDT), over the watched assets."""
     totals = balance.get("total") or {}
     equity = float(totals.get("USDT") or 0.0)
-    held = {
-        symbol: float(totals.get(symbol.split("/")[0]) or 0.0)
-        for item in rt.config().watchlist
-        if item.exchange == exchange
-        for symbol in item.symbols
-        if symbol.endswith("/USDT")
-    }
-    client, watchlist = rt.exchange_client(), list(held)
+    client, watchlist = rt.exchange_client(), rt.config().watched(exchange)
     max_age = rt.config().performance.batch_processing.watchlist_max_age
-    # prices from the watchlist's shared batched read (at most watchlist_max_age old)
+    # prices from the watchlist's shared batched read, the snapshots' (at most max_age old)
     recent = FallbackConfig(level="none", timeout=150, fresh_ttl=max_age)
-    for symbol, amount in held.items():
-        if amount:
+    for symbol in watchlist:
+        amount = float(totals.get(symbol.split("/")[0]) or 0.0)
+        if amount and symbol.endswith("/USDT"):
             answer = await client.resilient_within(
                 exchange, "fetch_ticker", symbol, watchlist, recent
             )
