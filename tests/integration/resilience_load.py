@@ -18,8 +18,8 @@ def poll(
     redis_url: str,
     config: dict[str, Any],
     seconds: float,
+    start_at: float,
     out: str,
-    start_at: float = 0.0,
     pause: float = 0.05,
 ) -> None:
     """Ask for the BTC/USDT ticker until ``seconds`` pass; record each answer's level/source."""

@@ -49,6 +49,15 @@ def fleet_config(
     }
 
 
+def spawn(target: Any, args: tuple[Any, ...], tmp: Path, count: int) -> list[Any]:
+    """Start ``count`` processes running ``target(*args, out_file)``; return the handle."""
+    outs = [tmp / f"{target.__name__}-{time.time_ns()}-{i}.json" for i in range(count)]
+    procs = [SPAWN.Process(target=target, args=(*args, str(o))) for o in outs]
+    for p in procs:
+        p.start()
+    return [procs, outs]
+
+
 def run_pollers(
     redis_url: str,
     config: dict[str, Any],
@@ -57,17 +66,11 @@ def run_pollers(
     seconds: float,
     start_at: float = 0.0,
 ) -> list[Any]:
-    outs = [tmp / f"poll-{time.time_ns()}-{i}.json" for i in range(count)]
-    procs = [
-        SPAWN.Process(target=poll, args=(redis_url, config, seconds, str(o), start_at))
-        for o in outs
-    ]
-    for p in procs:
-        p.start()
-    return [procs, outs]
+    return spawn(poll, (redis_url, config, seconds, start_at), tmp, count)
 
 
-def collect(handle: list[Any]) -> list[list[dict[str, Any]]]:
+def collect(handle: list[Any]) -> list[Any]:
+    """Wait for every process of a handle; each must exit 0; return their JSON outputs."""
     procs, outs = handle
     for p in procs:
         p.join(120)
@@ -272,16 +275,7 @@ def test_exactly_one_of_many_processes_gets_the_half_open_trial(
     breaker.record(RuntimeError("boom"))
     assert breaker.state() == "open"
     start_at = time.time() + 2.0
-    outs = [tmp_path / f"trial-{i}.json" for i in range(6)]
-    procs = [
-        SPAWN.Process(target=_race_for_trial, args=(redis_url, namespace, start_at, str(o)))
-        for o in outs
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    granted = sum(json.loads(o.read_text()) for o in outs)
+    granted = sum(collect(spawn(_race_for_trial, (redis_url, namespace, start_at), tmp_path, 6)))
     assert granted == 1
 
 
@@ -340,17 +334,8 @@ def test_identical_requests_from_eight_processes_make_one_upstream_call(
             [{"kind": "hang", "seconds": 0.8, "count": 1, "endpoint": "GET /api/v3/klines"}],
         )
         start_at = time.time() + 2.5
-        outs = [tmp_path / f"c{i}.json" for i in range(8)]
-        procs = [
-            SPAWN.Process(target=_ask_candles, args=(redis_url, config, start_at, str(o)))
-            for o in outs
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(60)
+        answers = collect(spawn(_ask_candles, (redis_url, config, start_at), tmp_path, 8))
         calls = endpoint_calls(sb.url, "GET /api/v3/klines")
-    answers = [json.loads(o.read_text()) for o in outs]
     assert calls == 1
     assert sorted(a.split(":")[0] for a in answers) == ["coalesced"] * 7 + ["exchange"]
     assert len({a.split(":")[1] for a in answers}) == 1, "everyone got the same candles"
