@@ -6,8 +6,9 @@ import asyncio
 import json
 import multiprocessing
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
+T = TypeVar("T")
 SYMBOLS = [f"C{i:02d}/USDT" for i in range(50)]
 TICKERS = "GET /api/v3/ticker/24hr"
 MARKETS = "GET /api/v3/exchangeInfo"
@@ -33,6 +35,18 @@ def config_for(url: str, namespace: str, window: float = 2.0, **batching: Any) -
         "retry_strategies": {"default": {"max_attempts": 2, "base_delay": 0.05, "jitter": False}},
         "performance": {"batch_processing": settings},
     }
+
+
+def run_with(client: ResilientAPIClient, scenario: Callable[[], Awaitable[T]]) -> T:
+    """Run a scenario on a fresh event loop, closing the client's HTTP sessions after."""
+
+    async def main() -> T:
+        try:
+            return await scenario()
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -102,19 +116,16 @@ def test_a_batch_that_fits_one_call_is_one_upstream_call(
         budget = left()
 
         async def ask_all() -> list[Any]:
-            try:
-                return list(
-                    await asyncio.gather(
-                        *(
-                            client.resilient_request("binance", "fetch_ticker", {"symbol": s})
-                            for s in SYMBOLS[:20]
-                        )
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.resilient_request("binance", "fetch_ticker", {"symbol": s})
+                        for s in SYMBOLS[:20]
                     )
                 )
-            finally:
-                await client.close()
+            )
 
-        answers = asyncio.run(ask_all())
+        answers = run_with(client, ask_all)
         assert [a.data["symbol"] for a in answers] == SYMBOLS[:20]
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 1
         assert ticker_weight(sb.url) == 2
@@ -136,26 +147,23 @@ def test_a_failed_batch_gets_each_caller_the_single_call_handling(
         )
 
         async def scenario() -> tuple[list[Any], list[Any]]:
-            try:
-                warm = await client.resilient_many("binance", "fetch_ticker", symbols[:3])
-                assert all(a.level is FallbackLevel.NONE for a in warm.values())
-                admin(sb.url, "faults", "PUT", [{"kind": "http_500", "endpoint": TICKERS}])
-                before = stats(sb.url)["requests_by_endpoint"][TICKERS]
-                calls = [
-                    client.resilient_request("binance", "fetch_ticker", {"symbol": s}, fc)
-                    for s, fc in zip(
-                        symbols,
-                        [partial, partial, partial, full, FallbackConfig(timeout=10), partial],
-                        strict=True,
-                    )
-                ]
-                answers = list(await asyncio.gather(*calls, return_exceptions=True))
-                after = stats(sb.url)["requests_by_endpoint"][TICKERS]
-                return answers, [before, after]
-            finally:
-                await client.close()
+            warm = await client.resilient_many("binance", "fetch_ticker", symbols[:3])
+            assert all(a.level is FallbackLevel.NONE for a in warm.values())
+            admin(sb.url, "faults", "PUT", [{"kind": "http_500", "endpoint": TICKERS}])
+            before = stats(sb.url)["requests_by_endpoint"][TICKERS]
+            calls = [
+                client.resilient_request("binance", "fetch_ticker", {"symbol": s}, fc)
+                for s, fc in zip(
+                    symbols,
+                    [partial, partial, partial, full, FallbackConfig(timeout=10), partial],
+                    strict=True,
+                )
+            ]
+            answers = list(await asyncio.gather(*calls, return_exceptions=True))
+            after = stats(sb.url)["requests_by_endpoint"][TICKERS]
+            return answers, [before, after]
 
-        answers, (before, after) = asyncio.run(scenario())
+        answers, (before, after) = run_with(client, scenario)
     # one batched call, retried once (max_attempts 2), for all six callers
     assert after - before == 2
     for cached in answers[:3]:  # warmed: their own cached slice, marked stale
@@ -178,21 +186,18 @@ def test_an_unknown_symbol_fails_alone_and_never_reaches_the_exchange(
         )
 
         async def scenario() -> list[Any]:
-            try:
-                names = [*SYMBOLS[:4], "NOPE/USDT"]
-                return list(
-                    await asyncio.gather(
-                        *(
-                            client.resilient_request("binance", "fetch_ticker", {"symbol": s})
-                            for s in names
-                        ),
-                        return_exceptions=True,
-                    )
+            names = [*SYMBOLS[:4], "NOPE/USDT"]
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.resilient_request("binance", "fetch_ticker", {"symbol": s})
+                        for s in names
+                    ),
+                    return_exceptions=True,
                 )
-            finally:
-                await client.close()
+            )
 
-        answers = asyncio.run(scenario())
+        answers = run_with(client, scenario)
         seen = stats(sb.url)
     assert [a.data["symbol"] for a in answers[:4]] == SYMBOLS[:4]
     assert isinstance(answers[4], InvalidRequestError)
@@ -212,15 +217,10 @@ def test_a_follower_whose_leader_vanished_asks_alone(
         assert dead.leader
 
         async def ask() -> Any:
-            try:
-                return await client.resilient_request(
-                    "binance", "fetch_ticker", {"symbol": SYMBOLS[1]}
-                )
-            finally:
-                await client.close()
+            return await client.resilient_request("binance", "fetch_ticker", {"symbol": SYMBOLS[1]})
 
         started = time.monotonic()
-        answer = asyncio.run(ask())
+        answer = run_with(client, ask)
         waited = time.monotonic() - started
         assert answer.data["symbol"] == SYMBOLS[1]
         assert answer.source == "exchange"
@@ -238,13 +238,10 @@ def test_many_symbols_from_one_caller_go_out_at_once_in_the_cheapest_calls(
 
         async def scenario() -> tuple[dict[str, Any], float]:
             started = time.monotonic()
-            try:
-                answers = await client.resilient_many("binance", "fetch_ticker", SYMBOLS)
-                return answers, time.monotonic() - started
-            finally:
-                await client.close()
+            answers = await client.resilient_many("binance", "fetch_ticker", SYMBOLS)
+            return answers, time.monotonic() - started
 
-        answers, took = asyncio.run(scenario())
+        answers, took = run_with(client, scenario)
         assert {s: a.data["symbol"] for s, a in answers.items()} == {s: s for s in SYMBOLS}
         assert took < 5.0  # it did not wait for a batch window
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 3
@@ -257,12 +254,9 @@ def test_batching_off_sends_single_calls(namespace: str, redis_client: redis.Red
         client = ResilientAPIClient(redis_client, cfg)
 
         async def scenario() -> dict[str, Any]:
-            try:
-                return await client.resilient_many("binance", "fetch_ticker", SYMBOLS[:5])
-            finally:
-                await client.close()
+            return await client.resilient_many("binance", "fetch_ticker", SYMBOLS[:5])
 
-        answers = asyncio.run(scenario())
+        answers = run_with(client, scenario)
         assert [a.data["symbol"] for a in answers.values()] == SYMBOLS[:5]
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 5
         assert ticker_weight(sb.url) == 10
@@ -277,21 +271,16 @@ def test_a_lone_request_waits_the_idle_time_not_the_window(
 
         async def scenario() -> tuple[list[Any], list[float]]:
             answers, took = [], []
-            try:
-                await client.gateway.markets("binance")  # market list loaded outside the timing
-                for symbol in SYMBOLS[:3]:  # one after another: nobody to wait for
-                    started = time.monotonic()
-                    answers.append(
-                        await client.resilient_request(
-                            "binance", "fetch_ticker", {"symbol": symbol}
-                        )
-                    )
-                    took.append(time.monotonic() - started)
-            finally:
-                await client.close()
+            await client.gateway.markets("binance")  # market list loaded outside the timing
+            for symbol in SYMBOLS[:3]:  # one after another: nobody to wait for
+                started = time.monotonic()
+                answers.append(
+                    await client.resilient_request("binance", "fetch_ticker", {"symbol": symbol})
+                )
+                took.append(time.monotonic() - started)
             return answers, took
 
-        answers, took = asyncio.run(scenario())
+        answers, took = run_with(client, scenario)
         assert [a.data["symbol"] for a in answers] == SYMBOLS[:3]
         assert max(took) < 2.5  # closed when idle, long before the 5 s window
         assert stats(sb.url)["requests_by_endpoint"][TICKERS] == 3
@@ -313,16 +302,13 @@ def test_snapshots_of_a_watchlist_share_one_batched_read_while_it_is_fresh(
             ]
 
         async def scenario() -> tuple[list[Any], int, list[Any], int]:
-            try:
-                first = await snapshots()
-                calls = stats(sb.url)["requests_by_endpoint"][TICKERS]
-                await asyncio.sleep(1.2)  # the shared read is now too old: read again
-                second = await snapshots()
-                return first, calls, second, stats(sb.url)["requests_by_endpoint"][TICKERS]
-            finally:
-                await client.close()
+            first = await snapshots()
+            calls = stats(sb.url)["requests_by_endpoint"][TICKERS]
+            await asyncio.sleep(1.2)  # the shared read is now too old: read again
+            second = await snapshots()
+            return first, calls, second, stats(sb.url)["requests_by_endpoint"][TICKERS]
 
-        first, calls, second, calls_after = asyncio.run(scenario())
+        first, calls, second, calls_after = run_with(client, scenario)
     assert [a.data["symbol"] for a in first] == SYMBOLS
     assert [a.data["symbol"] for a in second] == SYMBOLS
     assert first[0].source == "batched"
@@ -340,21 +326,18 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
         client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
 
         async def scenario() -> tuple[list[Any], Any]:
-            try:
-                await client.gateway.markets("binance")
-                reads = [client.resilient_request("binance", "fetch_balance", {}) for _ in range(6)]
-                together = list(await asyncio.gather(*reads))
-                await client.resilient_request(
-                    "binance",
-                    "create_order",
-                    {"symbol": SYMBOLS[0], "type": "market", "side": "buy", "amount": 1},
-                )
-                after = await client.resilient_request("binance", "fetch_balance", {})
-                return together, after
-            finally:
-                await client.close()
+            await client.gateway.markets("binance")
+            reads = [client.resilient_request("binance", "fetch_balance", {}) for _ in range(6)]
+            together = list(await asyncio.gather(*reads))
+            await client.resilient_request(
+                "binance",
+                "create_order",
+                {"symbol": SYMBOLS[0], "type": "market", "side": "buy", "amount": 1},
+            )
+            after = await client.resilient_request("binance", "fetch_balance", {})
+            return together, after
 
-        together, after = asyncio.run(scenario())
+        together, after = run_with(client, scenario)
         calls = stats(sb.url)["requests_by_endpoint"]["GET /api/v3/account"]
     assert calls == 2  # six reads in one batch, then the read after the order
     assert {a.source for a in together} == {"batched"}
@@ -381,15 +364,12 @@ def test_with_the_breaker_open_a_batched_request_fails_over_at_once(
 
         async def ask() -> tuple[Any, float]:
             started = time.monotonic()
-            try:
-                answer = await client.resilient_request(
-                    "binance", "fetch_ticker", {"symbol": SYMBOLS[0]}, full
-                )
-                return answer, time.monotonic() - started
-            finally:
-                await client.close()
+            answer = await client.resilient_request(
+                "binance", "fetch_ticker", {"symbol": SYMBOLS[0]}, full
+            )
+            return answer, time.monotonic() - started
 
-        answer, took = asyncio.run(ask())
+        answer, took = run_with(client, ask)
         seen = stats(sb.url)["requests_by_endpoint"]
     assert answer.level is FallbackLevel.FULL
     assert "CircuitOpenError" in answer.error
