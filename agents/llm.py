@@ -9,6 +9,7 @@ checks the order afterwards.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -58,10 +59,14 @@ class PlanAnswer(BaseModel):
     rationale: str
 
 
+@functools.cache
+def _prompt_text(name: str) -> str:
+    return resources.files("agents").joinpath("prompts", f"{name}.txt").read_text()
+
+
 def prompt(name: str, **values: Any) -> str:
     """Return a prompt file from ``agents/prompts`` with the values filled in."""
-    text = resources.files("agents").joinpath("prompts", f"{name}.txt").read_text()
-    return text.format(**values)
+    return _prompt_text(name).format(**values)
 
 
 def data_message(features: Features, news: list[NewsItem], **extra: Any) -> str:

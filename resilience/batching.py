@@ -25,13 +25,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, cast
 
 import redis
 
 from core import errors as error_tree
 from core.keys import KeySpace
+from resilience.scripts import lua
 
 #: Close a batch (delete the open pointer) only if it is still the one we lead.
 CLOSE_IF_OURS = """
@@ -106,7 +106,7 @@ class FleetBatcher:
         self.window, self.max_size = window, max_size
         self.idle = window if idle is None else min(idle, window)
         self.lease, self.result_ttl, self.poll = lease, result_ttl, poll
-        text = resources.files("resilience").joinpath("lua", "batch_join.lua").read_text()
+        text = lua("batch_join.lua")
         self._join = client.register_script(text)
         self._close = client.register_script(CLOSE_IF_OURS)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -27,6 +26,7 @@ import redis
 from core.errors import CircuitOpenError, CryptoAIError, OutcomeUnknownError, RetryableError
 from core.events import emit
 from core.keys import KeySpace
+from resilience.scripts import lua
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class SharedBreaker:
             repr(float(failure_window)),
             repr(float(trial_timeout)),
         ]
-        text = resources.files("resilience").joinpath("lua", "breaker.lua").read_text()
+        text = lua("breaker.lua")
         self._script = client.register_script(text)
         self.transitions: list[str] = []
 

@@ -20,12 +20,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar, cast
 
 import redis
 
 from core.keys import KeySpace
+from resilience.scripts import lua
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ class ResponseCache:
 
     def __init__(self, client: redis.Redis, keys: KeySpace, max_entries: int = 10000) -> None:
         self.client, self.keys, self.max_entries = client, keys, max_entries
-        text = resources.files("resilience").joinpath("lua", "cache_set.lua").read_text()
+        text = lua("cache_set.lua")
         self._set = client.register_script(text)
 
     def put(self, digest: str, value: Any, ttl: float) -> int:

@@ -42,7 +42,7 @@ from core.events import emit
 from core.tracing import set_attributes, span
 from exchanges.http import request_timeout
 from resilience import FallbackConfig
-from resilience.cache import Coalescer, ResponseCache, request_digest
+from resilience.cache import request_digest
 from resilience.retry import RetryConfig, retry_async
 from tasks.context import Runtime
 
@@ -89,7 +89,7 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
     meanwhile the last copy is used, if there is one.
     """
     news = rt.config().news
-    cache = ResponseCache(rt.redis_client(), rt.keyspace())
+    cache = rt.exchange_client().cache  # the process's bounded cache (caching.max_cache_size)
     digest, down = request_digest("news", source, {}), request_digest("news:down", source, {})
     cached = cache.get(digest)
     if cached is not None and cached.age() < news.refresh_seconds:
@@ -106,9 +106,7 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
             raise
 
     try:
-        payload, _ = await Coalescer(rt.redis_client(), rt.keyspace()).run(
-            digest, fetch_unless_down
-        )
+        payload, _ = await rt.exchange_client().coalescer.run(digest, fetch_unless_down)
     except SOURCE_ERRORS:
         if cached is None:
             raise
@@ -279,7 +277,7 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
     if model is None:
         report = rules()
     else:
-        cache = ResponseCache(rt.redis_client(), rt.keyspace())
+        cache = rt.exchange_client().cache
         digest = request_digest(exchange, f"llm:case:{side}", {"symbol": symbol})
         system = prompt("case", side=side, symbol=symbol)
         user = data_message(feats, items, symbol=symbol, last=snapshot.last)

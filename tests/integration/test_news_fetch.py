@@ -15,6 +15,7 @@ from aiohttp import web
 from core.config import AppConfig
 from core.keys import KeySpace
 from exchanges.http import pooled_session
+from resilience import ResilientAPIClient
 from sandbox.thread import AppThread
 from tasks import stages
 
@@ -67,6 +68,7 @@ class Runtime:
             }
         )
         self.session: aiohttp.ClientSession | None = None
+        self.client_ = ResilientAPIClient(client, self.settings)
 
     def config(self) -> AppConfig:
         return self.settings
@@ -82,8 +84,9 @@ class Runtime:
             self.session = pooled_session(self.settings.performance.connection_pooling)
         return self.session
 
-    def exchange_client(self) -> Any:
-        raise AssertionError("the news stage does not call exchanges")
+    def exchange_client(self) -> ResilientAPIClient:
+        # its cache and coalescer; the news stage calls no exchange through it
+        return self.client_
 
     def llm(self) -> None:
         return None
