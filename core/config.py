@@ -180,7 +180,13 @@ class ConnectionPoolingConfig(Section):
 
 
 class CachingConfig(Section):
-    """The shared response cache."""
+    """The shared response cache (Redis, bounded).
+
+    ``enabled: false`` keeps no answers (no PARTIAL fallback from the cache); ``default_ttl``
+    is how long an answer is kept when a request does not say; ``lru``: the least recently
+    written entry leaves first when ``max_cache_size`` is reached (every fresh answer is
+    written again, so entries in use stay).
+    """
 
     enabled: bool = True
     default_ttl: PositiveFloat = 300.0
@@ -385,6 +391,15 @@ class AppConfig(Section):
                 update={"ccxt_id": EXCHANGE_ALIASES.get(ccxt_id, ccxt_id)}
             )
         return resolved
+
+    @model_validator(mode="after")
+    def _alerts_every_evaluation_interval(self) -> AppConfig:
+        # the default alerts schedule follows monitoring.alerts.evaluation_interval; a
+        # `schedules` section written in the file is taken as it is
+        if "schedules" not in self.model_fields_set and "alerts" in self.schedules:
+            every = self.monitoring.alerts.evaluation_interval
+            self.schedules["alerts"] = self.schedules["alerts"].model_copy(update={"every": every})
+        return self
 
     def watched(self, exchange: str) -> list[str]:
         """Return the watchlist's symbols on one exchange."""

@@ -11,7 +11,6 @@ Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the sl
     <p>run:<r>:<x>:<s>:<stage>             a stage's output (JSON, with a TTL): news,
                                            snapshot, long, short, plan, execution, report
     <p>runs:index                          run ids by start time (sorted set)
-    <p>run:<r>:meta                        a run's start time, symbols and status (hash)
     <p>fleet:kill_switch                   set: no order leaves the fleet
 
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
@@ -116,10 +115,6 @@ class KeySpace:
     def runs_index(self) -> str:
         """Return the sorted set of run ids by start time."""
         return f"{self.prefix}runs:index"
-
-    def run_meta(self, run_id: str) -> str:
-        """Return the hash describing one run."""
-        return f"{self.prefix}run:{run_id}:meta"
 
     def kill_switch(self) -> str:
         """Return the key that, when set, stops every order."""

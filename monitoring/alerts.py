@@ -25,8 +25,6 @@ from core.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 60
-
 
 @dataclass(frozen=True)
 class Reading:

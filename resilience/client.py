@@ -15,6 +15,7 @@ calls that spend the least weight.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -126,7 +127,7 @@ class ResilientAPIClient:
         params: dict[str, Any] | None,
         fallback_config: FallbackConfig | None,
     ) -> ResilientResponse:
-        fc = fallback_config or FallbackConfig()
+        fc = self._settings(fallback_config)
         params = dict(params or {})
         if exchange not in self.config.exchanges:
             raise InvalidRequestError(
@@ -170,9 +171,20 @@ class ResilientAPIClient:
                 exchange, endpoint, params, fc=fc, digest=digest, error=error
             )
         if fc.cache_enabled:
-            self.cache.put(digest, data, fc.cache_ttl)
+            self.cache.put(digest, data, self._ttl(fc))
         source = ("batched" if batched else "coalesced") if shared else "exchange"
         return ResilientResponse(data, FallbackLevel.NONE, source)
+
+    def _settings(self, fallback_config: FallbackConfig | None) -> FallbackConfig:
+        """Return the request's fallback settings with the config's caching applied."""
+        fc = fallback_config or FallbackConfig()
+        caching = self.config.performance.caching
+        return dataclasses.replace(fc, cache_enabled=fc.cache_enabled and caching.enabled)
+
+    def _ttl(self, fc: FallbackConfig) -> float:
+        """Return how long a good answer is kept (the request's, else the config's default)."""
+        default = self.config.performance.caching.default_ttl
+        return default if fc.cache_ttl is None else fc.cache_ttl
 
     # -- batching ---------------------------------------------------------------------------
 
@@ -279,13 +291,13 @@ class ResilientAPIClient:
         cache while it is younger than ``fallback_config.fresh_ttl``. Failures are handled
         per symbol as a single request's would be.
         """
-        fc = fallback_config or FallbackConfig()
+        fc = self._settings(fallback_config)
         params = {"symbol": symbol}
         digest = request_digest(exchange, endpoint, params)
         names = sorted(set(universe))
         if not (self.batching and self._rule(exchange, endpoint)) or symbol not in names:
             return await self.resilient_request(exchange, endpoint, params, fc)
-        cached = self.cache.get(digest)
+        cached = self.cache.get(digest) if fc.cache_enabled else None
         if cached is not None and cached.age() <= fc.fresh_ttl:
             return ResilientResponse(cached.value, FallbackLevel.NONE, "cache", age=cached.age())
 
@@ -294,7 +306,7 @@ class ResilientAPIClient:
             for name, outcome in outcomes.items():
                 if fc.cache_enabled and not isinstance(outcome, BaseException):
                     self.cache.put(
-                        request_digest(exchange, endpoint, {"symbol": name}), outcome, fc.cache_ttl
+                        request_digest(exchange, endpoint, {"symbol": name}), outcome, self._ttl(fc)
                     )
             return {name: encode_outcome(outcome) for name, outcome in outcomes.items()}
 
@@ -335,7 +347,7 @@ class ResilientAPIClient:
             raise outcome
         else:
             if remember and fc.cache_enabled:
-                self.cache.put(digest, outcome, fc.cache_ttl)
+                self.cache.put(digest, outcome, self._ttl(fc))
             answer = ResilientResponse(outcome, FallbackLevel.NONE, "batched")
         _report(exchange, answer)
         return answer
@@ -353,7 +365,7 @@ class ResilientAPIClient:
         falls back per symbol (its cached value at PARTIAL, the fallback function at FULL)
         or raises; an unknown symbol raises InvalidRequestError.
         """
-        fc = fallback_config or FallbackConfig()
+        fc = self._settings(fallback_config)
         names = list(dict.fromkeys(symbols))
         if not (self.batching and self._rule(exchange, endpoint) and len(names) > 1):
             singles = [

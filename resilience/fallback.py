@@ -46,14 +46,16 @@ class FallbackLevel(enum.IntEnum):
 class FallbackConfig:
     """The seed's fallback settings for one request (``fresh_ttl`` is ours: see below).
 
-    ``cache_ttl`` is how long a good answer is kept for PARTIAL fallback; ``fresh_ttl``
-    (0 by default) is how long it may be served as fresh without asking the exchange.
+    ``cache_ttl`` is how long a good answer is kept for PARTIAL fallback (None: the
+    config's ``performance.caching.default_ttl``); ``fresh_ttl`` (0 by default) is how long
+    it may be served as fresh without asking the exchange. ``performance.caching.enabled:
+    false`` turns the cache off whatever ``cache_enabled`` says.
     """
 
     level: FallbackLevel | str = FallbackLevel.NONE
     timeout: float = 10.0
     cache_enabled: bool = True
-    cache_ttl: float = 300.0
+    cache_ttl: float | None = None
     alternative_endpoints: list[str] = field(default_factory=list)
     fallback_function: Callable[..., Any] | None = None
     fresh_ttl: float = 0.0

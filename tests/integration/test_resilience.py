@@ -29,6 +29,7 @@ from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
 SPAWN = multiprocessing.get_context("spawn")
+TICKERS_24HR = "GET /api/v3/ticker/24hr"
 
 
 def fleet_config(
@@ -437,3 +438,35 @@ def test_a_breaker_check_never_takes_the_half_open_trial(redis_client: redis.Red
     with pytest.raises(CircuitOpenError):
         breaker.check()  # the trial is out: others would be refused
     redis_client.delete(keys.breaker("binance", "public"))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_caching_section_sets_what_is_kept_and_for_how_long(
+    namespace: str, redis_client: redis.Redis, enabled: bool
+) -> None:
+    with running_sandbox() as sb:
+        config = fleet_config(sb.url, namespace)
+        config["performance"]["caching"] = {"enabled": enabled, "default_ttl": 42}
+        client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        partial = FallbackConfig(level="partial")
+        ticker = {"symbol": "BTC/USDT"}
+
+        async def scenario() -> Any:
+            try:
+                await client.resilient_request("binance", "fetch_ticker", ticker, partial)
+                admin(sb.url, "faults", "PUT", [{"kind": "http_500", "endpoint": TICKERS_24HR}])
+                return await client.resilient_request("binance", "fetch_ticker", ticker, partial)
+            except RetryableError as error:
+                return error
+            finally:
+                await client.close()
+
+        after_failure = asyncio.run(scenario())
+        entries = list(redis_client.scan_iter(match=f"{namespace}{{cache}}:entry:*"))
+    if enabled:
+        assert after_failure.level is FallbackLevel.PARTIAL  # the kept answer served
+        assert len(entries) == 1
+        assert 40_000 < redis_client.pttl(entries[0]) <= 42_000  # caching.default_ttl
+    else:
+        assert isinstance(after_failure, RetryableError)  # nothing kept to fall back on
+        assert entries == []

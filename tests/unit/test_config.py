@@ -264,3 +264,16 @@ def test_exchange_aliases_from_the_seed_resolve_to_current_ccxt_ids(tmp_path: Pa
     config = load_config(write(tmp_path, "exchanges:\n  huobi: {}\n  okex: {}\n"), env={})
     assert config.exchanges["huobi"].ccxt_id == "htx"
     assert config.exchanges["okex"].ccxt_id == "okx"
+
+
+def test_the_alerts_schedule_follows_the_evaluation_interval() -> None:
+    config = AppConfig.model_validate({"monitoring": {"alerts": {"evaluation_interval": 12}}})
+    assert config.schedules["alerts"].every == 12
+    assert AppConfig().schedules["alerts"].every == 30
+    written = AppConfig.model_validate(
+        {
+            "monitoring": {"alerts": {"evaluation_interval": 12}},
+            "schedules": {"alerts": {"task": "monitor.alerts", "every": 45, "queue": "high"}},
+        }
+    )
+    assert written.schedules["alerts"].every == 45  # a schedules section is taken as written
