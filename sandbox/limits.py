@@ -24,7 +24,6 @@ class ClientStats:
 
     requests: int = 0
     weight_total: float = 0.0
-    weight_by_window: dict[int, float] = field(default_factory=dict)
     weight_history: dict[int, float] = field(default_factory=dict)
     raw_by_window: dict[int, int] = field(default_factory=dict)
     sent_429: int = 0
@@ -59,7 +58,7 @@ class LimitEnforcer:
         stats.requests += 1
         self._refuse_banned(stats, now)
         window = int(now // self.weight_window)
-        used = stats.weight_by_window.get(window, 0.0)
+        used = stats.weight_history.get(window, 0.0)
         if used + weight > self.limits.request_weight_per_minute:
             message = (
                 "Too much request weight used; current limit is "
@@ -73,7 +72,6 @@ class LimitEnforcer:
             self._too_many(stats, (raw_window + 1) * self.raw_window - now, message)
         if is_order and account:
             self._check_orders(account, now)
-        stats.weight_by_window = {window: used + weight}
         stats.weight_history[window] = used + weight
         if len(stats.weight_history) > 1000:
             del stats.weight_history[min(stats.weight_history)]
@@ -133,7 +131,7 @@ class LimitEnforcer:
         """Return the usage headers Binance puts on every response."""
         now = self.clock()
         stats = self.client(ip)
-        used = stats.weight_by_window.get(int(now // self.weight_window), 0.0)
+        used = stats.weight_history.get(int(now // self.weight_window), 0.0)
         headers = {"X-MBX-USED-WEIGHT-1M": str(int(used))}
         if account:
             counts = self.orders.get(account, {})
