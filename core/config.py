@@ -401,6 +401,11 @@ class AppConfig(Section):
             self.schedules["alerts"] = self.schedules["alerts"].model_copy(update={"every": every})
         return self
 
+    def queues(self) -> tuple[str, ...]:
+        """Return every queue the fleet uses: the tiers, then each dedicated exchange's."""
+        dedicated = self.celery.dedicated_exchanges
+        return (*PRIORITY_QUEUES, *(f"{x}.{tier}" for x in dedicated for tier in PRIORITY_QUEUES))
+
     def watched(self, exchange: str) -> list[str]:
         """Return the watchlist's symbols on one exchange."""
         return [s for item in self.watchlist if item.exchange == exchange for s in item.symbols]

@@ -6,7 +6,6 @@ from typing import Any
 
 from celery import shared_task
 
-from core.config import PRIORITY_QUEUES
 from monitoring import fleet_stats
 from monitoring.alerts import AlertEngine
 from monitoring.metrics import BREAKER_STATE, BUDGET_LEFT, QUEUE_DEPTH
@@ -22,7 +21,7 @@ def evaluate_alerts() -> list[dict[str, Any]]:
     config, client, keys = rt.config(), rt.redis_client(), rt.keyspace()
     if not config.monitoring.alerts.enabled:
         return []
-    depths = queue_depths(client, keys, PRIORITY_QUEUES)
+    depths = queue_depths(client, keys, config.queues())
     for queue, depth in depths.items():
         QUEUE_DEPTH.labels(queue).set(depth)
     states = {

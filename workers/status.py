@@ -65,7 +65,7 @@ def fleet_status(
     return FleetStatus(
         redis=redis_label,
         workers=worker_queues(app),
-        queues=queue_depths(client, keys, PRIORITY_QUEUES),
+        queues=queue_depths(client, keys, config.queues()),
         health=last_health(client, keys),
         breakers=breakers,
         budgets=budgets(ExchangeRateLimitManager(client, config)),

@@ -277,3 +277,16 @@ def test_the_alerts_schedule_follows_the_evaluation_interval() -> None:
         }
     )
     assert written.schedules["alerts"].every == 45  # a schedules section is taken as written
+
+
+def test_the_fleet_queues_include_each_dedicated_exchanges_tiers() -> None:
+    assert AppConfig().queues() == ("high", "medium", "low")
+    config = AppConfig.model_validate({"celery": {"dedicated_exchanges": ["binance"]}})
+    assert config.queues() == (
+        "high",
+        "medium",
+        "low",
+        "binance.high",
+        "binance.medium",
+        "binance.low",
+    )
