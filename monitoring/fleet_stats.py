@@ -1,9 +1,10 @@
 """Fleet-wide counters for the alert rules: exchange calls, failures, latency, bans.
 
-Each process's events (``core.events``) add to 10-second buckets in Redis
+Each process's events (``core.events``) add to one-second buckets in Redis
 (``<p>fleet:stats:<bucket>``, kept 15 minutes), so an evaluator anywhere reads the whole
-fleet's last window. Business errors (bad symbol, no funds) and our own rate-limit waits are
-not failures of the exchange and are not counted as errors.
+fleet's last window, to the second (coarser buckets would make a window that has just
+crossed a bucket edge see almost nothing). Business errors (bad symbol, no funds) and our
+own rate-limit waits are not failures of the exchange and are not counted as errors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import redis
 from core.keys import KeySpace
 from monitoring.alerts import Reading
 
-BUCKET_SECONDS = 10
+BUCKET_SECONDS = 1
 NOT_FAILURES = {
     "ok",
     "InvalidRequestError",
@@ -60,12 +61,14 @@ def read(
     queue_sizes: Mapping[str, int] | None = None,
     open_breakers: tuple[str, ...] = (),
 ) -> Reading:
-    """Return the fleet's reading over the last ``window`` seconds (whole buckets)."""
+    """Return the fleet's reading over the last ``window`` seconds (one Redis round trip)."""
     now = int(time.time() // BUCKET_SECONDS)
     buckets = range(now - max(1, int(window // BUCKET_SECONDS)) + 1, now + 1)
-    totals: dict[str, float] = {"requests": 0, "errors": 0, "latency_ms_sum": 0.0, "bans": 0}
+    pipe = client.pipeline(transaction=False)
     for bucket in buckets:
-        raw = cast(dict[bytes, bytes], client.hgetall(_key(keys, bucket)))
+        pipe.hgetall(_key(keys, bucket))
+    totals: dict[str, float] = {"requests": 0, "errors": 0, "latency_ms_sum": 0.0, "bans": 0}
+    for raw in cast(list[dict[bytes, bytes]], pipe.execute()):
         for name, value in raw.items():
             totals[name.decode()] = totals.get(name.decode(), 0) + float(value)
     return Reading(
