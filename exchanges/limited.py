@@ -37,6 +37,11 @@ def request_priority(priority: Priority) -> Iterator[None]:
         _priority.reset(token)
 
 
+def current_priority() -> Priority | None:
+    """Return the priority set by an enclosing :func:`request_priority`, if any."""
+    return _priority.get()
+
+
 def scope_of(exchange: Any, table_scopes: Any, path: str, api: Any, method: str) -> str:
     """Return the limiter scope of a ccxt request: ``"GET /api/v3/depth"`` when tabled."""
     api_name = api[0] if isinstance(api, list | tuple) else api

@@ -37,6 +37,7 @@ from core.keys import KeySpace
 from core.tracing import add_event, set_attributes, span
 from exchanges.batching import SHARED_READS, BatchRule, plan, rule_for
 from exchanges.gateway import CcxtGateway, check_result, endpoint_class, is_cancel, is_write
+from exchanges.limited import current_priority
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.batching import FleetBatcher, Outcomes, decode_outcome, encode_outcome
 from resilience.breaker import SharedBreaker
@@ -206,8 +207,13 @@ class ResilientAPIClient:
     ) -> tuple[Any, bool]:
         """Join the fleet's open batch for this kind of request; return (data, batched)."""
         self.breaker(exchange, endpoint_class(endpoint)).check()  # open: no batch to wait for
+        # requests of one priority share a batch: the leader's call spends that priority
+        priority = current_priority()
+        kind = f"{exchange}:{endpoint}" + (
+            f":{priority.name.lower()}" if priority is not None else ""
+        )
         outcome = await self.batcher.submit(
-            f"{exchange}:{endpoint}",
+            kind,
             str(params.get("symbol", "*")),
             lambda items: self._run_batch(exchange, endpoint, items),
         )

@@ -41,6 +41,8 @@ from core.errors import CryptoAIError, RetryableError
 from core.events import emit
 from core.tracing import set_attributes, span
 from exchanges.http import request_timeout
+from exchanges.limited import request_priority
+from ratelimit.pools import Priority
 from resilience import FallbackConfig
 from resilience.cache import request_digest
 from resilience.retry import RetryConfig, retry_async
@@ -399,7 +401,8 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
         outcome["risk"] = {"approved": False, "reasons": ["hold"]}
         save(rt, run_id, exchange, symbol, "execution", data=outcome)
         return outcome
-    state = await _risk_state(rt, exchange, symbol)
+    with request_priority(Priority.HIGH):  # the pools' high-priority reserve is for this
+        state = await _risk_state(rt, exchange, symbol)
     decision = risk_lib.check(plan, config.trading.risk, state)
     outcome["risk"] = {
         "approved": decision.approved,
@@ -407,7 +410,10 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
         "reasons": decision.reasons,
     }
     if decision.approved:
-        with span("order", exchange=exchange, symbol=symbol, side=plan.action) as current:
+        with (
+            span("order", exchange=exchange, symbol=symbol, side=plan.action) as current,
+            request_priority(Priority.HIGH),
+        ):
             outcome["order"] = await _place(rt, run_id, exchange, plan, decision.size)
             current.set_attributes(
                 {

@@ -14,7 +14,9 @@ import pytest
 import redis
 
 from core.config import AppConfig
-from core.errors import InvalidRequestError, RetryableError
+from core.errors import InvalidRequestError, RateLimitedError, RetryableError
+from exchanges.limited import request_priority
+from ratelimit.pools import Priority
 from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
 from tests.integration.resilience_load import tickers
 from tests.integration.sandbox_fixtures import admin, running_sandbox
@@ -376,3 +378,38 @@ def test_with_the_breaker_open_a_batched_request_fails_over_at_once(
     assert took < 2.5  # did not wait for the 5 s batch window
     assert breaker.state() == "open"  # the check took no half-open trial
     assert TICKERS not in seen
+
+
+def test_high_priority_reads_batch_apart_and_spend_the_reserve(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    with running_sandbox(symbols=SYMBOLS[:2]) as sb:
+        config = config_for(sb.url, namespace, window=0.3)
+        config["exchanges"]["binance"]["rate_limits"] = [
+            {"type": "fixed_window", "name": "REQUEST_WEIGHT", "limit": 1000, "window": 60}
+        ]
+        config["rate_limiting"] = {"high_priority_reserve": 0.3, "max_wait": 0.5}
+        client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        ticker = {"symbol": SYMBOLS[0]}
+
+        async def scenario() -> tuple[Any, Any, list[str]]:
+            await client.gateway.markets("binance")  # weight 20
+            left = client.limiter.decide("binance", "public", charge=False).remaining
+            # leave 299: less than a medium ticker (2) plus the reserve (300) needs
+            client.limiter.decide("binance", "public", weight=left["REQUEST_WEIGHT"] - 299)
+            medium = await asyncio.gather(
+                client.resilient_request("binance", "fetch_ticker", ticker),
+                return_exceptions=True,
+            )
+            with request_priority(Priority.HIGH):
+                high = await client.resilient_request("binance", "fetch_ticker", ticker)
+            kinds = [
+                k.decode()
+                for k in redis_client.scan_iter(match=f"{namespace}{{batch:*}}:*:members")
+            ]
+            return medium[0], high, kinds
+
+        medium, high, kinds = run_with(client, scenario)
+    assert isinstance(medium, RateLimitedError)  # medium may not touch the reserve
+    assert high.data["symbol"] == SYMBOLS[0]  # high may
+    assert any("fetch_ticker:high}" in k for k in kinds), kinds  # a batch of its own
