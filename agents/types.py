@@ -116,6 +116,9 @@ class TradePlan(Model):
     confidence: Confidence = 0.0
     rationale: str = ""
     rung: Rung = Rung.RULES
+    #: When the data the plan rests on was taken, and after which moment no order may act on it.
+    decided_at: datetime | None = None
+    valid_until: datetime | None = None
 
     @model_validator(mode="after")
     def _exits_on_the_right_side(self) -> TradePlan:

@@ -349,6 +349,10 @@ class TradingConfig(Section):
 
     mode: Literal["paper", "live"] = "paper"
     risk: RiskLimits = RiskLimits()
+    #: A plan may be executed this long after its market data was taken: by default this
+    #: share of the analysis schedule's interval (``plan_validity_seconds`` overrides it).
+    plan_validity_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    plan_validity_seconds: PositiveFloat | None = None
 
 
 def _default_schedules() -> dict[str, ScheduleEntry]:
@@ -405,6 +409,14 @@ class AppConfig(Section):
         """Return every queue the fleet uses: the tiers, then each dedicated exchange's."""
         dedicated = self.celery.dedicated_exchanges
         return (*PRIORITY_QUEUES, *(f"{x}.{tier}" for x in dedicated for tier in PRIORITY_QUEUES))
+
+    def plan_validity(self) -> float:
+        """Return how many seconds a plan stays executable after its data was taken."""
+        if self.trading.plan_validity_seconds is not None:
+            return self.trading.plan_validity_seconds
+        entry = self.schedules.get("analysis")
+        every = entry.every if entry is not None else 300.0
+        return every * self.trading.plan_validity_fraction
 
     def watched(self, exchange: str) -> list[str]:
         """Return the watchlist's symbols on one exchange."""

@@ -12,7 +12,7 @@ from typing import Any
 from celery import shared_task
 
 from core.tracing import continued, current_ids
-from tasks import context, reports, stages
+from tasks import context, execution, news, reports, stages
 
 
 def _span(name: str, traceparent: str | None, run_id: str, exchange: str, symbol: str) -> Any:
@@ -26,7 +26,7 @@ def collect_news(
     """Collect the news usable at the decision time; return how many items were kept."""
     rt = context.current()
     with _span("agent.news", traceparent, run_id, exchange, symbol):
-        return rt.run_async(stages.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
+        return rt.run_async(news.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
 
 
 @shared_task(name="market.snapshot")
@@ -66,7 +66,7 @@ def execute(
     """Risk-check the plan, place at most one order, write the report; return a summary."""
     rt = context.current()
     with _span("agent.execution", traceparent, run_id, exchange, symbol):
-        outcome = rt.run_async(stages.execute(rt, run_id, exchange, symbol), 240)
+        outcome = rt.run_async(execution.execute(rt, run_id, exchange, symbol), 240)
         report = reports.build(rt, run_id, exchange, symbol)
         report["trace_id"] = current_ids()[0] or None
         path = reports.write(rt, report)

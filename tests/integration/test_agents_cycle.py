@@ -239,7 +239,9 @@ def test_sigkill_during_execution_leaves_exactly_one_order(
             run = analyse(env, config)
             deadline = time.time() + 90
             while admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0) < 1:
-                assert time.time() < deadline and run.poll() is None, "no order was attempted"
+                assert time.time() < deadline and run.poll() is None, (
+                    f"no order was attempted: {run.stdout.read() if run.poll() is not None else ''}"
+                )
                 time.sleep(0.05)
             victim.kill()
             fleet.start("rescuer", concurrency=1)

@@ -17,7 +17,7 @@ from core.keys import KeySpace
 from exchanges.http import pooled_session
 from resilience import ResilientAPIClient
 from sandbox.thread import AppThread
-from tasks import stages
+from tasks import news
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class Runtime:
 async def fetch_many(rt: Runtime, url: str, count: int) -> list[Any]:
     return list(
         await asyncio.gather(
-            *(stages._fetch_feed(rt, url) for _ in range(count)),  # type: ignore[arg-type]
+            *(news._fetch_feed(rt, url) for _ in range(count)),  # type: ignore[arg-type]
             return_exceptions=True,
         )
     )
