@@ -410,6 +410,11 @@ class AppConfig(Section):
         dedicated = self.celery.dedicated_exchanges
         return (*PRIORITY_QUEUES, *(f"{x}.{tier}" for x in dedicated for tier in PRIORITY_QUEUES))
 
+    def request_seconds(self) -> float:
+        """Return the longest one exchange request may take (connect plus read timeout)."""
+        pooling = self.performance.connection_pooling
+        return pooling.connection_timeout + pooling.read_timeout if pooling.enabled else 10.0
+
     def plan_validity(self) -> float:
         """Return how many seconds a plan stays executable after its data was taken."""
         if self.trading.plan_validity_seconds is not None:
@@ -449,6 +454,17 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
                     f"(configured: {', '.join(config.exchanges) or 'none'})",
                 )
             )
+    celery, request = config.celery, config.request_seconds()
+    if celery.visibility_timeout <= celery.task_time_limit + request:
+        problems.append(
+            (
+                "celery.visibility_timeout",
+                f"{celery.visibility_timeout}s leaves no room for an order request in flight "
+                f"when a worker dies: it must be longer than task_time_limit "
+                f"({celery.task_time_limit}s) plus the longest exchange request "
+                f"({request:g}s, performance.connection_pooling connect + read timeout)",
+            )
+        )
     if config.trading.mode == "live":
         for key, exchange in config.exchanges.items():
             if exchange.enabled and not exchange.has_keys:

@@ -11,7 +11,9 @@
     │   └── ExchangeThrottledError  the exchange said 429/418; a fleet-wide cooldown is set
     ├── GiveUpError                 give up: retrying cannot help (business errors)
     │   ├── InvalidRequestError     bad symbol, bad quantity, unsupported call
-    │   └── InsufficientFundsError  the account cannot pay for it
+    │   ├── InsufficientFundsError  the account cannot pay for it
+    │   └── OrderRefusedError       the order gate refused the order (paper mode, risk
+    │                               limits, kill switch, a stale plan); nothing was sent
     └── StopError                   stop trading: something is unsafe to continue
         ├── LimiterUnavailableError the shared limiter's Redis is unreachable (order paths
         │                           fail closed on it)
@@ -91,6 +93,14 @@ class InvalidRequestError(GiveUpError):
 
 class InsufficientFundsError(GiveUpError):
     """The account's balance does not cover the order."""
+
+
+class OrderRefusedError(GiveUpError):
+    """The order gate refused an order before anything was sent; ``reasons`` say why."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or [message]
 
 
 class StopError(CryptoAIError):

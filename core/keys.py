@@ -12,6 +12,15 @@ Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the sl
                                            snapshot, long, short, plan, execution, report
     <p>runs:index                          run ids by start time (sorted set)
     <p>fleet:kill_switch                   set: no order leaves the fleet
+    <p>fleet:equity:<x>:<day>              the first equity seen on a UTC day (daily P&L)
+
+Orders (the order gate, ``resilience/orders.py``; ``<c>`` a client order id):
+
+    <p>{order:<x>}:claim:<c>               the claim of one client order id: who sends it,
+                                           then its outcome (JSON, TTL)
+    <p>{order:<x>}:symbol:<s>              the lease of the one order in flight per symbol
+    <p>{order:<x>}:pending:<s>             the run whose plan for the symbol awaits execution
+    <p>orders:audit                        every order decision of the gate (capped stream)
 
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
 Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config):
@@ -115,6 +124,26 @@ class KeySpace:
     def runs_index(self) -> str:
         """Return the sorted set of run ids by start time."""
         return f"{self.prefix}runs:index"
+
+    def daily_equity(self, exchange: str, day: str) -> str:
+        """Return the key holding the first equity seen on a UTC day (``YYYY-MM-DD``)."""
+        return f"{self.prefix}fleet:equity:{exchange}:{day}"
+
+    def order_claim(self, exchange: str, client_order_id: str) -> str:
+        """Return the claim of one client order id (who sends it, then its outcome)."""
+        return f"{self.prefix}{{order:{exchange}}}:claim:{client_order_id}"
+
+    def order_symbol(self, exchange: str, symbol: str) -> str:
+        """Return the lease that serialises orders of one symbol on one exchange account."""
+        return f"{self.prefix}{{order:{exchange}}}:symbol:{symbol.replace('/', '')}"
+
+    def order_pending(self, exchange: str, symbol: str) -> str:
+        """Return the key naming the run whose plan for a symbol still awaits execution."""
+        return f"{self.prefix}{{order:{exchange}}}:pending:{symbol.replace('/', '')}"
+
+    def order_audit(self) -> str:
+        """Return the capped stream of every decision the order gate made."""
+        return f"{self.prefix}orders:audit"
 
     def kill_switch(self) -> str:
         """Return the key that, when set, stops every order."""

@@ -60,6 +60,9 @@ def test_task_of_a_sigkilled_worker_is_redelivered_to_another_worker(
         "CRYPTO_AI__CELERY__TASK_TIME_LIMIT": 3,
         "CRYPTO_AI__CELERY__TASK_SOFT_TIME_LIMIT": 2,
         "CRYPTO_AI__CELERY__UNACKED_RESTORE_INTERVAL": 1,
+        # the config wants room for an order request after the time limit
+        "CRYPTO_AI__PERFORMANCE__CONNECTION_POOLING__CONNECTION_TIMEOUT": 0.2,
+        "CRYPTO_AI__PERFORMANCE__CONNECTION_POOLING__READ_TIMEOUT": 0.5,
     }
     key = "redelivery"
     with worker_fleet(redis_url, namespace, tmp_path, **overrides) as fleet:

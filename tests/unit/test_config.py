@@ -290,3 +290,19 @@ def test_the_fleet_queues_include_each_dedicated_exchanges_tiers() -> None:
         "binance.medium",
         "binance.low",
     )
+
+
+def test_visibility_timeout_must_leave_room_for_an_order_request_after_the_time_limit() -> None:
+    from core.config import AppConfig, CeleryConfig, cross_reference_problems
+
+    # 300 s time limit + 40 s (10 s connect + 30 s read) request: 320 s is not enough
+    tight = AppConfig(
+        celery=CeleryConfig(visibility_timeout=320, max_countdown=0, task_time_limit=300)
+    )
+    problems = dict(cross_reference_problems(tight))
+    assert "celery.visibility_timeout" in problems
+    assert "task_time_limit (300s)" in problems["celery.visibility_timeout"]
+    roomy = AppConfig(
+        celery=CeleryConfig(visibility_timeout=341, max_countdown=0, task_time_limit=300)
+    )
+    assert "celery.visibility_timeout" not in dict(cross_reference_problems(roomy))
