@@ -454,6 +454,23 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
                     f"(configured: {', '.join(config.exchanges) or 'none'})",
                 )
             )
+    problems += _visibility_problems(config)
+    if config.trading.mode == "live":
+        for key, exchange in config.exchanges.items():
+            if exchange.enabled and not exchange.has_keys:
+                problems.append(
+                    (
+                        f"exchanges.{key}.api_key",
+                        "trading.mode is 'live' but this exchange has no api_key/api_secret "
+                        f"(set {key.upper()}_API_KEY and {key.upper()}_API_SECRET)",
+                    )
+                )
+    return problems
+
+
+def _visibility_problems(config: AppConfig) -> list[tuple[str, str]]:
+    """Return the problem of a visibility timeout that a dying worker's order could outlive."""
+    problems: list[tuple[str, str]] = []
     celery, request = config.celery, config.request_seconds()
     if celery.visibility_timeout <= celery.task_time_limit + request:
         problems.append(
@@ -465,14 +482,4 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
                 f"({request:g}s, performance.connection_pooling connect + read timeout)",
             )
         )
-    if config.trading.mode == "live":
-        for key, exchange in config.exchanges.items():
-            if exchange.enabled and not exchange.has_keys:
-                problems.append(
-                    (
-                        f"exchanges.{key}.api_key",
-                        "trading.mode is 'live' but this exchange has no api_key/api_secret "
-                        f"(set {key.upper()}_API_KEY and {key.upper()}_API_SECRET)",
-                    )
-                )
     return problems
