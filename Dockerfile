@@ -20,6 +20,8 @@ COPY monitoring monitoring
 COPY tasks tasks
 COPY workers workers
 COPY main.py celeryconfig.py config.yaml ./
+# the seed's module names (thin re-exports; README, Python API)
+COPY advanced_rate_limiting.py priority_queue_manager.py fallback_retry_system.py ./
 RUN pip install . && useradd --create-home fleet && mkdir -p /tmp/metrics && chown fleet /tmp/metrics
 USER fleet
 

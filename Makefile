@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck imports pytest bench clean
+.PHONY: run test lint typecheck imports pytest stress bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ imports: $(BIN)/.installed
 
 pytest: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# long runs kept out of the default suite: 20 trials of each order-duplication scenario
+stress: $(BIN)/.installed
+	ORDER_TRIALS=20 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/integration/test_order_gate.py -k "concurrent or dead_worker"
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

@@ -101,6 +101,8 @@ class AnalystReport(Model):
     confidence: Confidence
     invalidation: float | None
     rung: Rung = Rung.RULES
+    #: Why the LLM rung did not answer, in one line (None when it did or was not asked).
+    fallback_reason: str | None = None
 
 
 class TradePlan(Model):
@@ -116,6 +118,8 @@ class TradePlan(Model):
     confidence: Confidence = 0.0
     rationale: str = ""
     rung: Rung = Rung.RULES
+    #: Why the LLM rung did not answer, in one line (None when it did or was not asked).
+    fallback_reason: str | None = None
     #: When the data the plan rests on was taken, and after which moment no order may act on it.
     decided_at: datetime | None = None
     valid_until: datetime | None = None

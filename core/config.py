@@ -271,14 +271,36 @@ class WatchItem(Section):
         return check_symbols(values)
 
 
+#: How the LLM budget is charged (llm/openai_compatible.py): a call's prompt is estimated at
+#: one token per ``CHARS_PER_TOKEN`` characters of its system and user messages, and its
+#: answer at ``llm.max_tokens`` (``DEFAULT_ANSWER_TOKENS`` when unset). Neither the response
+#: schema nor the chat format's few tokens per message are counted, by the charge or here.
+CHARS_PER_TOKEN = 4
+DEFAULT_ANSWER_TOKENS = 600
+#: The characters of the largest call the agents make, an analyst's case: the filled-in
+#: agents/prompts/case.txt (about 680), the features as JSON at full float precision (about
+#: 470) and the 20 newest headlines an LLM prompt shows (agents/llm.py, ``MAX_HEADLINES``;
+#: about 160 each with a 90-character title, its time and its score), about 4,400 in all.
+#: The strategist's call (plan.txt, the features and both cases) is about 2,800; the
+#: sentiment call (sentiment.txt and 20 titles) about 2,200. tests/unit/test_llm_ladder.py
+#: checks this against the real prompt files.
+LARGEST_CALL_CHARS = 4800
+
+
 class LLMConfig(Section):
-    """An OpenAI-compatible LLM. Unset ``api_key`` and ``base_url`` means rule-based agents."""
+    """An OpenAI-compatible LLM. Unset ``api_key`` and ``base_url`` means rule-based agents.
+
+    ``max_tokens`` is the answer's limit sent to the server (unset: the server's own) and
+    what each call charges for its answer; ``tokens_per_minute`` must hold at least the
+    largest call (:meth:`largest_call_tokens`), or that call could never be admitted.
+    """
 
     model: str = "gpt-4o-mini"
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeout: PositiveFloat = 30.0
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    max_tokens: PositiveInt | None = None
     requests_per_minute: PositiveInt = 60
     tokens_per_minute: PositiveInt = 90000
 
@@ -286,6 +308,19 @@ class LLMConfig(Section):
     def configured(self) -> bool:
         """Return True when an API key or a server URL switches the LLM on."""
         return self.api_key is not None or self.base_url is not None
+
+    def answer_tokens(self) -> int:
+        """Return the tokens a call is charged for its answer."""
+        return self.max_tokens or DEFAULT_ANSWER_TOKENS
+
+    def largest_call_tokens(self) -> int:
+        """Return the tokens the largest call (a case) is charged: prompt, data and answer."""
+        return estimated_prompt_tokens(LARGEST_CALL_CHARS) + self.answer_tokens()
+
+
+def estimated_prompt_tokens(chars: int) -> int:
+    """Return the tokens charged for messages of ``chars`` characters."""
+    return chars // CHARS_PER_TOKEN
 
 
 class NewsAPIConfig(Section):
@@ -455,6 +490,7 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
                 )
             )
     problems += _visibility_problems(config)
+    problems += _llm_budget_problems(config)
     if config.trading.mode == "live":
         for key, exchange in config.exchanges.items():
             if exchange.enabled and not exchange.has_keys:
@@ -483,3 +519,20 @@ def _visibility_problems(config: AppConfig) -> list[tuple[str, str]]:
             )
         )
     return problems
+
+
+def _llm_budget_problems(config: AppConfig) -> list[tuple[str, str]]:
+    """Return the problem of an LLM token budget that the largest call cannot fit."""
+    llm = config.llm
+    if not llm.configured or llm.tokens_per_minute >= llm.largest_call_tokens():
+        return []
+    source = " (llm.max_tokens)" if llm.max_tokens else ""
+    return [
+        (
+            "llm.tokens_per_minute",
+            f"{llm.tokens_per_minute} is smaller than one prompt (about "
+            f"{llm.largest_call_tokens():,} tokens: the case prompt plus its data and max "
+            f"answer of {llm.answer_tokens():,} tokens{source}); a call that big is never "
+            "admitted, so it always falls back to rules",
+        )
+    ]

@@ -21,14 +21,20 @@
 
 Business errors (``GiveUpError``) never trip a circuit breaker and are never retried.
 Vendor exceptions are translated into this tree at the edge that calls the vendor, with
-``raise ... from exc`` so the original stays attached.
+``raise ... from exc`` so the original stays attached. Every message is redacted when the
+error is made (``core/redact.py``): these texts end up in logs, task results and reports.
 """
 
 from __future__ import annotations
 
+from core.redact import redact
+
 
 class CryptoAIError(Exception):
     """Base of every error this project raises on purpose."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(CryptoAIError):

@@ -19,7 +19,7 @@ Orders (the order gate, ``resilience/orders.py``; ``<c>`` a client order id):
     <p>{order:<x>}:claim:<c>               the claim of one client order id: who sends it,
                                            then its outcome (JSON, TTL)
     <p>{order:<x>}:symbol:<s>              the lease of the one order in flight per symbol
-    <p>{order:<x>}:pending:<s>             the run whose plan for the symbol awaits execution
+    <p>{order:<x>}:last                    when each symbol's last order was sent (hash)
     <p>orders:audit                        every order decision of the gate (capped stream)
 
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
@@ -137,9 +137,9 @@ class KeySpace:
         """Return the lease that serialises orders of one symbol on one exchange account."""
         return f"{self.prefix}{{order:{exchange}}}:symbol:{symbol.replace('/', '')}"
 
-    def order_pending(self, exchange: str, symbol: str) -> str:
-        """Return the key naming the run whose plan for a symbol still awaits execution."""
-        return f"{self.prefix}{{order:{exchange}}}:pending:{symbol.replace('/', '')}"
+    def order_last(self, exchange: str) -> str:
+        """Return the hash of when each symbol's last order was sent (epoch seconds)."""
+        return f"{self.prefix}{{order:{exchange}}}:last"
 
     def order_audit(self) -> str:
         """Return the capped stream of every decision the order gate made."""

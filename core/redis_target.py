@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from core.config import RedisConfig
+from core.redact import redact
 
 
 def external_redis_url(config: RedisConfig) -> str | None:
@@ -28,9 +29,4 @@ def external_redis_url(config: RedisConfig) -> str | None:
 
 def redact_url(url: str) -> str:
     """Return the URL with any password replaced by ``***``, fit for logs and status."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    auth, _, location = rest.rpartition("@")
-    user = auth.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{location}" if ":" in auth else f"{scheme}://***@{location}"
+    return redact(url)

@@ -5,6 +5,10 @@ One table, most specific class first. In the ccxt we pin (4.5), a Binance 429/41
 child; both mean "back off". ``OperationFailed`` (Binance's -1000/-1001 bodies on 5xx) and the
 network errors are retryable for reads; for writes they leave the outcome unknown, so the
 order must be looked up before anything is sent again.
+
+ccxt's messages quote the request (its URL with the signature, sometimes the body the
+exchange answered, which may echo the key): both the translated message and the ccxt
+exception kept as its cause are redacted here, at the edge.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from core.errors import (
     OutcomeUnknownError,
     RetryableError,
 )
+from core.redact import redact, scrub_exception
 
 #: Seconds to back off after a 429/418 that came without a Retry-After header.
 DEFAULT_BACKOFF = 60.0
@@ -55,7 +60,7 @@ def translate(
     for ccxt_class, for_read, for_write in _TABLE:
         if isinstance(exc, ccxt_class):
             ours = for_write if write else for_read
-            message = f"{type(exc).__name__}: {exc}"
+            message = redact(f"{type(exc).__name__}: {exc}")
             if issubclass(ours, ExchangeThrottledError):
                 return ExchangeThrottledError(message, retry_after or DEFAULT_BACKOFF)
             return ours(message)
@@ -66,10 +71,11 @@ def translate(
 def translated(
     *, write: bool, retry_after: Callable[[], float | None] = lambda: None
 ) -> Iterator[None]:
-    """Raise our error (``from`` the ccxt one) for any ccxt exception in the block."""
+    """Raise our error (``from`` the ccxt one, redacted) for any ccxt exception in the block."""
     try:
         yield
     except ccxt.BaseError as exc:
+        scrub_exception(exc)  # in place: ccxt's text is its arguments, and callers test its type
         ours = translate(exc, write=write, retry_after=retry_after())
         if ours is None:
             raise

@@ -22,6 +22,7 @@ import redis
 
 from core.config import AlertsConfig
 from core.keys import KeySpace
+from core.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,17 @@ class AlertEngine:
 
     def send(self, note: Notification) -> None:
         """Send a notification to the log, the Redis stream and the webhook."""
-        text = (
+        # details name breakers, queues and errors: nothing of that leaves with a secret
+        text = redact(
             f"ALERT {note.alert} {note.status}: {note.detail} "
             f"(value {note.value:g}, threshold {note.threshold:g})"
         )
+        note_fields = redact_data(asdict(note))
         (log.info if note.status == "resolved" else log.warning)(text)
-        fields = {k: str(v) for k, v in asdict(note).items()}
+        fields = {k: str(v) for k, v in note_fields.items()}
         self.client.xadd(self.stream_key, fields, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
         if self.config.webhook_url is not None:
-            body = json.dumps({"text": text, **asdict(note)}).encode()
+            body = json.dumps({"text": text, **note_fields}).encode()
             request = urllib.request.Request(  # noqa: S310 - the operator's configured URL
                 self.config.webhook_url.get_secret_value(),
                 data=body,
@@ -151,5 +154,5 @@ class AlertEngine:
             try:
                 with urllib.request.urlopen(request, timeout=5):  # noqa: S310
                     pass
-            except OSError as exc:
-                log.warning("alert webhook failed: %s", exc)
+            except OSError as exc:  # urllib's errors may quote the URL: the webhook's token
+                log.warning("alert webhook failed: %s", redact(str(exc)))

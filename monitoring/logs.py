@@ -1,6 +1,12 @@
 """Logs: secrets redacted from every record, trace and span ids on records written inside a
 span, and a capped copy in the Redis list ``logs:system`` (the seed's
-``redis-cli LRANGE logs:system 0 -1``)."""
+``redis-cli LRANGE logs:system 0 -1``).
+
+Redaction is ``core/redact.py``'s: the configured secrets and credential shapes (URL
+userinfo, ``token=`` parameters, ``Authorization`` headers). A worker redacts every record
+when it is made (:func:`redact_every_record`), whichever logger and handler it goes to, and
+the handlers of the root logger redact again (:func:`install`).
+"""
 
 from __future__ import annotations
 
@@ -9,63 +15,81 @@ import logging
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
-from pydantic import BaseModel, SecretStr
 
 from core.config import AppConfig
+from core.redact import MASK, redact, secrets_of
 from core.tracing import current_ids
 
-REDACTED = "***"
+__all__ = [
+    "REDACTED",
+    "RedactingFilter",
+    "RedisLogHandler",
+    "TraceContextFilter",
+    "install",
+    "redact_every_record",
+    "redact_record",
+    "secrets_of",
+]
+
+REDACTED = MASK
 
 
-def secrets_of(config: AppConfig) -> list[str]:
-    """Return every secret value in the configuration (keys, passwords, secret URLs' passwords)."""
-    found: list[str] = []
+def redact_record(record: logging.LogRecord, secrets: Iterable[str] = ()) -> None:
+    """Rewrite a record in place: its message, exception and stack text redacted.
 
-    def walk(node: Any) -> None:
-        if isinstance(node, SecretStr):
-            value = node.get_secret_value()
-            found.append(value)
-            password = urlparse(value).password if "://" in value else None
-            if password:
-                found.append(password)
-        elif isinstance(node, BaseModel):
-            for name in type(node).model_fields:
-                walk(getattr(node, name))
-        elif isinstance(node, dict):
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                walk(value)
-
-    walk(config)
-    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+    The exception is kept as redacted text only (``exc_info`` is dropped), so no handler can
+    format the original again.
+    """
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string is the handler's error to report, not ours
+        message = str(record.msg)
+    record.msg, record.args = redact(message, secrets), ()
+    if record.exc_info and record.exc_info[1] is not None:
+        text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+        record.exc_text, record.exc_info = redact(text, secrets), None
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text, secrets)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info, secrets)
 
 
 class RedactingFilter(logging.Filter):
-    """Replace every known secret in a record's message (and exception text) with ***."""
+    """Redact a record's message, exception and stack text (configured secrets and shapes)."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def redact(self, text: str) -> str:
-        """Return ``text`` with every secret replaced."""
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        """Return ``text`` redacted."""
+        return redact(text, self.secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record in place; never drop it."""
-        record.msg = self.redact(record.getMessage())
-        record.args = ()
-        if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
+        redact_record(record, self.secrets)
         return True
+
+
+def redact_every_record() -> None:
+    """Make every log record of this process redacted when it is created (idempotent).
+
+    A record factory reaches what handler filters miss: loggers that do not propagate
+    (Celery's task logger), handlers added later, and every output (console, file, Redis).
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", False):
+        return
+
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redact_record(record)
+        return record
+
+    make.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make)
 
 
 class TraceContextFilter(logging.Filter):
@@ -96,12 +120,15 @@ class RedisLogHandler(logging.Handler):
                 "level": record.levelname,
                 "logger": record.name,
                 "process": record.process,
-                "message": record.getMessage(),
+                "message": redact(record.getMessage()),
             }
             if trace_id:
                 entry["trace_id"], entry["span_id"] = trace_id, span_id
-            if record.exc_text:
-                entry["exception"] = record.exc_text
+            exception = record.exc_text
+            if not exception and record.exc_info and record.exc_info[1] is not None:
+                exception = logging.Formatter().formatException(record.exc_info)
+            if exception:
+                entry["exception"] = redact(exception)
             pipe = self.client.pipeline(transaction=False)
             pipe.lpush(self.key, json.dumps(entry))
             pipe.ltrim(self.key, 0, self.max_entries - 1)

@@ -1,6 +1,6 @@
 """The seed's limiter API over the fleet-wide backend: check, acquire, and exchange feedback.
 
-manager = ExchangeRateLimitManager(redis_client)          # default tables, 5 exchanges
+manager = ExchangeRateLimitManager(redis_client)          # the fleet's config and tables
 result = await manager.check_request("binance", "public")  # decide and charge, no wait
 result = manager.acquire("binance", "GET /api/v3/depth", params={"limit": 500},
                          priority="low", max_wait=10)      # wait for budget, or raise
@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
 from core.errors import LimiterUnavailableError, RateLimitedError
@@ -28,6 +28,10 @@ from ratelimit.backends.memory import MemoryBackend
 from ratelimit.limits import build_limits, share
 from ratelimit.pools import Priority, RateLimitResult
 from ratelimit.tables import ExchangeTable, llm_table, requests_table, scope_weights
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ def _default_config() -> AppConfig:
 class ExchangeRateLimitManager:
     """Admit requests against each exchange's pools, shared by every process of the fleet.
 
+    ``redis_client`` is a ``redis.Redis`` or a ``redis.asyncio.Redis``. Without ``config``,
+    a manager on a Redis client uses the fleet's (``$CRYPTO_AI_CONFIG``, else
+    ``./config.yaml``): its exchanges, limits and key prefix, so it charges the pools the
+    running fleet charges; one on an explicit ``backend`` gets the five default tables.
+
     Warning: when Redis is unreachable, order scopes fail closed (LimiterUnavailableError);
     market-data scopes fall back to a per-process limiter with a ``1/fleet_processes`` share
     if ``rate_limiting.on_redis_unavailable`` is ``local_share`` (the default).
@@ -49,7 +58,7 @@ class ExchangeRateLimitManager:
 
     def __init__(
         self,
-        redis_client: Any = None,
+        redis_client: redis.Redis | redis.asyncio.Redis | None = None,
         config: AppConfig | None = None,
         *,
         backend: LimiterBackend | None = None,
@@ -58,6 +67,10 @@ class ExchangeRateLimitManager:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        if config is None and backend is None and redis_client is not None:
+            from core.config_loader import load_config
+
+            config = load_config()
         self.config = config or _default_config()
         self.settings = self.config.rate_limiting
         self.tables = build_limits(self.config)
@@ -68,9 +81,11 @@ class ExchangeRateLimitManager:
         if backend is None:
             if redis_client is None:
                 raise ValueError("pass a redis client (fleet-wide) or a backend")
-            from ratelimit.backends.redis import RedisBackend
+            from ratelimit.backends.redis import RedisBackend, sync_client
 
-            backend = RedisBackend(redis_client, keys or KeySpace(self.config.redis.key_prefix))
+            backend = RedisBackend(
+                sync_client(redis_client), keys or KeySpace(self.config.redis.key_prefix)
+            )
         self.backend = backend
         self._local: MemoryBackend | None = None
         self._local_tables = share(self.tables, self.settings.fleet_processes)

@@ -17,18 +17,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 
-from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
+from core.config import AppConfig
 from core.errors import (
     CircuitOpenError,
     CryptoAIError,
     GiveUpError,
     InvalidRequestError,
+    OrderRefusedError,
     OutcomeUnknownError,
     StopError,
 )
@@ -43,6 +43,7 @@ from resilience.batching import FleetBatcher, Outcomes, decode_outcome, encode_o
 from resilience.breaker import SharedBreaker
 from resilience.cache import Coalescer, ResponseCache, request_digest
 from resilience.fallback import FallbackConfig, FallbackLevel, ResilientResponse
+from resilience.orders import OrderGate, OrderRequest
 from resilience.retry import RetryConfig, retry_async
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ResilientAPIClient:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: redis.Redis | redis.asyncio.Redis,
         config: AppConfig | None = None,
         *,
         limiter: ExchangeRateLimitManager | None = None,
@@ -62,9 +63,14 @@ class ResilientAPIClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         coalesce: bool = True,
     ) -> None:
-        self.config = config or AppConfig(
-            exchanges={name: ExchangeConfig() for name in SUPPORTED_EXCHANGES}
-        )
+        from core.config_loader import load_config
+        from ratelimit.backends.redis import sync_client
+
+        # No config (the seed's call): the fleet's file, so the exchanges, breakers and key
+        # prefix are the running fleet's, never an unconfigured real exchange.
+        self.config = config or load_config()
+        # Breakers, cache and batcher run blocking Redis calls: an asyncio client is rebuilt.
+        redis_client = sync_client(redis_client)
         self.redis = redis_client
         self.keys = KeySpace(self.config.redis.key_prefix)
         self.limiter = limiter or ExchangeRateLimitManager(redis_client, self.config)
@@ -137,6 +143,8 @@ class ResilientAPIClient:
         if is_write(endpoint):
             if fc.level == FallbackLevel.EMERGENCY and not is_cancel(endpoint):
                 raise StopError(f"{exchange}: EMERGENCY level: only reads and cancels are sent")
+            # a write cut off by the caller's timeout keeps its claim until the claim lapses,
+            # so the next attempt waits and looks the order up before sending anything
             return await asyncio.wait_for(self._write(exchange, endpoint, params), fc.timeout)
         return await self._read_request(exchange, endpoint, params, fc)
 
@@ -474,40 +482,83 @@ class ResilientAPIClient:
             return ResilientResponse(None, FallbackLevel.FULL, "default", error=reason)
         raise error
 
+    @property
+    def orders(self) -> OrderGate:
+        """Return the order gate every write of this client passes (resilience/orders.py)."""
+        if self._gate is None:
+            self._gate = OrderGate(self)
+        return self._gate
+
+    _gate: OrderGate | None = None
+
     async def _write(
         self, exchange: str, endpoint: str, params: dict[str, Any]
     ) -> ResilientResponse:
-        """Send an order or cancel; an unknown outcome is looked up before anything is resent."""
-        if endpoint == "create_order":
-            order_params = dict(params.get("params") or {})
-            order_params.setdefault("clientOrderId", f"cai-{uuid.uuid4().hex[:24]}")
-            params = {**params, "params": order_params}
+        """Pass an order, amendment or cancel through the order gate; raise if it refuses."""
+        answer = await self.orders.submit(OrderRequest.parse(exchange, endpoint, params))
+        if not answer.approved:
+            raise OrderRefusedError(
+                f"{exchange} {endpoint} refused: {'; '.join(answer.reasons)}", answer.reasons
+            )
+        return ResilientResponse(answer.order, FallbackLevel.NONE, answer.source)
+
+    async def _send_write(
+        self,
+        exchange: str,
+        endpoint: str,
+        params: dict[str, Any],
+        on_attempt: Callable[[], Any] | None = None,
+    ) -> tuple[Any, str]:
+        """Send a write the gate approved; an unknown outcome is looked up before any resend.
+
+        Warning: only the order gate calls this; anything else would bypass paper mode,
+        the risk guard and the client order id claim.
+        """
         attempts = self.retry.max_attempts
         for attempt in range(1, attempts + 1):
+            if on_attempt is not None:
+                on_attempt()
             try:
-                data = await self._guarded(exchange, endpoint, params)
-                return ResilientResponse(data, FallbackLevel.NONE, "exchange")
+                return await self._guarded(exchange, endpoint, params), "exchange"
             except OutcomeUnknownError as error:
                 log.warning(
                     "%s %s: outcome unknown (%s); looking the order up", exchange, endpoint, error
                 )
+                if on_attempt is not None:
+                    on_attempt()
                 found = await self._reconcile(exchange, endpoint, params)
                 if found is not None:
-                    return ResilientResponse(found, FallbackLevel.NONE, "reconciled")
+                    return found, "reconciled"
                 if attempt == attempts:
                     raise
                 await self._sleep(self.retry.backoff(attempt - 1))
         raise AssertionError("unreachable")
 
+    async def _find_order(self, exchange: str, symbol: str, client_order_id: str) -> Any:
+        """Return the order with this client order id (reads retried), or None."""
+        return await retry_async(
+            lambda: self.gateway.find_order(exchange, symbol, client_order_id),
+            self.retry,
+            sleep=self._sleep,
+        )
+
+    async def _to_precision(self, exchange: str, symbol: str, amount: float, mode: str) -> float:
+        """Return ``amount`` in the market's amount precision (as is when markets are unread)."""
+        try:
+            await retry_async(lambda: self.gateway.markets(exchange), self.retry, sleep=self._sleep)
+        except CryptoAIError:
+            if mode != "paper":
+                raise
+            return amount
+        market = self.gateway.instance(exchange)
+        if symbol not in market.markets:
+            raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
+        return float(market.amount_to_precision(symbol, amount))
+
     async def _reconcile(self, exchange: str, endpoint: str, params: dict[str, Any]) -> Any:
         symbol = params.get("symbol", "")
-        if endpoint == "create_order":
-            client_id = params["params"]["clientOrderId"]
-            return await retry_async(
-                lambda: self.gateway.find_order(exchange, symbol, client_id),
-                self.retry,
-                sleep=self._sleep,
-            )
+        if endpoint in ("create_order", "edit_order"):
+            return await self._find_order(exchange, symbol, params["params"]["clientOrderId"])
         if endpoint == "cancel_order":
             order = await retry_async(
                 lambda: self.gateway.call(

@@ -39,6 +39,7 @@ class RetryStrategy(enum.Enum):
     LINEAR_BACKOFF = "linear_backoff"
     FIBONACCI_BACKOFF = "fibonacci_backoff"
     FIXED = "fixed"
+    FIXED_DELAY = "fixed"  # the seed's fallback_retry_system name for FIXED (an alias)
 
 
 def _fibonacci(n: int) -> int:

@@ -2,21 +2,48 @@
 
 Queues come from the task names (see ``tasks/routing.py``): news and market on ``low``,
 analysts and strategy on ``medium``, execution on ``high``. Every task is idempotent: it
-rewrites its own stage output, and execution looks its order up before placing one.
+rewrites its own stage output, and execution looks its order up before placing one. A task
+that fails records its error as the run's (``tasks/failures.py``) before it fails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import shared_task
 
+from core.errors import CryptoAIError, InvalidRequestError
 from core.tracing import continued, current_ids
-from tasks import context, execution, news, reports, stages
+from tasks import context, execution, failures, news, reports, stages
 
 
-def _span(name: str, traceparent: str | None, run_id: str, exchange: str, symbol: str) -> Any:
-    return continued(traceparent, name, run_id=run_id, exchange=exchange, symbol=symbol)
+@contextmanager
+def _stage(
+    name: str, span: str, run_id: str, exchange: str, symbol: str, *, traceparent: str | None
+) -> Iterator[context.Runtime]:
+    """Run one stage of a symbol's run inside its span, recording the error it raises."""
+    rt = context.current()
+    with (
+        continued(traceparent, span, run_id=run_id, exchange=exchange, symbol=symbol),
+        failures.recorded(rt, run_id, exchange, symbol, name),
+    ):
+        yield rt
+
+
+async def require_market(rt: context.Runtime, exchange: str, symbol: str) -> None:
+    """Refuse a symbol the exchange does not list (when its markets can be read at all).
+
+    Markets that cannot be read are left to the snapshot's own retries and fallbacks, so
+    this check never makes an exchange outage worse than it is.
+    """
+    try:
+        markets = await rt.exchange_client().gateway.markets(exchange)
+    except CryptoAIError:
+        return
+    if symbol not in markets:
+        raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
 
 
 @shared_task(name="news.collect")
@@ -24,8 +51,9 @@ def collect_news(
     run_id: str, exchange: str, symbol: str, decided_at: str, traceparent: str | None = None
 ) -> int:
     """Collect the news usable at the decision time; return how many items were kept."""
-    rt = context.current()
-    with _span("agent.news", traceparent, run_id, exchange, symbol):
+    with _stage(
+        "news.collect", "agent.news", run_id, exchange, symbol, traceparent=traceparent
+    ) as rt:
         return rt.run_async(news.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
 
 
@@ -33,10 +61,16 @@ def collect_news(
 def market_snapshot(
     run_id: str, exchange: str, symbol: str, traceparent: str | None = None
 ) -> float:
-    """Fetch candles, ticker and book; return the last price."""
-    rt = context.current()
-    with _span("agent.market", traceparent, run_id, exchange, symbol):
-        return rt.run_async(stages.market_snapshot(rt, run_id, exchange, symbol), 240)
+    """Fetch candles, ticker and book of a listed symbol; return the last price."""
+
+    async def snapshot(rt: context.Runtime) -> float:
+        await require_market(rt, exchange, symbol)
+        return await stages.market_snapshot(rt, run_id, exchange, symbol)
+
+    with _stage(
+        "market.snapshot", "agent.market", run_id, exchange, symbol, traceparent=traceparent
+    ) as rt:
+        return rt.run_async(snapshot(rt), 240)
 
 
 @shared_task(name="analysis.case")
@@ -44,8 +78,9 @@ def analyse_case(
     _inputs: Any, run_id: str, exchange: str, symbol: str, side: str, traceparent: str | None = None
 ) -> float:
     """Argue the long or the short case; return its confidence."""
-    rt = context.current()
-    with _span(f"agent.{side}", traceparent, run_id, exchange, symbol):
+    with _stage(
+        "analysis.case", f"agent.{side}", run_id, exchange, symbol, traceparent=traceparent
+    ) as rt:
         return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), 120)
 
 
@@ -54,8 +89,9 @@ def decide(
     _cases: Any, run_id: str, exchange: str, symbol: str, traceparent: str | None = None
 ) -> str:
     """Weigh both cases into a plan; return buy, sell or hold."""
-    rt = context.current()
-    with _span("agent.strategy", traceparent, run_id, exchange, symbol):
+    with _stage(
+        "strategy.decide", "agent.strategy", run_id, exchange, symbol, traceparent=traceparent
+    ) as rt:
         return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), 120)
 
 
@@ -64,13 +100,15 @@ def execute(
     _action: Any, run_id: str, exchange: str, symbol: str, traceparent: str | None = None
 ) -> dict[str, Any]:
     """Risk-check the plan, place at most one order, write the report; return a summary."""
-    rt = context.current()
-    with _span("agent.execution", traceparent, run_id, exchange, symbol):
+    with _stage(
+        "execution.execute", "agent.execution", run_id, exchange, symbol, traceparent=traceparent
+    ) as rt:
         outcome = rt.run_async(execution.execute(rt, run_id, exchange, symbol), 240)
         report = reports.build(rt, run_id, exchange, symbol)
         report["trace_id"] = current_ids()[0] or None
         path = reports.write(rt, report)
     return {
+        "exchange": exchange,
         "symbol": symbol,
         "action": outcome["action"],
         "report": str(path),

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
 
 from agents import news as news_lib
-from agents.llm import LLMError, score_headlines
+from agents.llm import LLM_FAILURES, score_headlines
 from agents.types import NewsItem
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
+from core.redact import redact
 from exchanges.http import request_timeout
 from resilience.cache import request_digest
 from resilience.retry import RetryConfig, retry_async
@@ -61,11 +61,12 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
     async def fetch_unless_down() -> Any:
         failed = cache.get(down)
         if failed is not None:
-            raise aiohttp.ClientError(f"failed {failed.age():.0f}s ago: {failed.value}")
+            raise aiohttp.ClientError(redact(f"failed {failed.age():.0f}s ago: {failed.value}"))
         try:
             return await fetch()
         except SOURCE_ERRORS as exc:
-            cache.put(down, f"{type(exc).__name__}: {exc}", news.refresh_seconds)
+            # the copy is shared fleet-wide: aiohttp's text quotes the URL and its token
+            cache.put(down, redact(f"{type(exc).__name__}: {exc}"), news.refresh_seconds)
             raise
 
     try:
@@ -74,7 +75,9 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
         if cached is None:
             raise
         log.warning(
-            "news source %s unavailable; using the copy from %.0fs ago", source, cached.age()
+            "news source %s unavailable; using the copy from %.0fs ago",
+            redact(source),
+            cached.age(),
         )
         return cached.value
     cache.put(digest, payload, news.refresh_seconds * 10)
@@ -124,7 +127,7 @@ async def _api_items(rt: Runtime) -> list[NewsItem]:
         try:
             items += await _fetch_api(rt, api)
         except SOURCE_ERRORS as exc:
-            log.warning("news API %s unavailable: %s", api.name, exc)
+            log.warning("news API %s unavailable: %s", api.name, redact(str(exc)))
     return items
 
 
@@ -138,7 +141,7 @@ async def collect_news(
         try:
             text = await _fetch_feed(rt, url)
         except SOURCE_ERRORS as exc:
-            log.warning("news feed %s unavailable: %s", url, exc)
+            log.warning("news feed %s unavailable: %s", redact(url), redact(str(exc)))
             continue
         items += news_lib.parse_feed(text, source=url)
     items += await _api_items(rt)
@@ -154,7 +157,9 @@ async def collect_news(
     if model is not None and relevant:
         try:  # the LLM scores the headlines; the lexicon's scores stay if it cannot
             relevant = await score_headlines(model, symbol, relevant)
-        except (LLMError, ValidationError) as exc:
-            log.warning("LLM sentiment for %s failed (%s); keeping the lexicon's", symbol, exc)
+        except LLM_FAILURES as exc:
+            log.warning(
+                "LLM sentiment for %s failed (%s); keeping the lexicon's", symbol, redact(str(exc))
+            )
     save(rt, run_id, exchange, symbol, "news", data=[i.model_dump(mode="json") for i in relevant])
     return len(relevant)

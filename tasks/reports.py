@@ -1,7 +1,9 @@
 """Run reports: every input, both cases, the decision, the rung that answered, the order.
 
 Written per (exchange, symbol) as JSON and as a readable Markdown page under
-``reports.dir/<run_id>/``, and kept in Redis for ``reports.keep_days``.
+``reports.dir/<run_id>/``, and kept in Redis for ``reports.keep_days``. When a rung below
+the LLM answered, the page shows the stage's ``fallback_reason`` (why the LLM did not)
+under its heading.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.redact import redact_data, secrets_of
 from tasks import stages
 from tasks.context import Runtime
 
@@ -49,6 +52,7 @@ def page(report: dict[str, Any]) -> str:
         "",
         f"## Decision: {plan['action'].upper()} (answered by: {plan['rung']})",
         "",
+        *_fallback(plan),
         plan["rationale"],
         "",
     ]
@@ -76,6 +80,7 @@ def page(report: dict[str, Any]) -> str:
         lines += [
             f"## The {side} case: confidence {case['confidence']:.2f} ({case['rung']})",
             "",
+            *_fallback(case),
             case["thesis"],
             "",
         ]
@@ -90,9 +95,17 @@ def page(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fallback(stage: dict[str, Any]) -> list[str]:
+    """Return the lines saying why the LLM did not answer a stage (none when it did)."""
+    reason = stage.get("fallback_reason")  # absent from reports written before it existed
+    return [f"The LLM did not answer: {reason}", ""] if reason else []
+
+
 def write(rt: Runtime, report: dict[str, Any]) -> Path:
     """Write the JSON and the page; keep the JSON in Redis; return the JSON file's path."""
     config = rt.config()
+    # stage outputs carry error texts (LLM fallback reasons, exchange errors): mask secrets
+    report = redact_data(report, secrets_of(config))
     folder = Path(config.reports.dir) / str(report["run_id"])
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{report['exchange']}_{str(report['symbol']).replace('/', '')}"

@@ -4,21 +4,30 @@
         -> strategy.decide -> execution.execute
 
 Inputs travel as ids (run, exchange, symbol); outputs live in Redis under the run's keys.
+
+A failed stage ends its chain at once. Celery hands a failed chord header to the chord body
+as a ChordError only once every header task has finished, and the Redis backend never marks
+the chain's last task, so whoever waits for the chain would wait out its timeout. Every
+stage therefore carries an errback (``analysis.failed``) that fails the chain's last result
+with the run's recorded error (``tasks/failures.py``) as soon as the stage fails.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import chain, group, shared_task
-from celery.result import GroupResult
+from celery.exceptions import TimeoutError as ResultTimeoutError
+from celery.result import AsyncResult, GroupResult
 
 from core.config import AppConfig
 from core.tracing import traceparent
-from tasks import agents
+from tasks import agents, context, failures
 
 
 def new_run_id() -> str:
@@ -36,17 +45,46 @@ def symbol_chain(
         "symbol": symbol,
         "traceparent": parent,
     }
+    final_id = str(uuid.uuid4())  # the chain's result: what a waiter waits for
+    ended = stage_failed.s(final_id=final_id, **ids)
     return chain(
         group(
-            agents.collect_news.si(decided_at=decided_at, **ids),
-            agents.market_snapshot.si(**ids),
+            agents.collect_news.si(decided_at=decided_at, **ids).on_error(ended),
+            agents.market_snapshot.si(**ids).on_error(ended),
         ),
         group(
-            agents.analyse_case.s(side="long", **ids), agents.analyse_case.s(side="short", **ids)
+            agents.analyse_case.s(side="long", **ids).on_error(ended),
+            agents.analyse_case.s(side="short", **ids).on_error(ended),
         ),
-        agents.decide.s(**ids),
-        agents.execute.s(**ids),
+        agents.decide.s(**ids).on_error(ended),
+        agents.execute.s(**ids).set(task_id=final_id).on_error(ended),
     )
+
+
+@shared_task(name="analysis.failed")
+def stage_failed(
+    request: Any,
+    exc: BaseException,
+    traceback: Any,
+    *,
+    run_id: str,
+    exchange: str,
+    symbol: str,
+    final_id: str,
+    traceparent: str | None = None,
+) -> None:
+    """End a symbol's chain after a stage failed: fail its last result with the run's error.
+
+    Celery calls this in the process that saw the failure (an errback taking the request,
+    the error and the traceback), at once, not after the rest of the chord header.
+    """
+    stage = str(getattr(request, "task", None) or "unknown stage")
+    try:  # the failed task has recorded its error already; this covers a killed one
+        found = failures.record(context.current(), run_id, exchange, symbol, stage, exc=exc)
+    except Exception:  # Redis gone: still try to end the chain with what is known here
+        found = failures.describe(stage, exc)
+    failed = failures.StageFailedError(failures.line(found))
+    stage_failed.backend.mark_as_failure(final_id, failed)
 
 
 def watchlist_items(config: AppConfig) -> list[dict[str, Any]]:
@@ -97,21 +135,90 @@ def submit_watchlist(config: AppConfig, run_id: str | None = None) -> tuple[str,
 @shared_task(name="analysis.submit")
 def submit_run(
     run_id: str, decided_at: str, items: list[dict[str, Any]], traceparent: str | None = None
-) -> str:
-    """Publish a run's canvas from inside the fleet; return its saved group's id."""
-    result = run_canvas(run_id, decided_at, items, traceparent).apply_async()
+) -> dict[str, Any]:
+    """Publish a run's canvas from inside the fleet; return its saved group and its symbols."""
+    # not a child of this task: the submitter would decode the whole canvas from its result
+    result = run_canvas(run_id, decided_at, items, traceparent).apply_async(add_to_parent=False)
     result.save()  # the submitter restores the group by id to wait for it
-    return str(result.id)
+    release(result)
+    symbols = [[item["exchange"], symbol] for item in items for symbol in item["symbols"]]
+    return {"group": str(result.id), "run_id": run_id, "symbols": symbols}
 
 
-def wait_submitted(result: Any, timeout: float) -> list[Any]:
-    """Return every chain's final result of a run sent by :func:`submit_watchlist`."""
+@dataclass(frozen=True)
+class SymbolOutcome:
+    """How one symbol's run ended: its execution summary, or the line saying why it stopped."""
+
+    exchange: str
+    symbol: str
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def wait_submitted(result: Any, timeout: float) -> list[SymbolOutcome]:
+    """Return how each symbol's run of a run sent by :func:`submit_watchlist` ended.
+
+    Waits until every chain has ended (a failed stage ends its chain at once) or the
+    timeout has passed; a chain still running then is reported as such.
+    """
     deadline = time.monotonic() + timeout
-    group_id = result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
-    runs = GroupResult.restore(group_id, app=result.app)
-    if runs is None:
-        raise LookupError(f"the run's group {group_id} is not in the result backend")
-    return wait(runs, max(1.0, deadline - time.monotonic()))
+    runs: GroupResult | None = None
+
+    try:
+        sent = result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
+        runs = GroupResult.restore(sent["group"], app=result.app)
+        if runs is None:
+            raise LookupError(f"the run's group {sent['group']} is not in the result backend")
+        with suppress(ResultTimeoutError):
+            runs.join_native(timeout=max(1.0, deadline - time.monotonic()), propagate=False)
+        return [
+            _outcome(child, sent["run_id"], exchange, symbol, timeout)
+            for child, (exchange, symbol) in zip(runs.results, sent["symbols"], strict=True)
+        ]
+    finally:
+        release(result, runs)
+
+
+def _outcome(
+    child: AsyncResult, run_id: str, exchange: str, symbol: str, timeout: float
+) -> SymbolOutcome:
+    if child.successful():
+        return SymbolOutcome(exchange, symbol, summary=child.result)
+    if not child.failed():
+        return SymbolOutcome(
+            exchange, symbol, error=f"no outcome within {timeout:g} s: still running"
+        )
+    found = failures.recorded_error(context.current(), run_id, exchange, symbol)
+    if found is not None:  # the stage's own error, not the cascade Celery made of it
+        return SymbolOutcome(exchange, symbol, error=failures.line(found))
+    error = child.result
+    if isinstance(error, failures.StageFailedError):
+        return SymbolOutcome(exchange, symbol, error=str(error))
+    line = f"failed: {type(error).__name__}: {failures.one_line(str(error))}"
+    return SymbolOutcome(exchange, symbol, error=line)
+
+
+def release(*results: Any) -> None:
+    """Stop listening for these results, their parents and their members, now.
+
+    Every GroupResult Celery builds (also for a canvas's inner groups, when it publishes or
+    restores one) makes the backend await each member until it is ready, subscribed and
+    kept alive; collected later, after Redis has stopped or at interpreter exit, each one
+    prints an "Exception ignored in AsyncResult.__del__" traceback, and in a worker they
+    pile up run after run. Unsubscribing while Redis is up leaves nothing to collect.
+    """
+    seen: set[int] = set()
+    todo: list[Any] = list(results)
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.extend(getattr(node, "results", None) or ())
+        todo.append(getattr(node, "parent", None))
+        if isinstance(node, AsyncResult):
+            with suppress(Exception):  # Redis already gone: nothing left to unsubscribe from
+                node.backend.remove_pending_result(node)
 
 
 def wait(result: Any, timeout: float) -> list[Any]:

@@ -20,10 +20,10 @@ from agents.llm import (
     CaseAnswer,
     PlanAnswer,
     case_from_answer,
+    case_messages,
     climb,
-    data_message,
     plan_from_answer,
-    prompt,
+    plan_messages,
 )
 from agents.strategy import decide, size_for
 from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
@@ -132,8 +132,7 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
     else:
         cache = rt.exchange_client().cache
         digest = request_digest(exchange, f"llm:case:{side}", {"symbol": symbol})
-        system = prompt("case", side=side, symbol=symbol)
-        user = data_message(feats, items, symbol=symbol, last=snapshot.last)
+        system, user = case_messages(case_side, symbol, feats, items, snapshot.last)
 
         async def ask() -> AnalystReport:
             return case_from_answer(
@@ -155,8 +154,13 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
             )
             cache.put(digest, answer.model_dump(mode="json"), LLM_CACHE_SECONDS)
 
-        report, _ = await climb(ask, cached, rules, remember)
-    set_attributes(rung=report.rung.value, confidence=report.confidence)
+        report, _, reason = await climb(
+            ask, cached, rules, remember, what=f"{exchange} {symbol} {side} case"
+        )
+        report = report.model_copy(update={"fallback_reason": reason})
+    set_attributes(
+        rung=report.rung.value, confidence=report.confidence, fallback=report.fallback_reason
+    )
     save(rt, run_id, exchange, symbol, side, data=report.model_dump(mode="json"))
     return report.confidence
 
@@ -176,19 +180,19 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
     if model is None or feats.atr is None:
         plan = rules()
     else:
-        system = prompt("plan", symbol=symbol, entry=feats.close)
-        user = data_message(
-            feats, [], long=long.model_dump(mode="json"), short=short.model_dump(mode="json")
-        )
+        system, user = plan_messages(symbol, feats, long, short)
 
         async def ask() -> TradePlan:
             answer = await model.complete(PlanAnswer, system, user)
             size = size_for(feats.close, feats.atr or 0.0, answer.confidence, limits)
             return plan_from_answer(symbol, feats.close, size, answer, Rung.LLM)
 
-        plan, _ = await climb(ask, lambda: None, rules, lambda plan: None)
+        plan, _, reason = await climb(
+            ask, lambda: None, rules, lambda plan: None, what=f"{exchange} {symbol} strategy"
+        )
+        plan = plan.model_copy(update={"fallback_reason": reason})
     valid_until = snapshot.taken_at + timedelta(seconds=rt.config().plan_validity())
     plan = plan.model_copy(update={"decided_at": snapshot.taken_at, "valid_until": valid_until})
-    set_attributes(rung=plan.rung.value, action=plan.action)
+    set_attributes(rung=plan.rung.value, action=plan.action, fallback=plan.fallback_reason)
     save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
     return plan.action

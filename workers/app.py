@@ -2,6 +2,10 @@
 
 Settings are computed lazily from the validated configuration the first time Celery reads
 them (see ``celeryconfig.py``), so importing this module reads no file and opens no socket.
+
+No secret leaves a task: its result and its exception (message, chain, traceback: what the
+result backend stores and Flower shows) are redacted on the way out (:class:`RedactingTask`),
+and every log record of the process is redacted when it is made.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import (
     after_setup_logger,
+    after_setup_task_logger,
     task_postrun,
     task_prerun,
     worker_init,
@@ -24,6 +30,7 @@ from celery.signals import (
 
 import celeryconfig
 from core import events
+from core.redact import redact, redact_data, scrub_exception
 from monitoring import fleet_stats, metrics
 from tasks import context
 from workers import runtime, tracing
@@ -44,8 +51,40 @@ def _settings() -> dict[str, Any]:
     return celeryconfig.celery_settings(runtime.config(), runtime.redis_url())
 
 
+class RedactingTask(Task):  # type: ignore[misc]  # celery is untyped
+    """Run a task; redact its result and the exception it raises (text and whole chain)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the redacted result, or raise the exception scrubbed of secrets."""
+        # under the tracer the request is pushed already and Celery calls run; called
+        # directly, Celery's __call__ pushes one first
+        run = self.run if self.request_stack.top is not None else super().__call__
+        try:
+            return redact_data(run(*args, **kwargs))
+        except (Ignore, Reject):
+            raise
+        except Retry as retry:
+            _scrub_retry(retry)
+            raise
+        except Exception as exc:
+            clean = scrub_exception(exc)
+            if clean is exc:
+                raise
+            failure: BaseException = clean
+        # raised outside the handler, so the original is not attached again as its context
+        raise failure
+
+
+def _scrub_retry(retry: Retry) -> None:
+    if isinstance(retry.exc, BaseException):
+        retry.exc = scrub_exception(retry.exc)
+    for name in ("message", "excs"):
+        if isinstance(getattr(retry, name, None), str):
+            setattr(retry, name, redact(getattr(retry, name)))
+
+
 context.install(runtime)
-app = Celery("crypto_ai", include=TASK_MODULES)
+app = Celery("crypto_ai", include=TASK_MODULES, task_cls=RedactingTask)
 app.add_defaults(_settings)
 
 
@@ -65,12 +104,20 @@ def _fresh_clients_per_process(**_: Any) -> None:
 def _redacted_logs_with_a_redis_copy(logger: logging.Logger, **_: Any) -> None:
     from monitoring import logs
 
+    logs.redact_every_record()
     try:
         logs.install(
             logger, runtime.config(), runtime.redis_client(), runtime.keyspace().logs_system()
         )
     except Exception:  # logging setup must not stop the worker
         logging.getLogger(__name__).exception("could not install the log sink")
+
+
+@after_setup_task_logger.connect
+def _redacted_task_logs(**_: Any) -> None:
+    from monitoring import logs
+
+    logs.redact_every_record()  # Celery's task logger does not propagate to the root's handlers
 
 
 @worker_process_shutdown.connect

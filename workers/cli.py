@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -61,10 +61,34 @@ def _describe(config: AppConfig) -> str:
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path | None, typer.Argument()] = None) -> None:
+def config_check(
+    file: Annotated[Path | None, typer.Argument()] = None,
+    markets: Annotated[
+        bool,
+        typer.Option(
+            "--markets/--no-markets",
+            help="check the watchlist against each enabled exchange's markets (read from "
+            "its base_url; a note when they cannot be read)",
+        ),
+    ] = True,
+    markets_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for an exchange's markets")
+    ] = 5.0,
+) -> None:
     """Validate a config file with the environment applied; exit 2 naming every problem."""
+    import asyncio
+
+    from workers.markets import check_markets
+
     config = _load_or_exit(file)
     shown = resolve_config_path(file, dict(os.environ)) or "<defaults>"
+    if markets and config.watchlist:
+        found = asyncio.run(check_markets(config, markets_timeout))
+        for note in found.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if found.problems:
+            print(ConfigError(str(shown), found.problems).render(), file=sys.stderr)
+            raise typer.Exit(2)
     _out.print(f"{shown}: valid. {_describe(config)}", markup=False, highlight=False)
 
 
@@ -166,7 +190,11 @@ def sandbox(
 
 
 def _submit_run(cfg: AppConfig, timeout: float) -> int:
-    """Submit one analysis run over the watchlist, wait for it, print the outcome."""
+    """Submit one analysis run over the watchlist, wait for it, print each symbol's outcome.
+
+    Return 0 when every symbol got a decision, 1 when any failed (one line each saying in
+    which stage and why) or the run could not be waited for.
+    """
     import workers.app  # noqa: F401 - binds the shared tasks to the fleet's app
     from tasks.runs import submit_watchlist, wait_submitted
     from workers import runtime, tracing
@@ -176,27 +204,47 @@ def _submit_run(cfg: AppConfig, timeout: float) -> int:
         return 2
     tracing.setup(cfg.tracing)
     symbols = sum(len(i.symbols) for i in cfg.watchlist)
-    with span("analysis.run", symbols=symbols) as root:
-        run_id, result = submit_watchlist(cfg)  # one message; a worker publishes the canvas
-        root.set_attribute("run_id", run_id)
-        client = runtime.redis_client()
-        client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
-    _out.print(f"run {run_id}: {sum(len(i.symbols) for i in cfg.watchlist)} symbols submitted")
     try:
+        with span("analysis.run", symbols=symbols) as root:
+            run_id, result = submit_watchlist(cfg)  # one message; a worker publishes the canvas
+            root.set_attribute("run_id", run_id)
+            client = runtime.redis_client()
+            client.zadd(runtime.keyspace().runs_index(), {run_id: time.time()})
+        _say(f"run {run_id}: {symbols} symbols submitted")
         outcomes = wait_submitted(result, timeout)
     except Exception as exc:  # any failure of the run is reported, and the exit code says so
-        print(f"run {run_id} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"the run failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
         tracing.shutdown()
-    table = Table("symbol", "decision", "order", "report", title=f"Run {run_id}")
     for outcome in outcomes:
-        table.add_row(
-            outcome["symbol"], outcome["action"], outcome["order"] or "-", outcome["report"]
+        _say(
+            f"{outcome.exchange} {outcome.symbol}: {_outcome_text(outcome.summary, outcome.error)}"
         )
-    _out.print(table)
-    _out.print(f"reports: {Path(cfg.reports.dir) / run_id}")
+    failed = sum(1 for o in outcomes if o.error is not None)
+    _say(f"reports: {Path(cfg.reports.dir) / run_id}")
+    if failed:
+        undecided = f"{failed} of {len(outcomes)} symbols without a decision"
+        print(f"run {run_id}: {undecided}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _outcome_text(summary: dict[str, Any] | None, error: str | None) -> str:
+    """Return a symbol's outcome as the text after ``exchange SYMBOL:``."""
+    if error is not None or summary is None:
+        return error or "no outcome"
+    order = f"order {summary['order']}" if summary.get("order") else "no order"
+    return f"{str(summary['action']).upper()}, {order} -> {summary['report']}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _say(line: str) -> None:
+    # plain text: an exchange's error message may hold brackets rich would read as markup
+    _out.print(line, markup=False, highlight=False)
 
 
 @app.command()

@@ -14,15 +14,19 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.config import PRIORITY_QUEUES, AppConfig
+from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
 from core.urls import local_port
 from workers import runtime
@@ -54,7 +58,8 @@ def fleet_specs(
     sandboxes = [
         ProcessSpec(f"sandbox-{key}", [python, "-m", "workers.cli", "sandbox", "--exchange", key])
         for key, exchange in config.exchanges.items()
-        if exchange.enabled and sandbox_port(exchange.base_url) is not None
+        # is_sandbox: false on a local URL is a real exchange (a proxy, another emulator)
+        if exchange.enabled and exchange.sandboxed and sandbox_port(exchange.base_url) is not None
     ]
     level = config.monitoring.log_level
     concurrency = str(config.celery.worker_concurrency or 2)
@@ -150,6 +155,8 @@ class Fleet:
             # Flower reads it from the environment: never on a command line (ps shows those)
             env["FLOWER_BASIC_AUTH"] = self.config.monitoring.flower.basic_auth.get_secret_value()
         for spec in fleet_specs(self.config, self.state_dir, services=self.services):
+            if spec.name.startswith("sandbox-") and self._sandbox_already_served(spec.name[8:]):
+                continue
             process = subprocess.Popen(
                 spec.argv,
                 env=env,
@@ -160,6 +167,34 @@ class Fleet:
             self._processes[spec.name] = process
             threading.Thread(target=self._pump, args=(spec.name, process), daemon=True).start()
         self.echo("fleet", f"started {', '.join(self._processes)} on {redact_url(self.redis_url)}")
+
+    def _sandbox_already_served(self, key: str) -> bool:
+        """Return True if our sandbox already answers at the exchange's URL; raise if another
+        server holds the port (it must not silently get a second server, nor be traded as
+        if it were the sandbox)."""
+        url = str(self.config.exchanges[key].base_url)
+        port = sandbox_port(url)
+        with contextlib.closing(socket.socket()) as probe:
+            probe.settimeout(1.0)
+            if port is None or probe.connect_ex(("127.0.0.1", port)) != 0:
+                return False  # nothing listens: start ours
+        try:
+            # base_url is validated as http(s) by the config
+            with urllib.request.urlopen(f"{url}/sandbox/stats", timeout=3) as answer:  # noqa: S310
+                json.loads(answer.read())["name"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                "the fleet's exchanges",
+                [
+                    (
+                        f"exchanges.{key}.base_url",
+                        f"{url} is served by something that is not the sandbox ({exc}); free "
+                        "the port, or set is_sandbox: false to trade it as a real exchange",
+                    )
+                ],
+            ) from None
+        self.echo("fleet", f"using the sandbox already running at {url}")
+        return True
 
     def _start_metrics(self) -> None:
         """Give every process one multiprocess metrics directory and serve the merged view."""
@@ -258,8 +293,7 @@ class Fleet:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.exited():
                     return False
-                with contextlib.suppress(Exception):  # not ready: a worker is still starting
-                    app.send_task("health.ping", queue=queue).get(timeout=min(5.0, left))
+                if _pinged(app, queue, min(5.0, left)):
                     break
         return True
 
@@ -300,6 +334,23 @@ class Fleet:
         self.echo("fleet", "all processes stopped")
 
 
+def _pinged(app: Any, queue: str, timeout: float) -> bool:
+    """Return True if a health task sent to ``queue`` was answered within ``timeout``."""
+    from tasks.runs import release
+
+    ping = None
+    try:
+        ping = app.send_task("health.ping", queue=queue)
+        ping.get(timeout=timeout)
+    except Exception:  # not ready: a worker is still starting
+        return False
+    finally:
+        # an unanswered ping stays awaited; collected after Redis stopped, it would print
+        # a traceback
+        release(ping)
+    return True
+
+
 def run_fleet(config: AppConfig, config_path: Path | None) -> int:
     """Start the fleet, run until Ctrl-C/SIGTERM or a failure, stop it; return an exit code."""
     fleet = Fleet(config, config_path)
@@ -308,7 +359,11 @@ def run_fleet(config: AppConfig, config_path: Path | None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        fleet.start()
+        try:
+            fleet.start()
+        except ConfigError as exc:  # e.g. a sandbox URL served by something else
+            print(exc.render(), file=sys.stderr)
+            return 2
         threading.Thread(target=fleet.first_analysis, daemon=True).start()
         return fleet.wait()
     finally:
@@ -321,7 +376,11 @@ def run_once(config: AppConfig, config_path: Path | None, cycle: Callable[[], in
     """Start Redis, sandboxes and workers (no beat, no Flower), run ``cycle``, stop all."""
     fleet = Fleet(config, config_path, services=False, echo=lambda name, line: None)
     try:
-        fleet.start()
+        try:
+            fleet.start()
+        except ConfigError as exc:  # e.g. a sandbox URL served by something else
+            print(exc.render(), file=sys.stderr)
+            return 2
         if not fleet.wait_until_ready(timeout=120):
             print("the workers did not answer within 120 s", file=sys.stderr)
             return 1

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from ratelimit.pools import Priority
 
@@ -29,9 +30,15 @@ Callback = Callable[[Any, BaseException | None], None]
 
 
 class PriorityQueueManager:
-    """Send payloads to the fleet by priority and report their outcome."""
+    """Send payloads to the fleet by priority and report their outcome.
 
-    def __init__(self, redis_client: redis.Redis | None = None, poll: float = 0.05) -> None:
+    ``redis_client`` (a ``redis.Redis`` or ``redis.asyncio.Redis``) is accepted for the seed's
+    signature; the broker is the fleet's, from its configuration.
+    """
+
+    def __init__(
+        self, redis_client: redis.Redis | redis.asyncio.Redis | None = None, poll: float = 0.05
+    ) -> None:
         self.redis = redis_client
         self.poll = poll
         self._watchers: set[asyncio.Task[None]] = set()

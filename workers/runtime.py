@@ -24,6 +24,7 @@ from agents.llm import LLMPort
 from core.config import AppConfig
 from core.config_loader import load_config
 from core.keys import KeySpace
+from core.redact import register_config
 from core.redis_target import external_redis_url, redact_url
 from exchanges.http import pooled_session
 from ratelimit.manager import ExchangeRateLimitManager
@@ -40,6 +41,8 @@ _state: dict[str, Any] = {}
 
 def configure(config: AppConfig, redis_url: str | None = None) -> None:
     """Install a configuration (and optionally a Redis URL) for this process."""
+    # its secrets join the redaction registry: every log line, error and result masks them
+    register_config(config)
     with _lock:
         _state.clear()
         _state["config"] = config
@@ -48,10 +51,12 @@ def configure(config: AppConfig, redis_url: str | None = None) -> None:
 
 
 def config() -> AppConfig:
-    """Return this process's configuration, loading it on first use."""
+    """Return this process's configuration, loading it (and registering its secrets) once."""
     with _lock:
         if "config" not in _state:
-            _state["config"] = load_config()
+            loaded = load_config()
+            register_config(loaded)
+            _state["config"] = loaded
         return _state["config"]  # type: ignore[no-any-return]
 
 

@@ -14,11 +14,49 @@ from importlib import resources
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
 from ratelimit.backend import Charge
 from ratelimit.pools import PoolSpec, Priority, RateLimitResult
+
+#: The sync connection class for each asyncio one (same arguments, blocking sockets).
+_SYNC_CONNECTIONS: dict[type[redis.asyncio.connection.AbstractConnection], type[Any]] = {
+    redis.asyncio.Connection: redis.Connection,
+    redis.asyncio.SSLConnection: redis.SSLConnection,
+    redis.asyncio.UnixDomainSocketConnection: redis.UnixDomainSocketConnection,
+}
+# Their Retry and connect callback are coroutines: the sync client uses its own defaults.
+_ASYNC_ONLY_KWARGS = ("retry", "redis_connect_func")
+
+
+def sync_client(client: redis.Redis | redis.asyncio.Redis) -> redis.Redis:
+    """Return ``client``, or for an asyncio client a sync one on the same server and settings.
+
+    The limiter, breakers and cache run blocking Lua calls (from worker threads in the async
+    API), so an asyncio client is rebuilt from its pool's connection arguments. Replies are
+    bytes, as the fleet's own clients return them, whatever ``decode_responses`` says.
+    """
+    if isinstance(client, redis.Redis):
+        return client
+    if not isinstance(client, redis.asyncio.Redis):
+        raise TypeError(
+            f"expected a redis.Redis or redis.asyncio.Redis client, got {type(client).__name__}"
+        )
+    pool = client.connection_pool
+    connection = _SYNC_CONNECTIONS.get(pool.connection_class)
+    if connection is None:
+        raise TypeError(
+            f"cannot derive a sync client from {pool.connection_class.__name__} connections; "
+            "pass a redis.Redis"
+        )
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _ASYNC_ONLY_KWARGS}
+    kwargs["decode_responses"] = False
+    sync_pool = redis.ConnectionPool(
+        connection_class=connection, max_connections=pool.max_connections, **kwargs
+    )
+    return redis.Redis(connection_pool=sync_pool)
 
 
 def _script_text(name: str) -> str:

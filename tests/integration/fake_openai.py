@@ -15,12 +15,19 @@ from sandbox.thread import AppThread
 
 @dataclass
 class Behaviour:
-    """What the next answers look like: ``ok`` with ``content``, ``slow``, ``429``."""
+    """What the next answers look like: ``ok`` with ``content``, ``slow``, ``429``.
+
+    ``finish_reason`` is what every answer reports; ``length`` is a server that stopped at
+    its token limit, and with it ``text`` (when set) replaces the JSON content, as a cut
+    answer would.
+    """
 
     mode: str = "ok"
     content: dict[str, Any] = field(default_factory=dict)
     by_schema: dict[str, dict[str, Any]] = field(default_factory=dict)
     delay: float = 0.0
+    finish_reason: str = "stop"
+    text: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -46,6 +53,7 @@ def make_app(behaviour: Behaviour) -> web.Application:
             await asyncio.sleep(behaviour.delay)
         schema = body.get("response_format", {}).get("json_schema", {}).get("name", "")
         content = behaviour.by_schema.get(schema, behaviour.content)
+        text = json.dumps(content) if behaviour.text is None else behaviour.text
         return web.json_response(
             {
                 "id": "chatcmpl-test",
@@ -55,11 +63,11 @@ def make_app(behaviour: Behaviour) -> web.Application:
                 "choices": [
                     {
                         "index": 0,
-                        "finish_reason": "stop",
+                        "finish_reason": behaviour.finish_reason,
                         "logprobs": None,
                         "message": {
                             "role": "assistant",
-                            "content": json.dumps(content),
+                            "content": text,
                             "refusal": None,
                         },
                     }

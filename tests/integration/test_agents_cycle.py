@@ -198,11 +198,14 @@ def test_sigkill_during_execution_leaves_exactly_one_order(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     overrides = {
-        "CRYPTO_AI__CELERY__VISIBILITY_TIMEOUT": 10,
+        "CRYPTO_AI__CELERY__VISIBILITY_TIMEOUT": 15,
         "CRYPTO_AI__CELERY__MAX_COUNTDOWN": 0,
         "CRYPTO_AI__CELERY__TASK_TIME_LIMIT": 8,
         "CRYPTO_AI__CELERY__TASK_SOFT_TIME_LIMIT": 7,
         "CRYPTO_AI__CELERY__UNACKED_RESTORE_INTERVAL": 1,
+        # room for one order request (4.5 s) after the time limit, as the config demands
+        "CRYPTO_AI__PERFORMANCE__CONNECTION_POOLING__CONNECTION_TIMEOUT": 1,
+        "CRYPTO_AI__PERFORMANCE__CONNECTION_POOLING__READ_TIMEOUT": 3.5,
     }
     # a steady uptrend, so that every plan is a buy
     candles = tmp_path / "uptrend.csv"

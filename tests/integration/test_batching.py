@@ -325,6 +325,9 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
     with running_sandbox(symbols=SYMBOLS[:2]) as sb:
         config = config_for(sb.url, namespace, window=0.5)
         config["exchanges"]["binance"].update(api_key="sandbox-key", api_secret="sandbox-secret")
+        config["trading"] = {
+            "risk": {"max_notional_per_order": 1e6, "max_position_per_symbol": 1e6}
+        }
         client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
 
         async def scenario() -> tuple[list[Any], Any]:
@@ -341,7 +344,8 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
 
         together, after = run_with(client, scenario)
         calls = stats(sb.url)["requests_by_endpoint"]["GET /api/v3/account"]
-    assert calls == 2  # six reads in one batch, then the read after the order
+    # six reads in one batch, the order gate's read for the risk guard, the read after
+    assert calls == 3
     assert {a.source for a in together} == {"batched"}
     assert all(a.data["total"] == together[0].data["total"] for a in together)
     bought = SYMBOLS[0].split("/")[0]

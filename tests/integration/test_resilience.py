@@ -183,7 +183,9 @@ def test_a_lost_order_response_leaves_exactly_one_order_and_the_caller_gets_it(
     redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
     with running_sandbox() as sb:
-        cfg = AppConfig.model_validate(fleet_config(sb.url, namespace))
+        settings = fleet_config(sb.url, namespace)
+        settings["trading"] = {"risk": {"max_position_per_symbol": 1e6}}  # holds 2 ETH
+        cfg = AppConfig.model_validate(settings)
         limiter = ExchangeRateLimitManager(redis_client, cfg)
         client = ResilientAPIClient(
             redis_client, cfg, limiter=limiter, gateway=CcxtGateway(cfg, limiter, timeout_ms=1000)
@@ -197,6 +199,10 @@ def test_a_lost_order_response_leaves_exactly_one_order_and_the_caller_gets_it(
 
         async def place() -> Any:
             try:
+                ticker = await client.resilient_request(
+                    "binance", "fetch_ticker", {"symbol": "ETH/USDT"}
+                )
+                # a resting buy 1% under the market: within the risk guard's price deviation
                 return await client.resilient_request(
                     "binance",
                     "create_order",
@@ -205,7 +211,7 @@ def test_a_lost_order_response_leaves_exactly_one_order_and_the_caller_gets_it(
                         "type": "limit",
                         "side": "buy",
                         "amount": 0.01,
-                        "price": 1000,
+                        "price": round(ticker.data["last"] * 0.99, 2),
                         "params": {"clientOrderId": "plan-7f3a"},
                     },
                 )
@@ -240,7 +246,12 @@ def test_business_errors_are_not_retried_and_do_not_trip_the_breaker(
     error: type,
 ) -> None:
     with running_sandbox() as sb:
-        cfg = AppConfig.model_validate(fleet_config(sb.url, namespace, failure_threshold=1))
+        settings = fleet_config(sb.url, namespace, failure_threshold=1)
+        # limits the order passes, so that the exchange itself answers it
+        settings["trading"] = {
+            "risk": {"max_notional_per_order": 1e9, "max_position_per_symbol": 1e9}
+        }
+        cfg = AppConfig.model_validate(settings)
         client = ResilientAPIClient(redis_client, cfg)
 
         async def call() -> None:
@@ -254,7 +265,11 @@ def test_business_errors_are_not_retried_and_do_not_trip_the_breaker(
         with pytest.raises(error):
             asyncio.run(call())
         calls = admin(sb.url, "stats")["requests_by_endpoint"]
-    sent = {k: v for k, v in calls.items() if k != "GET /api/v3/exchangeInfo"}
+    # the order gate's reads for the risk guard go first; the failing call is made once
+    gate_reads = {"GET /api/v3/exchangeInfo", "GET /api/v3/account", "GET /api/v3/openOrders"}
+    if endpoint == "create_order":
+        gate_reads.add("GET /api/v3/ticker/24hr")
+    sent = {k: v for k, v in calls.items() if k not in gate_reads}
     assert list(sent.values()) == [1], sent
     for klass in ("public", "orders"):
         assert client.breaker("binance", klass).state() == "closed"

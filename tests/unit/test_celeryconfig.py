@@ -97,3 +97,16 @@ def test_a_dedicated_exchange_gets_its_own_queues() -> None:
     )
     argv = next(s.argv for s in fleet_specs(config, Path(".")) if s.name == "worker-binance")
     assert "binance.high,binance.medium,binance.low" in argv
+
+
+def test_is_sandbox_false_on_a_local_url_starts_no_sandbox() -> None:
+    from pathlib import Path
+
+    from core.config import ExchangeConfig
+    from workers.fleet import fleet_specs
+
+    config = AppConfig(
+        exchanges={"binance": ExchangeConfig(base_url="http://127.0.0.1:8901", is_sandbox=False)}
+    )
+    names = [spec.name for spec in fleet_specs(config, Path(".crypto-ai"))]
+    assert not [n for n in names if n.startswith("sandbox-")]

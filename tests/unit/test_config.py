@@ -306,3 +306,26 @@ def test_visibility_timeout_must_leave_room_for_an_order_request_after_the_time_
         celery=CeleryConfig(visibility_timeout=341, max_countdown=0, task_time_limit=300)
     )
     assert "celery.visibility_timeout" not in dict(cross_reference_problems(roomy))
+
+
+def test_an_llm_budget_smaller_than_one_prompt_is_refused(tmp_path: Path) -> None:
+    llm = "llm:\n  base_url: http://127.0.0.1:9/v1\n"
+    message = problems_of(tmp_path, llm + "  tokens_per_minute: 500\n")
+    assert "llm.tokens_per_minute: 500 is smaller than one prompt (about 1,800 tokens" in message
+    assert "max answer" in message
+    assert "llm.tokens_per_minute: 1799" in problems_of(
+        tmp_path, llm + "  tokens_per_minute: 1799\n"
+    )
+    assert load_config(write(tmp_path, llm + "  tokens_per_minute: 1800\n"), env={})
+    # a configured max_tokens is what an answer is charged, so it moves the floor
+    roomy = llm + "  tokens_per_minute: 1800\n  max_tokens: 2000\n"
+    assert "about 3,200 tokens" in problems_of(tmp_path, roomy)
+    # the environment's values are checked too
+    env_message = problems_of(
+        tmp_path,
+        "{}\n",
+        env={"OPENAI_API_KEY": "sk-test", "CRYPTO_AI__LLM__TOKENS_PER_MINUTE": "99"},
+    )
+    assert "llm.tokens_per_minute: 99 is smaller than one prompt" in env_message
+    # without an LLM the budget is never spent: nothing to refuse
+    assert load_config(write(tmp_path, "llm:\n  tokens_per_minute: 500\n"), env={})
