@@ -35,6 +35,7 @@ from agents.llm import (
 from core.config import LLMConfig, estimated_prompt_tokens
 from core.errors import BackOffError
 from core.events import emit
+from core.redact import scrub_exception
 from core.tracing import span
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
@@ -115,7 +116,8 @@ class OpenAICompatibleLLM:
                 runnable.ainvoke([("system", system), ("human", user)]), self.config.timeout
             )
         except openai.OpenAIError as exc:
-            raise self._translate(exc) from exc
+            # the openai exception quotes the request (and an echoed key): kept scrubbed
+            raise self._translate(exc) from scrub_exception(exc)
         except TimeoutError as exc:
             raise LLMTimeoutError(
                 f"the LLM did not answer within {self.config.timeout:g}s"
@@ -123,7 +125,9 @@ class OpenAICompatibleLLM:
         except (ValidationError, OutputParserException, ValueError) as exc:
             # the answer did not parse or fit (pydantic, JSON and langchain's parser errors
             # are ValueErrors); raised inside the vendor call, so it is the answer's fault
-            raise LLMAnswerError(f"the LLM answer was unusable: {brief(exc)}") from exc
+            raise LLMAnswerError(f"the LLM answer was unusable: {brief(exc)}") from (
+                scrub_exception(exc)
+            )
         if not isinstance(answer, schema):
             raise LLMAnswerError(f"the LLM answered {type(answer).__name__}, not {schema.__name__}")
         return answer

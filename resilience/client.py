@@ -92,6 +92,8 @@ class ResilientAPIClient:
             idle=batching.idle_timeout,
         )
         self._breakers: dict[tuple[str, str], SharedBreaker] = {}
+        #: The order gate every write of this client passes (resilience/orders.py).
+        self.orders = OrderGate(self)
 
     def breaker(self, exchange: str, klass: str) -> SharedBreaker:
         """Return the fleet-wide breaker of an exchange's endpoint class."""
@@ -481,15 +483,6 @@ class ResilientAPIClient:
                 )
             return ResilientResponse(None, FallbackLevel.FULL, "default", error=reason)
         raise error
-
-    @property
-    def orders(self) -> OrderGate:
-        """Return the order gate every write of this client passes (resilience/orders.py)."""
-        if self._gate is None:
-            self._gate = OrderGate(self)
-        return self._gate
-
-    _gate: OrderGate | None = None
 
     async def _write(
         self, exchange: str, endpoint: str, params: dict[str, Any]

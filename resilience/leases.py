@@ -48,7 +48,7 @@ class Lease:
 
     def replace(self, seconds: float, **fields: Any) -> bool:
         """Turn our lease into a record kept ``seconds`` (no longer a lease anyone waits on)."""
-        record = json.dumps({**json.loads(self.value), **fields})
+        record = json.dumps({**json.loads(self.value), **fields}, default=str)
         done = bool(
             self._script(keys=[self.key], args=[self.value, "replace", self._ms(seconds), record])
         )

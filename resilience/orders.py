@@ -29,7 +29,7 @@ cannot read an exchange-specific order body; send ``create_order`` instead.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
 import uuid
@@ -39,7 +39,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agents import risk as risk_lib
 from agents.types import TradePlan
-from core.errors import GiveUpError, InvalidRequestError, OrderRefusedError, RetryableError
+from core.errors import (
+    CryptoAIError,
+    GiveUpError,
+    InvalidRequestError,
+    OrderRefusedError,
+    RetryableError,
+)
 from core.events import emit
 from exchanges.gateway import is_cancel
 from resilience.account import read_risk_state
@@ -159,6 +165,10 @@ class OrderGate:
                 answer = await self._create(request, mode)
         except OrderRefusedError as refused:
             answer = GateAnswer(False, None, "refused", mode, refused.reasons)
+        except CryptoAIError as error:  # the exchange refused it, or its outcome is unknown
+            reason = f"{type(error).__name__}: {error}"
+            self._audit(request, GateAnswer(False, None, "failed", mode, [reason]))
+            raise
         self._audit(request, answer)
         return answer
 
@@ -199,19 +209,14 @@ class OrderGate:
         settled = await self._claim(claim)
         if settled is not None:
             return settled
+        # Any other failure leaves the order's existence unknown: the claim stays until it
+        # lapses, so the next delivery waits and then looks the order up before sending.
         try:
             answer = await self._under_symbol_lease(request, mode, cid, claim, lookup=known_id)
-        except OrderRefusedError:
+        except GiveUpError:  # refused by the gate or by the exchange: nothing was placed
             claim.release()
             raise
-        except GiveUpError:  # the exchange refused it: nothing was placed
-            claim.release()
-            raise
-        except BaseException:
-            # the order may or may not exist: keep the claim until it lapses, so that the
-            # next delivery waits and then looks the order up before sending anything
-            raise
-        claim.replace(SETTLED_SECONDS, state="settled", answer=_stored(answer))
+        claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
         return answer
 
     async def _claim(self, claim: Lease) -> GateAnswer | None:
@@ -225,16 +230,8 @@ class OrderGate:
                 sleep=self.client._sleep,
             )
             if record is not None:
-                stored = record["answer"]
                 log.info("order %s was already placed by another delivery", claim.key)
-                return GateAnswer(
-                    stored["approved"],
-                    stored["order"],
-                    "found",
-                    stored["mode"],
-                    stored["reasons"],
-                    stored["size"],
-                )
+                return GateAnswer(**{**record["answer"], "source": "found"})
         return None
 
     async def _under_symbol_lease(
@@ -339,7 +336,7 @@ class OrderGate:
             "client_order_id": str(order.get("clientOrderId") or request.client_order_id or ""),
             "origin": request.origin,
             "mode": answer.mode,
-            "outcome": answer.source if answer.approved else "refused",
+            "outcome": answer.source,
             "status": str(order.get("status") or ""),
             "reasons": "; ".join(answer.reasons),
         }
@@ -352,7 +349,7 @@ class OrderGate:
         emit(
             "order",
             exchange=request.exchange,
-            outcome=entry["status"] if answer.approved else "refused",
+            outcome=entry["status"] if answer.approved else answer.source,
         )
 
 
@@ -385,21 +382,3 @@ def _simulated(
         "average": price,
         "cost": size * price,
     }
-
-
-def _stored(answer: GateAnswer) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        json.loads(
-            json.dumps(
-                {
-                    "approved": answer.approved,
-                    "order": answer.order,
-                    "mode": answer.mode,
-                    "reasons": answer.reasons,
-                    "size": answer.size,
-                },
-                default=str,
-            )
-        ),
-    )

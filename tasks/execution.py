@@ -15,7 +15,7 @@ from core.events import emit
 from core.tracing import span
 from exchanges.limited import request_priority
 from ratelimit.pools import Priority
-from resilience.orders import OrderRequest
+from resilience.orders import OrderRequest, order_mode
 from tasks.context import Runtime
 from tasks.stages import load, save
 
@@ -47,9 +47,10 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     claims it before anything is sent, so a redelivered or concurrent delivery of this task
     answers with the first one's order.
     """
-    config = rt.config()
     plan = TradePlan.model_validate(load(rt, run_id, exchange, symbol, "plan"))
-    outcome: dict[str, Any] = {"action": plan.action, "mode": config.trading.mode}
+    client = rt.exchange_client()
+    # what an order here does: paper (simulated), sandbox or live (docs/ORDERS.md)
+    outcome: dict[str, Any] = {"action": plan.action, "mode": order_mode(client, exchange)}
     if plan.action == "hold":
         outcome["risk"] = {"approved": False, "reasons": ["hold"]}
         save(rt, run_id, exchange, symbol, "execution", data=outcome)
@@ -59,7 +60,7 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
         span("order", exchange=exchange, symbol=symbol, side=plan.action) as current,
         request_priority(Priority.HIGH),  # the pools' high-priority reserve is for this
     ):
-        answer = await rt.exchange_client().orders.submit(request)
+        answer = await client.orders.submit(request)
         current.set_attributes(
             {
                 "client_order_id": str(request.client_order_id),
@@ -67,7 +68,6 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
                 "mode": answer.mode,
             }
         )
-    outcome["gate_mode"] = answer.mode
     outcome["risk"] = {"approved": answer.approved, "size": answer.size, "reasons": answer.reasons}
     if answer.approved and answer.order is not None:
         outcome["order"] = {**answer.order, "source": answer.source}

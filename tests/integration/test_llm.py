@@ -92,23 +92,8 @@ def test_an_answer_off_the_schema_falls_back_to_rules(
     redis_client: redis.Redis, namespace: str
 ) -> None:
     from agents.analysts import analyse
-    from agents.types import Features
+    from tests.unit.test_llm_ladder import FEATURES as feats
 
-    feats = Features(
-        timeframe="1h",
-        close=100,
-        trend=0.001,
-        rsi=55,
-        macd=0.1,
-        macd_signal=0.05,
-        macd_hist=0.05,
-        atr=2.0,
-        bollinger_upper=104,
-        bollinger_lower=96,
-        volume_z=0.2,
-        spread=0.0001,
-        book_imbalance=0.1,
-    )
     with FakeOpenAI() as server:
         server.behaviour.content = {"thesis": "moon", "confidence": 7}  # no evidence, bad range
         llm = make(server, redis_client, namespace)

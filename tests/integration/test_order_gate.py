@@ -55,18 +55,30 @@ def fleet_on(
         yield fleet
 
 
+def slow_post(url: str, seconds: float) -> None:
+    """Make the sandbox's next order request take ``seconds`` before it is answered."""
+    fault = {"kind": "hang", "seconds": seconds, "count": 1, "endpoint": "POST /api/v3/order"}
+    admin(url, "faults", "PUT", [fault])
+
+
 def orders_at(url: str) -> int:
     return int(admin(url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0))
 
 
-def direct(config: dict[str, Any], client: redis.Redis, endpoint: str, params: Any) -> Any:
+def direct(
+    config: dict[str, Any],
+    client: redis.Redis,
+    endpoint: str,
+    params: Any,
+    errors: type[Exception] = OrderRefusedError,
+) -> Any:
     """Call ``ResilientAPIClient.resilient_request`` in this process; return data or error."""
     api = ResilientAPIClient(client, AppConfig.model_validate(config))
 
     async def call() -> Any:
         try:
             return (await api.resilient_request("binance", endpoint, params)).data
-        except OrderRefusedError as exc:
+        except errors as exc:
             return exc
         finally:
             await api.close()
@@ -109,7 +121,7 @@ def market_buy(amount: float) -> dict[str, Any]:
 def test_paper_mode_sends_no_order_on_any_path(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    with running_sandbox() as sb:
+    with running_sandbox(starting_balances={"USDT": 100000}) as sb:
         # a URL on this host that the config says is a real exchange: paper must simulate
         config = settings(sb.url, namespace, is_sandbox=False)
         paper = direct(config, redis_client, "create_order", market_buy(0.0005))
@@ -120,9 +132,15 @@ def test_paper_mode_sends_no_order_on_any_path(
             {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.0005"},
         )
         cancel = direct(config, redis_client, "cancel_order", {"id": "1", "symbol": "BTC/USDT"})
+        price = direct(config, redis_client, "fetch_ticker", {"symbol": "ETH/USDT"})["last"]
+        seed_plan(redis_client, namespace, "paper-run", price)
         with fleet_on(redis_url, namespace, tmp_path, config) as fleet:
             seed, payload = through_tasks(fleet, "create_order", market_buy(0.0005))
+            executed = execute(fleet.client_app(), "paper-run").get(timeout=60)
         sent = orders_at(sb.url)
+    report = json.loads(Path(executed["report"]).read_text())["execution"]
+    assert report["mode"] == "paper" and report["order"]["status"] == "simulated", report
+    assert report["order"]["source"] == "paper"
     assert paper["status"] == "simulated" and paper["filled"] == 0.0005
     assert isinstance(raw, OrderRefusedError) and "raw REST order write" in str(raw)
     assert cancel["simulated"] is True
@@ -131,7 +149,7 @@ def test_paper_mode_sends_no_order_on_any_path(
     assert sent == 0, "paper mode sent an order to an exchange that is not a sandbox"
     audit = redis_client.xrange(KeySpace(namespace).order_audit())
     modes = {fields[b"mode"] for _, fields in audit}
-    assert modes == {b"paper"} and len(audit) == 5
+    assert modes == {b"paper"} and len(audit) == 6
 
 
 def test_the_risk_guard_and_the_kill_switch_hold_on_every_path(
@@ -157,6 +175,57 @@ def test_the_risk_guard_and_the_kill_switch_hold_on_every_path(
         assert type(error).__name__ == "OrderRefusedError", error
         assert "kill switch is on" in str(error), error
     assert sent == 0
+
+
+@pytest.mark.parametrize(
+    ("order", "line"),
+    [
+        ({**market_buy(0.001), "side": "hold"}, "side must be buy or sell, got 'hold'"),
+        ({**market_buy(0.001), "amount": "lots"}, "amount must be a number, got 'lots'"),
+        ({**market_buy(0.001), "symbol": "FOO/BAR"}, "FOO/BAR"),
+        ({"symbol": "BTC/USDT", "side": "buy", "amount": 0.001}, "create_order needs type"),
+    ],
+)
+def test_a_bad_order_gets_one_clear_line_on_every_path(
+    redis_url: str,
+    namespace: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    order: dict[str, Any],
+    line: str,
+) -> None:
+    with running_sandbox() as sb:
+        config = settings(sb.url, namespace)
+        answers = [direct(config, redis_client, "create_order", order, errors=Exception)]
+        with fleet_on(redis_url, namespace, tmp_path, config) as fleet:
+            answers += through_tasks(fleet, "create_order", order)
+        sent = orders_at(sb.url)
+    for answer in answers:
+        assert type(answer).__name__ == "InvalidRequestError", answer
+        assert line in str(answer) and "\n" not in str(answer), answer
+    assert sent == 0
+
+
+def test_one_client_order_id_sent_by_two_paths_at_once_places_one_order(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with running_sandbox(starting_balances={"USDT": 100000}) as sb:
+        config = settings(sb.url, namespace)
+        price = eth_price(config, redis_client)
+        order = {
+            "symbol": "ETH/USDT",
+            "type": "market",
+            "side": "buy",
+            "amount": round(20 / price, 4),
+            "params": {"clientOrderId": "cai-operator-0001"},
+        }
+        slow_post(sb.url, 1)  # both inside the gate at the same time
+        with fleet_on(redis_url, namespace, tmp_path, config, concurrency=2) as fleet:
+            seed, payload = through_tasks(fleet, "create_order", order)
+        stats = admin(sb.url, "stats")
+    assert seed["clientOrderId"] == payload["clientOrderId"] == "cai-operator-0001"
+    assert seed["id"] == payload["id"]
+    assert stats["orders"] == {"sandbox-key": 1}
 
 
 def seed_plan(
@@ -217,12 +286,7 @@ def test_two_concurrent_deliveries_of_one_execution_place_one_order(
             outcomes = []
             for _ in range(TRIALS):
                 # the POST is slow, so both deliveries are inside the gate at the same time
-                admin(
-                    sb.url,
-                    "faults",
-                    "PUT",
-                    [{"kind": "hang", "seconds": 1, "count": 1, "endpoint": "POST /api/v3/order"}],
-                )
+                slow_post(sb.url, 1)
                 run_id = f"gate-{uuid.uuid4().hex[:8]}"
                 seed_plan(redis_client, namespace, run_id, eth_price(config, redis_client))
                 both = [execute(app, run_id), execute(app, run_id)]
@@ -245,12 +309,7 @@ def test_a_delivery_during_a_dead_workers_post_waits_and_finds_its_order(
             app = fleet.client_app()
             sources = []
             for trial in range(TRIALS):
-                admin(
-                    sb.url,
-                    "faults",
-                    "PUT",
-                    [{"kind": "hang", "seconds": 2, "count": 1, "endpoint": "POST /api/v3/order"}],
-                )
+                slow_post(sb.url, 2)
                 victim = fleet.start(f"victim{trial}", queues="high")
                 run_id = f"kill-{uuid.uuid4().hex[:8]}"
                 seed_plan(redis_client, namespace, run_id, eth_price(config, redis_client))

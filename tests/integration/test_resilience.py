@@ -271,6 +271,12 @@ def test_business_errors_are_not_retried_and_do_not_trip_the_breaker(
         gate_reads.add("GET /api/v3/ticker/24hr")
     sent = {k: v for k, v in calls.items() if k not in gate_reads}
     assert list(sent.values()) == [1], sent
+    if endpoint == "create_order":  # the order gate recorded the exchange's refusal
+        from core.keys import KeySpace
+
+        (_, entry), *_ = redis_client.xrevrange(KeySpace(namespace).order_audit(), count=1)
+        assert entry[b"outcome"] == b"failed"
+        assert entry[b"reasons"].startswith(b"InsufficientFundsError")
     for klass in ("public", "orders"):
         assert client.breaker("binance", klass).state() == "closed"
 

@@ -575,3 +575,13 @@ def test_a_bug_in_a_stage_raises_instead_of_falling_to_rules() -> None:
     rt = seeded(FakePort(TypeError("'NoneType' object is not subscriptable")))
     with pytest.raises(TypeError):
         asyncio.run(stages.analyst(rt, "r1", "binance", "BTC/USDT", "long"))  # type: ignore[arg-type]
+
+
+def test_the_vendor_error_kept_as_the_cause_holds_no_key() -> None:
+    # an OpenAI-compatible server that echoes the key in its error body
+    leaked = "sk-LEAKabcdefghijklmnopqrstuvwx"
+    original = openai.OpenAIError(f"401: invalid api key {leaked}")
+    with pytest.raises(LLMError) as info:
+        asyncio.run(adapter(original).complete(CaseAnswer, "system", "user"))
+    assert info.value.__cause__ is original
+    assert leaked not in str(info.value) and leaked not in str(info.value.__cause__)
