@@ -174,6 +174,13 @@ class CcxtGateway:
                     method = getattr(ex, endpoint, None)
                     if method is None or endpoint.startswith("_"):
                         raise InvalidRequestError(f"{exchange}: no endpoint {endpoint!r}")
+                    symbol = params.get("symbol")
+                    if isinstance(symbol, str):
+                        # ccxt loads the markets for a symbol's call anyway; its BadSymbol
+                        # text is vaguer than this one line
+                        await ex.load_markets()
+                        if symbol not in ex.markets:
+                            raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
                     result = await method(**params)
             except (TypeError, KeyError, ValueError, AttributeError) as exc:
                 if isinstance(exc, ccxt.BaseError):

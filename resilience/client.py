@@ -543,10 +543,8 @@ class ResilientAPIClient:
             if mode != "paper":
                 raise
             return amount
-        market = self.gateway.instance(exchange)
-        if symbol not in market.markets:
-            raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
-        return float(market.amount_to_precision(symbol, amount))
+        # the risk guard's ticker read has refused an unknown symbol already
+        return float(self.gateway.instance(exchange).amount_to_precision(symbol, amount))
 
     async def _reconcile(self, exchange: str, endpoint: str, params: dict[str, Any]) -> Any:
         symbol = params.get("symbol", "")

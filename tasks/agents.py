@@ -14,7 +14,6 @@ from typing import Any
 
 from celery import shared_task
 
-from core.errors import CryptoAIError, InvalidRequestError
 from core.tracing import continued, current_ids
 from tasks import context, execution, failures, news, reports, stages
 
@@ -30,20 +29,6 @@ def _stage(
         failures.recorded(rt, run_id, exchange, symbol, name),
     ):
         yield rt
-
-
-async def require_market(rt: context.Runtime, exchange: str, symbol: str) -> None:
-    """Refuse a symbol the exchange does not list (when its markets can be read at all).
-
-    Markets that cannot be read are left to the snapshot's own retries and fallbacks, so
-    this check never makes an exchange outage worse than it is.
-    """
-    try:
-        markets = await rt.exchange_client().gateway.markets(exchange)
-    except CryptoAIError:
-        return
-    if symbol not in markets:
-        raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
 
 
 @shared_task(name="news.collect")
@@ -62,15 +47,10 @@ def market_snapshot(
     run_id: str, exchange: str, symbol: str, traceparent: str | None = None
 ) -> float:
     """Fetch candles, ticker and book of a listed symbol; return the last price."""
-
-    async def snapshot(rt: context.Runtime) -> float:
-        await require_market(rt, exchange, symbol)
-        return await stages.market_snapshot(rt, run_id, exchange, symbol)
-
     with _stage(
         "market.snapshot", "agent.market", run_id, exchange, symbol, traceparent=traceparent
     ) as rt:
-        return rt.run_async(snapshot(rt), 240)
+        return rt.run_async(stages.market_snapshot(rt, run_id, exchange, symbol), 240)
 
 
 @shared_task(name="analysis.case")
