@@ -102,10 +102,8 @@ class CcxtGateway:
         self, config: AppConfig, limiter: ExchangeRateLimitManager, timeout_ms: int | None = None
     ) -> None:
         """``timeout_ms`` bounds each whole request; by default connect plus read timeout."""
-        pooling = config.performance.connection_pooling
         if timeout_ms is None:
-            seconds = pooling.connection_timeout + pooling.read_timeout if pooling.enabled else 10
-            timeout_ms = int(seconds * 1000)
+            timeout_ms = int(config.request_seconds() * 1000)
         self.config, self.limiter, self.timeout_ms = config, limiter, timeout_ms
         self._instances: dict[tuple[str, str | None, int], Any] = {}
 

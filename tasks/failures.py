@@ -51,9 +51,9 @@ def record(
 ) -> dict[str, Any]:
     """Store the error of ``stage`` unless the run already has one; return the stored one."""
     key = rt.keyspace().stage(run_id, exchange, symbol, ERROR_STAGE)
-    client = rt.redis_client()
-    client.set(key, json.dumps(describe(stage, exc)), ex=STAGE_TTL, nx=True)
-    return recorded_error(rt, run_id, exchange, symbol) or describe(stage, exc)
+    mine = describe(stage, exc)
+    rt.redis_client().set(key, json.dumps(mine), ex=STAGE_TTL, nx=True)
+    return recorded_error(rt, run_id, exchange, symbol) or mine
 
 
 def recorded_error(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[str, Any] | None:

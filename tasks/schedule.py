@@ -15,7 +15,7 @@ from celery import shared_task
 
 from core.tracing import span
 from tasks import context
-from tasks.runs import watchlist_run
+from tasks.runs import release, watchlist_run
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ def run_watchlist(every: float = 300.0) -> dict[str, Any]:
         run_id, canvas = watchlist_run(rt.config())
         root.set_attribute("run_id", run_id)
         rt.redis_client().zadd(rt.keyspace().runs_index(), {run_id: time.time()})
-        canvas.apply_async()
+        # nobody in this worker waits for the run: do not keep its results subscribed
+        release(canvas.apply_async(add_to_parent=False))
     log.info("analysis run %s started", run_id)
     return {"run_id": run_id}

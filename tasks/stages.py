@@ -176,7 +176,7 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
     def rules() -> TradePlan:
         return decide(symbol, long, short, feats, limits)
 
-    model = rt.llm()
+    model, reason = rt.llm(), None
     if model is None or feats.atr is None:
         plan = rules()
     else:
@@ -190,9 +190,14 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
         plan, _, reason = await climb(
             ask, lambda: None, rules, lambda plan: None, what=f"{exchange} {symbol} strategy"
         )
-        plan = plan.model_copy(update={"fallback_reason": reason})
     valid_until = snapshot.taken_at + timedelta(seconds=rt.config().plan_validity())
-    plan = plan.model_copy(update={"decided_at": snapshot.taken_at, "valid_until": valid_until})
+    plan = plan.model_copy(
+        update={
+            "fallback_reason": reason,
+            "decided_at": snapshot.taken_at,
+            "valid_until": valid_until,
+        }
+    )
     set_attributes(rung=plan.rung.value, action=plan.action, fallback=plan.fallback_reason)
     save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
     return plan.action

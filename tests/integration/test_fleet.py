@@ -51,6 +51,26 @@ def test_config_check_prints_one_clear_error_and_exits_non_zero(tmp_path: Path) 
     )
 
 
+def test_config_check_refuses_a_visibility_timeout_an_order_could_outlive(tmp_path: Path) -> None:
+    bad = tmp_path / "tight.yaml"
+    bad.write_text("celery:\n  visibility_timeout: 320\n  max_countdown: 0\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "config", "check", "--no-markets", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"invalid configuration in {bad} (1 problem):\n"
+        "  celery.visibility_timeout: 320s leaves no room for an order request in flight when "
+        "a worker dies: it must be longer than task_time_limit (300s) plus the longest "
+        "exchange request (40s, performance.connection_pooling connect + read timeout)"
+    )
+
+
 def test_config_check_accepts_the_shipped_config() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "workers.cli", "config", "check", "config.yaml"],
