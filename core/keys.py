@@ -9,7 +9,8 @@ keys get the same prefix through kombu's ``global_keyprefix``):
 Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the slash):
 
     <p>run:<r>:<x>:<s>:<stage>             a stage's output (JSON, with a TTL): news,
-                                           snapshot, long, short, plan, execution, report
+                                           snapshot, long, short, plan, execution, report,
+                                           and ``error``: the first failed stage's one line
     <p>runs:index                          run ids by start time (sorted set)
     <p>fleet:kill_switch                   set: no order leaves the fleet
     <p>fleet:equity:<x>:<day>              the first equity seen on a UTC day (daily P&L)
