@@ -165,6 +165,7 @@ class OrderGate:
                 answer = await self._create(request, mode)
         except OrderRefusedError as refused:
             answer = GateAnswer(False, None, "refused", mode, refused.reasons)
+            emit("risk.rejected", reason=refused.reasons[0].split(" ")[0])
         except CryptoAIError as error:  # the exchange refused it, or its outcome is unknown
             reason = f"{type(error).__name__}: {error}"
             self._audit(request, GateAnswer(False, None, "failed", mode, [reason]))
@@ -297,8 +298,8 @@ class OrderGate:
             reasons = decision.reasons
             if decision.approved:  # a bare order is refused, never silently cut
                 reasons = [
-                    f"{request.side} {amount:g} {request.symbol} at {entry:g} is over a risk "
-                    f"limit: {'; '.join(decision.reasons)}"
+                    f"over a risk limit: {request.side} {amount:g} {request.symbol} at "
+                    f"{entry:g} ({'; '.join(decision.reasons)})"
                 ]
             raise OrderRefusedError("; ".join(reasons), reasons)
         size = await client._to_precision(request.exchange, request.symbol, decision.size, mode)

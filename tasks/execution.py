@@ -11,7 +11,6 @@ from typing import Any
 
 from agents.orders import client_order_id
 from agents.types import TradePlan
-from core.events import emit
 from core.tracing import span
 from exchanges.limited import request_priority
 from ratelimit.pools import Priority
@@ -71,8 +70,5 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     outcome["risk"] = {"approved": answer.approved, "size": answer.size, "reasons": answer.reasons}
     if answer.approved and answer.order is not None:
         outcome["order"] = {**answer.order, "source": answer.source}
-    else:
-        first = answer.reasons[0].split(" ")[0] if answer.reasons else ""
-        emit("risk.rejected", reason=first)
     save(rt, run_id, exchange, symbol, "execution", data=outcome)
     return outcome
