@@ -154,8 +154,7 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
             }
         ]
         config = write_config(tmp_path, sb.url, symbols, news={"files": [], "apis": apis})
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             run = analyse(fleet.env(), config)
             output, _ = run.communicate(timeout=180)
@@ -235,8 +234,7 @@ def test_sigkill_during_execution_leaves_exactly_one_order(
             "PUT",
             [{"kind": "hang", "seconds": 3, "count": 1, "endpoint": "POST /api/v3/order"}],
         )
-        with worker_fleet(redis_url, namespace, tmp_path, **overrides) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config, **overrides) as fleet:
             victim = fleet.start("victim", concurrency=1)
             env = fleet.env()
             run = analyse(env, config)
@@ -279,8 +277,7 @@ def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
             ["BTC/USDT"],
             llm={"base_url": llm.url, "model": "local", "timeout": 5},
         )
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             run = analyse(fleet.env(), config)
             output, _ = run.communicate(timeout=180)
@@ -312,8 +309,7 @@ def test_after_the_daily_loss_limit_no_new_buys_leave_the_fleet(
         symbols=["BTC/USDT", "ETH/USDT"],
     ) as sb:
         config = write_config(tmp_path, sb.url, ["BTC/USDT", "ETH/USDT"])
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             run = analyse(fleet.env(), config)
             output, _ = run.communicate(timeout=180)

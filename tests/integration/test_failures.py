@@ -97,8 +97,7 @@ def test_analyse_reports_an_unknown_symbol_at_once_and_the_other_symbols_decisio
 ) -> None:
     with running_sandbox(symbols=["BTC/USDT", "ETH/USDT"]) as sb:
         config = write_config(tmp_path, sb.url, ["BTC/USDT", "FOO/BAR"])
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             done, elapsed = analyse(fleet.env(), config)
     output = done.stdout + done.stderr
@@ -169,8 +168,7 @@ def test_analyse_reports_a_dead_exchange_at_once(
         # a port nothing listens on is an exchange that is down
         url = sb.url if outage == "malformed klines" else f"http://127.0.0.1:{free_port()}"
         config = write_config(tmp_path, url, ["BTC/USDT"])
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             done, elapsed = analyse(fleet.env(), config)
     output = done.stdout + done.stderr

@@ -242,8 +242,7 @@ def run_one_cycle(
     with running_sandbox(starting_balances={"USDT": 10000}) as sb:
         settings = {"base_url": server.url, "model": "local", "timeout": 5, **llm}
         config = cycle.write_config(tmp_path, sb.url, ["BTC/USDT"], llm=settings)
-        with worker_fleet(redis_url, namespace, tmp_path) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
             fleet.start("agents", concurrency=2)
             if drain:
                 limiter = ExchangeRateLimitManager(

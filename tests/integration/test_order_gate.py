@@ -49,8 +49,8 @@ def fleet_on(
     redis_url: str, namespace: str, tmp: Path, config: dict[str, Any], concurrency: int = 1
 ) -> Iterator[WorkerFleet]:
     """Yield a fleet with one worker on every queue, running ``config``."""
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     with worker_fleet(redis_url, namespace, tmp) as fleet:
-        (tmp / "config.yaml").write_text(yaml.safe_dump(config))
         fleet.start("gate", concurrency=concurrency)
         yield fleet
 

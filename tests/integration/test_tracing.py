@@ -44,9 +44,13 @@ def test_one_run_is_one_trace_across_processes(
             tracing={"exporter": "file", "dir": str(traces)},
         )
         with worker_fleet(
-            redis_url, namespace, tmp_path, BINANCE_API_KEY="sandbox-key", BINANCE_API_SECRET=secret
+            redis_url,
+            namespace,
+            tmp_path,
+            config=config,
+            BINANCE_API_KEY="sandbox-key",
+            BINANCE_API_SECRET=secret,
         ) as fleet:
-            (tmp_path / "config.yaml").write_text(config.read_text())
             fleet.start("traced-a", concurrency=1)
             fleet.start("traced-b", concurrency=1)
             run = analyse(fleet.env(), config)

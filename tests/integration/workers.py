@@ -137,9 +137,14 @@ class WorkerFleet:
 
 @contextlib.contextmanager
 def worker_fleet(
-    redis_url: str, namespace: str, tmp: Path, **overrides: Any
+    redis_url: str, namespace: str, tmp: Path, *, config: Path | None = None, **overrides: Any
 ) -> Iterator[WorkerFleet]:
-    """Yield a :class:`WorkerFleet`; every worker is stopped when the block ends."""
+    """Yield a :class:`WorkerFleet`; every worker is stopped when the block ends.
+
+    ``config``: a config file the workers run with (copied to where they read it).
+    """
+    if config is not None and config.resolve() != (tmp / "config.yaml").resolve():
+        (tmp / "config.yaml").write_text(config.read_text())
     fleet = WorkerFleet(redis_url, namespace, tmp, {k: str(v) for k, v in overrides.items()})
     try:
         yield fleet
