@@ -71,10 +71,12 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT) -> tupl
     return subprocess.CompletedProcess(args, process.returncode, out, err), elapsed
 
 
-def analyse(env: dict[str, str], config: Path) -> tuple[Any, float]:
-    """Run ``crypto-ai analyse`` against the running test fleet."""
+def analyse(redis_url: str, namespace: str, tmp: Path, config: Path) -> tuple[Any, float]:
+    """Run ``crypto-ai analyse`` against a test fleet of one worker running ``config``."""
     command = [sys.executable, "-m", "workers.cli", "analyse", "--config", str(config)]
-    return run_cli([*command, "--timeout", str(CLI_TIMEOUT)], env)
+    with worker_fleet(redis_url, namespace, tmp, config=config) as fleet:
+        fleet.start("agents", concurrency=2)
+        return run_cli([*command, "--timeout", str(CLI_TIMEOUT)], fleet.env())
 
 
 def assert_clean(stderr: str) -> None:
@@ -97,9 +99,7 @@ def test_analyse_reports_an_unknown_symbol_at_once_and_the_other_symbols_decisio
 ) -> None:
     with running_sandbox(symbols=["BTC/USDT", "ETH/USDT"]) as sb:
         config = write_config(tmp_path, sb.url, ["BTC/USDT", "FOO/BAR"])
-        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
-            fleet.start("agents", concurrency=2)
-            done, elapsed = analyse(fleet.env(), config)
+        done, elapsed = analyse(redis_url, namespace, tmp_path, config)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert elapsed < CLI_TIMEOUT / 3, f"waited {elapsed:.0f}s: the failure did not reach it"
@@ -168,9 +168,7 @@ def test_analyse_reports_a_dead_exchange_at_once(
         # a port nothing listens on is an exchange that is down
         url = sb.url if outage == "malformed klines" else f"http://127.0.0.1:{free_port()}"
         config = write_config(tmp_path, url, ["BTC/USDT"])
-        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
-            fleet.start("agents", concurrency=2)
-            done, elapsed = analyse(fleet.env(), config)
+        done, elapsed = analyse(redis_url, namespace, tmp_path, config)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert elapsed < CLI_TIMEOUT / 3, f"waited {elapsed:.0f}s: the failure did not reach it"
