@@ -267,8 +267,8 @@ def seed_plan(
         client.set(key, json.dumps(data), ex=3600)
 
 
-def execute(app: Any, run_id: str, symbol: str = "ETH/USDT") -> Any:
-    return app.send_task("execution.execute", args=[None, run_id, "binance", symbol], queue="high")
+def execute(app: Any, run_id: str, symbol: str = "ETH/USDT", queue: str = "high") -> Any:
+    return app.send_task("execution.execute", args=[None, run_id, "binance", symbol], queue=queue)
 
 
 def eth_price(config: dict[str, Any], client: redis.Redis) -> float:
@@ -307,23 +307,25 @@ def test_a_delivery_during_a_dead_workers_post_waits_and_finds_its_order(
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
         with worker_fleet(redis_url, namespace, tmp_path) as fleet:
             app = fleet.client_app()
+            # already running, so the second delivery arrives while the first POST hangs
+            fleet.start("rescuer", queues="high")
             sources = []
             for trial in range(TRIALS):
-                slow_post(sb.url, 2)
-                victim = fleet.start(f"victim{trial}", queues="high")
+                # 3 s: under the request timeout (4 s), so the first POST is still in
+                # flight at the exchange when the second delivery asks for the order
+                slow_post(sb.url, 3)
+                victim = fleet.start(f"victim{trial}", queues="doomed")
                 run_id = f"kill-{uuid.uuid4().hex[:8]}"
                 seed_plan(redis_client, namespace, run_id, eth_price(config, redis_client))
                 before = orders_at(sb.url)
-                execute(app, run_id)
+                execute(app, run_id, queue="doomed")
                 deadline = time.monotonic() + 60
                 while orders_at(sb.url) == before:
                     assert time.monotonic() < deadline, "no order was attempted"
                     time.sleep(0.02)
                 victim.kill()  # mid-POST: the order's outcome is unknown to the fleet
                 # the same task again at once, as an early redelivery would bring it
-                rescuer = fleet.start(f"rescuer{trial}", queues="high")
                 again = execute(app, run_id).get(timeout=90)
-                rescuer.stop()
                 report = json.loads(Path(again["report"]).read_text())
                 sources.append(report["execution"]["order"]["source"])
             stats = admin(sb.url, "stats")
