@@ -71,6 +71,10 @@ class CircuitBreakerConfig(Section):
 
     failure_threshold: PositiveInt = 5
     recovery_timeout: PositiveFloat = 60.0
+    #: A call the exchange still had not answered after this many seconds when its caller
+    #: gave up counts as a failure (a slow exchange); one cut off sooner is the caller's
+    #: impatience and does not count.
+    slow_call_seconds: PositiveFloat = 5.0
 
 
 SandboxFaultKind = Literal[

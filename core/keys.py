@@ -1,19 +1,34 @@
-"""Every Redis key the fleet writes, built in one place.
+"""Every Redis key the fleet writes or reads, built in one place.
 
 Layout (``<p>`` is ``redis.key_prefix``, empty by default; Celery's own queue and result
 keys get the same prefix through kombu's ``global_keyprefix``):
 
     <p>logs:system                         capped list of recent log records (the seed's name)
     <p>fleet:health:<queue>                last health round trip per queue (hash)
+    <p><queue>                             kombu's list of a queue's messages at priority
+                                           step 0; step ``<n>`` (3, 6, 9) is the list
+                                           ``<p><queue>\\x06\\x16<n>`` (read for queue depths)
 
 Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the slash):
 
     <p>run:<r>:<x>:<s>:<stage>             a stage's output (JSON, with a TTL): news,
                                            snapshot, long, short, plan, execution, report,
                                            and ``error``: the first failed stage's one line
+    <p>run:*:<x>:*:<stage>                 (SCAN pattern) a stage's outputs on one exchange
+                                           in every run, e.g. ``execution`` to reconcile
     <p>runs:index                          run ids by start time (sorted set)
     <p>fleet:kill_switch                   set: no order leaves the fleet
     <p>fleet:equity:<x>:<day>              the first equity seen on a UTC day (daily P&L)
+
+Monitoring and scheduling:
+
+    <p>fleet:stats:<bucket>                the fleet's exchange calls, errors, latency and
+                                           bans in one second (hash, 15 minutes TTL)
+    <p>alerts:state                        the alerts firing now: since, last sent (hash)
+    <p>alerts:stream                       every alert notification (capped stream)
+    <p>schedule:<name>:<slot>              a beat entry's claim of its time slot, so two
+                                           beats run it once (string, TTL)
+    <p>fleet:reconcile:<x>                 the last reconciliation summary (JSON, 7 days)
 
 Orders (the order gate, ``resilience/orders.py``; ``<c>`` a client order id):
 
@@ -54,6 +69,9 @@ Redis Cluster slot; later sections of this table document them as they are added
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: kombu's Redis transport names a queue's priority-step lists ``<queue><sep><step>``.
+KOMBU_PRIORITY_SEP = "\x06\x16"
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,22 @@ class KeySpace:
         """Return the prefix of a request kind's batch keys (one hash tag per kind)."""
         return f"{self.prefix}{{batch:{kind}}}:"
 
+    def batch_open(self, kind: str) -> str:
+        """Return the pointer to the batch of ``kind`` taking members."""
+        return f"{self.batch_base(kind)}open"
+
+    def batch_members(self, kind: str, id: str) -> str:
+        """Return the list of the requests that joined a batch."""
+        return f"{self.batch_base(kind)}{id}:members"
+
+    def batch_lead(self, kind: str, id: str) -> str:
+        """Return a batch leader's lease."""
+        return f"{self.batch_base(kind)}{id}:lead"
+
+    def batch_result(self, kind: str, id: str) -> str:
+        """Return the hash of each request's outcome in a batch."""
+        return f"{self.batch_base(kind)}{id}:result"
+
     def cache_sequence(self) -> str:
         """Return the counter that orders cache writes."""
         return f"{self.prefix}{{cache}}:seq"
@@ -149,3 +183,31 @@ class KeySpace:
     def kill_switch(self) -> str:
         """Return the key that, when set, stops every order."""
         return f"{self.prefix}fleet:kill_switch"
+
+    def queue(self, queue: str, step: int = 0) -> str:
+        """Return kombu's list of ``queue``'s messages at priority ``step`` (0: the bare name)."""
+        return self.prefix + (queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}")
+
+    def fleet_stats(self, bucket: int) -> str:
+        """Return the hash of the fleet's exchange-call counters in one time bucket."""
+        return f"{self.prefix}fleet:stats:{bucket}"
+
+    def alert_state(self) -> str:
+        """Return the hash of the alerts firing now (when each started, when last sent)."""
+        return f"{self.prefix}alerts:state"
+
+    def alert_stream(self) -> str:
+        """Return the capped stream of every alert notification sent."""
+        return f"{self.prefix}alerts:stream"
+
+    def schedule_slot(self, name: str, slot: int) -> str:
+        """Return the claim of one scheduled entry's time slot (first claimer runs it)."""
+        return f"{self.prefix}schedule:{name}:{slot}"
+
+    def reconcile_summary(self, exchange: str) -> str:
+        """Return the key of the last reconciliation summary of ``exchange``."""
+        return f"{self.prefix}fleet:reconcile:{exchange}"
+
+    def stage_pattern(self, exchange: str, stage: str) -> str:
+        """Return the SCAN pattern of ``stage``'s outputs on ``exchange`` in every run."""
+        return self.stage("*", exchange, "*", stage)

@@ -1,16 +1,20 @@
-"""Call an exchange endpoint through ccxt: instances per process, our errors, sane results.
+"""Call an exchange through ccxt: instances per process, our errors, sane results.
 
-An endpoint is either a ccxt unified method (``"fetch_ticker"`` with ``{"symbol": ...}``) or a
-REST path (``"/api/v3/ticker/price"`` or ``"GET /api/v3/ticker/price"``). Every call goes
-through the fleet limiter (see ``exchanges/limited.py``) and raises our error tree. A result
-that lacks what the call must return (ccxt hands malformed JSON to its parsers as text and
-returns empty fields) is a MalformedResponseError, not data.
+:meth:`CcxtGateway.call` makes one call of a :class:`~exchanges.request.Request` (a ccxt
+unified method or a REST path, parsed once at the edge), with no retry. Every HTTP request
+goes through the fleet limiter (``exchanges/limited.py``) and raises our error tree. A result
+that lacks what the call must return is a MalformedResponseError, not data; so is an error
+that ccxt's own code raised while reading the answer. An error raised by our code is a bug:
+it propagates as it is, never retried and never counted against the exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,78 +25,21 @@ from core.errors import InvalidRequestError, MalformedResponseError
 from core.events import emit
 from core.tracing import span
 from exchanges.ccxt_factory import make_exchange
+from exchanges.endpoints import check_result
 from exchanges.errors import translated
+from exchanges.request import Request, current_attempt
 from ratelimit.manager import ExchangeRateLimitManager
 
-WRITES = {"create_order", "cancel_order", "edit_order", "cancel_all_orders"}
-CANCELS = {"cancel_order", "cancel_all_orders"}
+_CCXT_DIR = str(Path(ccxt.__file__).parent)
 
 
-def split_endpoint(endpoint: str) -> tuple[str, str]:
-    """Return (method, path) of a REST endpoint such as ``"POST /api/v3/order"``."""
-    method, _, path = endpoint.partition(" ")
-    return (method.upper(), path) if path else ("GET", endpoint)
-
-
-def is_write(endpoint: str) -> bool:
-    """Return True for calls that can move money (orders and cancels)."""
-    if endpoint.startswith(("/", "GET ", "POST ", "DELETE ", "PUT ")):
-        return split_endpoint(endpoint)[0] in ("POST", "DELETE", "PUT")
-    return endpoint in WRITES
-
-
-def is_cancel(endpoint: str) -> bool:
-    """Return True for cancels (allowed even in EMERGENCY)."""
-    return endpoint in CANCELS or split_endpoint(endpoint)[0] == "DELETE"
-
-
-def endpoint_class(endpoint: str) -> str:
-    """Return the breaker class of an endpoint: ``orders``, ``private`` or ``public``."""
-    if is_write(endpoint):
-        return "orders"
-    private = (
-        "fetch_balance",
-        "fetch_order",
-        "fetch_orders",
-        "fetch_open_orders",
-        "fetch_closed_orders",
-        "fetch_my_trades",
-        "/api/v3/account",
-        "/api/v3/order",
-        "/api/v3/openOrders",
-        "/api/v3/allOrders",
-        "/api/v3/myTrades",
-    )
-    path = split_endpoint(endpoint)[1] if "/" in endpoint else endpoint
-    return "private" if path in private else "public"
-
-
-def check_result(endpoint: str, result: Any) -> Any:
-    """Return ``result`` if it has what ``endpoint`` must return; else raise Malformed."""
-    problem = None
-    if isinstance(result, str | bytes):
-        problem = "the answer is not JSON"
-    elif endpoint == "fetch_ticker" and (
-        not isinstance(result, dict) or result.get("last") is None
-    ):
-        problem = "a ticker without a last price"
-    elif endpoint in ("fetch_tickers", "load_markets") and not isinstance(result, dict):
-        problem = "no mapping of symbols"
-    elif endpoint == "fetch_ohlcv" and not all(
-        isinstance(row, list) and len(row) >= 6 and None not in row[:5] for row in result or []
-    ):
-        problem = "candles without prices"
-    elif endpoint == "fetch_order_book" and not (
-        isinstance(result, dict) and isinstance(result.get("bids"), list)
-    ):
-        problem = "an order book without bids"
-    elif endpoint in ("create_order", "fetch_order") and not (
-        isinstance(result, dict) and result.get("id")
-    ):
-        problem = "an order without an id"
-    if problem:
-        raise MalformedResponseError(f"{endpoint}: {problem}")
-    return result
+def raised_by_ccxt(error: BaseException) -> bool:
+    """Return True when the innermost frame of ``error``'s traceback is ccxt's code."""
+    tb: TracebackType | None = error.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_CCXT_DIR)
 
 
 class CcxtGateway:
@@ -128,92 +75,81 @@ class CcxtGateway:
             )
         return self._instances[key]
 
-    async def call(
-        self,
-        exchange: str,
-        endpoint: str,
-        params: dict[str, Any] | None = None,
-        base_url: str | None = None,
-    ) -> Any:
+    async def call(self, request: Request) -> Any:
         """Make one call (no retry); raise our error tree."""
-        ex = self.instance(exchange, base_url)
-        params = dict(params or {})
+        ex = self.instance(request.exchange, request.base_url)
         started = time.monotonic()
+        outcome = "ok"
         try:
             with span(
-                "exchange.call", exchange=exchange, endpoint=endpoint, base_url=base_url or ""
+                "exchange.call",
+                exchange=request.exchange,
+                endpoint=request.name,
+                base_url=request.base_url or "",
             ):
-                result = await self._call(ex, endpoint, params)
-        except Exception as exc:
+                return await self._call(ex, request)
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            attempt = current_attempt()
+            # the exchange's latency is the wire time, not the limiter's waits
+            seconds = attempt.wire if attempt is not None else time.monotonic() - started
             emit(
                 "exchange.request",
-                exchange=exchange,
-                endpoint=endpoint,
-                outcome=type(exc).__name__,
-                seconds=time.monotonic() - started,
+                exchange=request.exchange,
+                endpoint=request.name,
+                outcome=outcome,
+                seconds=seconds,
             )
-            raise
-        emit(
-            "exchange.request",
-            exchange=exchange,
-            endpoint=endpoint,
-            outcome="ok",
-            seconds=time.monotonic() - started,
-        )
-        return result
 
-    async def _call(self, ex: Any, endpoint: str, params: dict[str, Any]) -> Any:
-        exchange = ex.id
-        with translated(write=is_write(endpoint), retry_after=lambda: _retry_after(ex)):
+    async def _call(self, ex: Any, request: Request) -> Any:
+        endpoint, params = request.endpoint, dict(request.params)
+        with translated(write=endpoint.write, retry_after=lambda: _retry_after(ex)):
             try:
-                if "/" in endpoint:
-                    result = await self._raw(ex, endpoint, params)
-                else:
-                    method = getattr(ex, endpoint, None)
-                    if method is None or endpoint.startswith("_"):
-                        raise InvalidRequestError(f"{exchange}: no endpoint {endpoint!r}")
-                    symbol = params.get("symbol")
-                    if isinstance(symbol, str):
-                        # ccxt loads the markets for a symbol's call anyway; its BadSymbol
-                        # text is vaguer than this one line
-                        await ex.load_markets()
-                        if symbol not in ex.markets:
-                            raise InvalidRequestError(f"{exchange} has no market {symbol!r}")
-                    result = await method(**params)
-            except (TypeError, KeyError, ValueError, AttributeError) as exc:
-                if isinstance(exc, ccxt.BaseError):
-                    raise
+                if endpoint.rest:
+                    return await self._raw(ex, request)
+                name = str(endpoint.method)
+                method = getattr(ex, name, None)
+                if method is None or name.startswith("_"):
+                    raise InvalidRequestError(f"{ex.id}: no endpoint {name!r}")
+                try:
+                    inspect.signature(method).bind(**params)
+                except TypeError as exc:
+                    raise InvalidRequestError(f"{ex.id} {name}: {exc}") from None
+                symbol = params.get("symbol")
+                if isinstance(symbol, str):
+                    # ccxt loads the markets for a symbol's call anyway; its BadSymbol text is
+                    # vaguer than this one line
+                    await ex.load_markets()
+                    if symbol not in ex.markets:
+                        raise InvalidRequestError(f"{ex.id} has no market {symbol!r}")
+                result = await method(**params)
+            except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+                if isinstance(exc, ccxt.BaseError) or not raised_by_ccxt(exc):
+                    raise  # ccxt's own error, or a bug of ours: not the exchange's answer
                 raise MalformedResponseError(
-                    f"{endpoint}: ccxt could not parse the answer: {exc}"
+                    f"{name}: ccxt could not parse the answer: {exc}"
                 ) from exc
-        return check_result(endpoint, result)
+        return check_result(name, result)
 
-    async def _raw(self, ex: Any, endpoint: str, params: dict[str, Any]) -> Any:
-        method, path = split_endpoint(endpoint)
-        signed = endpoint_class(endpoint) != "public"
+    async def _raw(self, ex: Any, request: Request) -> Any:
+        http, path = request.endpoint.http, str(request.endpoint.path)
+        signed = request.endpoint.klass != "public"
         for api_name, base in ex.urls["api"].items():
             prefix = urlparse(base).path if isinstance(base, str) else ""
             if prefix and path.startswith(prefix + "/") and ("private" in api_name) == signed:
-                return await ex.fetch2(path[len(prefix) + 1 :], [api_name], method, params)
+                return await ex.fetch2(path[len(prefix) + 1 :], [api_name], http, request.params)
         raise InvalidRequestError(f"no API of {ex.id} serves {path}")
 
-    async def markets(self, exchange: str) -> dict[str, Any]:
-        """Return the exchange's markets by unified symbol (loaded once per instance)."""
-        ex = self.instance(exchange)
-        with translated(write=False, retry_after=lambda: _retry_after(ex)):
-            markets = await ex.load_markets()
-        return dict(check_result("load_markets", markets))
+    def amount_to_precision(self, exchange: str, symbol: str, amount: float) -> float:
+        """Return ``amount`` in the market's amount precision (the markets must be loaded)."""
+        return float(self.instance(exchange).amount_to_precision(symbol, amount))
 
-    async def find_order(self, exchange: str, symbol: str, client_order_id: str) -> Any | None:
-        """Return the order with this client order id, or None if the exchange has none."""
-        ex = self.instance(exchange)
-        try:
-            with translated(write=False, retry_after=lambda: _retry_after(ex)):
-                return await ex.fetch_order(None, symbol, {"origClientOrderId": client_order_id})
-        except InvalidRequestError as exc:
-            if isinstance(exc.__cause__, ccxt.OrderNotFound):
-                return None
-            raise
+    @staticmethod
+    def not_found(error: BaseException) -> bool:
+        """Return True when ``error`` is the exchange saying the order does not exist."""
+        return isinstance(error.__cause__, ccxt.OrderNotFound)
 
     async def close(self) -> None:
         """Close this event loop's HTTP sessions."""

@@ -1,7 +1,9 @@
 """ccxt instances whose every request is admitted by the fleet-wide limiter.
 
 The hook is ccxt's own request path: ``fetch2`` (which every unified and implicit method
-goes through) waits for the shared limiter with the endpoint's weight from our tables, and
+goes through) waits for the shared limiter with the endpoint's weight from our tables, within
+the request's deadline (``exchanges/request.py``), lets the breaker grant the attempt once
+the budget is in hand, and times the wire alone (limiter waits are not exchange latency);
 ``on_rest_response`` (which sees every response's status and headers) feeds the exchange's
 usage headers and any 429/418 ``Retry-After`` back to the limiter. ccxt's own per-process
 throttle is off. Nothing can reach the exchange without passing the limiter.
@@ -9,9 +11,9 @@ throttle is off. Nothing can reach the exchange without passing the limiter.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-from collections.abc import Iterator
+import time
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlparse
@@ -19,27 +21,16 @@ from urllib.parse import urlparse
 from core.errors import LimiterUnavailableError
 from core.events import emit
 from core.tracing import span
+from exchanges.request import Attempt, current_attempt, current_priority
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
 
 log = logging.getLogger(__name__)
 
-_priority: ContextVar[Priority | None] = ContextVar("crypto_ai_request_priority", default=None)
-
-
-@contextlib.contextmanager
-def request_priority(priority: Priority) -> Iterator[None]:
-    """Make the requests sent inside the block use ``priority`` at the limiter."""
-    token = _priority.set(priority)
-    try:
-        yield
-    finally:
-        _priority.reset(token)
-
-
-def current_priority() -> Priority | None:
-    """Return the priority set by an enclosing :func:`request_priority`, if any."""
-    return _priority.get()
+#: The responses ccxt saw during one fetch2 (status, headers, body), reported after it.
+_answers: ContextVar[list[tuple[int, dict[str, str], Any]] | None] = ContextVar(
+    "crypto_ai_responses", default=None
+)
 
 
 def scope_of(exchange: Any, table_scopes: Any, path: str, api: Any, method: str) -> str:
@@ -51,6 +42,52 @@ def scope_of(exchange: Any, table_scopes: Any, path: str, api: Any, method: str)
     if scope in table_scopes:
         return scope
     return "private" if "private" in str(api_name).lower() else "public"
+
+
+async def _wait_for_budget(
+    limiter: ExchangeRateLimitManager,
+    key: str,
+    scope: str,
+    params: Any,
+    *,
+    attempt: Attempt | None,
+    max_wait: float,
+) -> None:
+    """Wait in the fleet's limiter; then, budget in hand, let the breaker grant the attempt."""
+    priority = attempt.request.priority if attempt is not None else current_priority()
+    if priority is None:
+        priority = Priority.HIGH if limiter.is_order_scope(key, scope) else Priority.MEDIUM
+    wait = max_wait if attempt is None else attempt.max_wait(max_wait)
+    with span("limiter.wait", exchange=key, scope=scope, priority=priority.name) as current:
+        result = await limiter.acquire_async(
+            key, scope, params=params, priority=priority, max_wait=wait
+        )
+        current.set_attribute("waited", result.waited)
+        for pool, left in result.remaining.items():
+            current.set_attribute(f"remaining.{pool}", left)
+    emit("limiter.admitted", exchange=key, scope=scope, waited=result.waited)
+    if attempt is not None:
+        attempt.waited += result.waited
+        await attempt.before_send()
+
+
+async def _feedback(  # noqa: PLR0917
+    limiter: ExchangeRateLimitManager,
+    key: str,
+    order_pool: str | None,
+    code: int,
+    headers: dict[str, str],
+    body: Any,
+) -> None:
+    """Feed one response's usage headers and any 429/418 back to the fleet's limiter."""
+    try:
+        await limiter.areport_headers(key, headers)
+        if code in (418, 429):
+            retry_after = float(headers.get("Retry-After") or 0) or None
+            pool = order_pool if body and "-1015" in str(body) else None
+            await limiter.areport_throttle(key, code, retry_after, pool=pool)
+    except LimiterUnavailableError as exc:
+        log.warning("%s: could not report usage to the limiter: %s", key, exc)
 
 
 def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_wait: float) -> type:
@@ -69,19 +106,22 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
     ) -> Any:
         params = {} if params is None else params
         scope = scope_of(self, table.scopes, path, api, method)
-        priority = _priority.get()
-        if priority is None:
-            priority = Priority.HIGH if limiter.is_order_scope(key, scope) else Priority.MEDIUM
-        with span("limiter.wait", exchange=key, scope=scope, priority=priority.name) as current:
-            result = await limiter.acquire_async(
-                key, scope, params=params, priority=priority, max_wait=max_wait
-            )
-            current.set_attribute("waited", result.waited)
-            for pool, left in result.remaining.items():
-                current.set_attribute(f"remaining.{pool}", left)
-        emit("limiter.admitted", exchange=key, scope=scope, waited=result.waited)
+        attempt = current_attempt()
+        await _wait_for_budget(limiter, key, scope, params, attempt=attempt, max_wait=max_wait)
         parent: Any = base
-        return await parent.fetch2(self, path, api, method, params, config or {})
+        started, answers = time.monotonic(), _answers.set([])
+        try:
+            if attempt is None:
+                return await parent.fetch2(self, path, api, method, params, config or {})
+            async with asyncio.timeout(attempt.request.deadline.left()):  # the caller's deadline
+                return await parent.fetch2(self, path, api, method, params, config or {})
+        finally:
+            if attempt is not None:
+                attempt.wire += time.monotonic() - started
+            seen = _answers.get() or []
+            _answers.reset(answers)
+            for code, headers, body in seen:
+                await _feedback(limiter, key, order_pool, code, headers, body)
 
     def on_rest_response(  # noqa: PLR0917
         self: Any,
@@ -94,14 +134,10 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
         request_headers: Any,
         request_body: Any,
     ) -> Any:
-        try:
-            limiter.report_headers(key, dict(headers or {}))
-            if code in (418, 429):
-                retry_after = float((headers or {}).get("Retry-After") or 0) or None
-                pool = order_pool if body and "-1015" in str(body) else None
-                limiter.report_throttle(key, code, retry_after, pool=pool)
-        except LimiterUnavailableError as exc:
-            log.warning("%s: could not report usage to the limiter: %s", key, exc)
+        # ccxt calls this synchronously; fetch2 reports it (async) once the call returns
+        seen = _answers.get()
+        if seen is not None:
+            seen.append((code, dict(headers or {}), body))
         parent: Any = base
         return parent.on_rest_response(
             self, code, reason, url, method, headers, body, request_headers, request_body

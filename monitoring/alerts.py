@@ -98,8 +98,7 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client, self.keys, self.config, self.clock = client, keys, config, clock
-        self.state_key = f"{keys.prefix}alerts:state"
-        self.stream_key = f"{keys.prefix}alerts:stream"
+        self.state_key, self.stream_key = keys.alert_state(), keys.alert_stream()
 
     def evaluate(self, reading: Reading) -> list[Notification]:
         """Return (and send) the notifications this reading causes."""

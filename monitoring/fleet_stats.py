@@ -29,17 +29,13 @@ NOT_FAILURES = {
 }
 
 
-def _key(keys: KeySpace, bucket: int) -> str:
-    return f"{keys.prefix}fleet:stats:{bucket}"
-
-
 def listener(client: redis.Redis, keys: KeySpace) -> Callable[[str, Mapping[str, Any]], None]:
     """Return an events listener that counts into the current bucket."""
 
     def on_event(event: str, fields: Mapping[str, Any]) -> None:
         if event not in ("exchange.request", "exchange.throttled"):
             return
-        key = _key(keys, int(time.time() // BUCKET_SECONDS))
+        key = keys.fleet_stats(int(time.time() // BUCKET_SECONDS))
         pipe = client.pipeline(transaction=False)
         if event == "exchange.request":
             pipe.hincrby(key, "requests", 1)
@@ -66,7 +62,7 @@ def read(
     buckets = range(now - max(1, int(window // BUCKET_SECONDS)) + 1, now + 1)
     pipe = client.pipeline(transaction=False)
     for bucket in buckets:
-        pipe.hgetall(_key(keys, bucket))
+        pipe.hgetall(keys.fleet_stats(bucket))
     totals: dict[str, float] = {"requests": 0, "errors": 0, "latency_ms_sum": 0.0, "bans": 0}
     for raw in cast(list[dict[bytes, bytes]], pipe.execute()):
         for name, value in raw.items():

@@ -8,9 +8,8 @@ from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
 from ratelimit.manager import ExchangeRateLimitManager
 
-# kombu's Redis transport keeps one list per priority step; step 0 is the bare queue name.
+# kombu's Redis transport keeps one list per priority step (KeySpace.queue names them).
 _PRIORITY_STEPS = (0, 3, 6, 9)
-_PRIORITY_SEP = "\x06\x16"
 
 
 def queue_depths(client: redis.Redis, keys: KeySpace, queues: tuple[str, ...]) -> dict[str, int]:
@@ -18,7 +17,7 @@ def queue_depths(client: redis.Redis, keys: KeySpace, queues: tuple[str, ...]) -
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         for step in _PRIORITY_STEPS:
-            pipe.llen(keys.prefix + (queue if step == 0 else f"{queue}{_PRIORITY_SEP}{step}"))
+            pipe.llen(keys.queue(queue, step))
     lengths = pipe.execute()
     steps = len(_PRIORITY_STEPS)
     return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(queues)}

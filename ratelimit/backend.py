@@ -3,15 +3,25 @@
 Implementations live in ``ratelimit/backends/``: ``redis.py`` (atomic Lua on the Redis
 clock, shared by the fleet) and ``memory.py`` (one process, the pure reference algorithms;
 the unit-test double and the fallback when Redis is unreachable).
+
+Each operation is first built as an :class:`Op` without any I/O (``decision``,
+``observation``, ``cooling``), then run: blocking with ``run`` (sync callers) or awaited
+with ``arun`` (the request path, which never blocks its event loop). The two forms differ
+only in that one call, so they cannot drift apart. ``decide``/``observe``/``cooldown`` are
+the blocking shortcuts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
+from core.errors import LimiterUnavailableError
 from ratelimit.pools import PoolSpec, Priority, RateLimitResult
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True)
@@ -22,11 +32,88 @@ class Charge:
     weight: float
 
 
+@dataclass(frozen=True)
+class Decision:
+    """One decision over several pools: admit (and ``charge``) only if every pool allows it.
+
+    ``now`` overrides the clock and exists only for the contract tests.
+    """
+
+    exchange: str
+    charges: tuple[Charge, ...]
+    priority: Priority
+    charge: bool = True
+    now: float | None = None
+
+
+def _unavailable(error: LimiterUnavailableError) -> Any:
+    raise error
+
+
+@dataclass(frozen=True)
+class Op(Generic[T]):
+    """One backend operation, built without I/O: a script call (``script``, ``keys``,
+    ``args``) whose reply ``parse`` reads, or a ``local`` computation; ``failed`` answers
+    when the backend cannot be reached (by default: raise)."""
+
+    parse: Callable[[Any], T]
+    script: Any = None
+    keys: Sequence[str] = ()
+    args: Sequence[Any] = ()
+    local: Callable[[], Any] | None = None
+    failed: Callable[[LimiterUnavailableError], T] = _unavailable
+
+    def then(self, after: Callable[[T], U]) -> Op[U]:
+        """Return the same operation with ``after`` applied to its result."""
+        parse, failed = self.parse, self.failed
+        return Op(
+            lambda reply: after(parse(reply)),
+            self.script,
+            self.keys,
+            self.args,
+            self.local,
+            lambda error: after(failed(error)),
+        )
+
+    def on_failure(self, failed: Callable[[LimiterUnavailableError], T]) -> Op[T]:
+        """Return the same operation answering ``failed(error)`` when unreachable."""
+        return replace(self, failed=failed)
+
+
 class LimiterBackend(Protocol):
     """Where pool state lives and how a decision over several pools is made atomically."""
 
+    def decision(self, decision: Decision) -> Op[RateLimitResult]:
+        """Admit (and charge) the request only if every pool allows it and no cooldown runs."""
+        ...
+
+    def observation(
+        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
+    ) -> Op[None]:
+        """Raise each pool's count to the usage the exchange reported."""
+        ...
+
+    def cooling(self, exchange: str, seconds: float, pool: str | None, reason: str) -> Op[float]:
+        """Refuse the pool (or, with None, the whole exchange) for ``seconds``; never shorten.
+
+        The operation's result is the cooldown's length in seconds.
+        """
+        ...
+
+    def run(self, op: Op[T]) -> T:
+        """Run ``op``, blocking."""
+        ...
+
+    async def arun(self, op: Op[T]) -> T:
+        """Run ``op`` without blocking the event loop."""
+        ...
+
+
+class Shortcuts:
+    """Blocking ``decide``/``observe``/``cooldown`` for a backend's ops (tests, sync code)."""
+
     def decide(
-        self,
+        self: LimiterBackend,
         exchange: str,
         charges: Sequence[Charge],
         priority: Priority,
@@ -34,18 +121,21 @@ class LimiterBackend(Protocol):
         charge: bool = True,
         now: float | None = None,
     ) -> RateLimitResult:
-        """Admit (and charge) the request only if every pool allows it and no cooldown runs.
-
-        ``now`` overrides the clock and exists only for the contract tests.
-        """
-        ...
+        """Run :meth:`LimiterBackend.decision`, blocking."""
+        return self.run(self.decision(Decision(exchange, tuple(charges), priority, charge, now)))
 
     def observe(
-        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
+        self: LimiterBackend,
+        exchange: str,
+        usage: Sequence[tuple[PoolSpec, float]],
+        *,
+        now: float | None = None,
     ) -> None:
-        """Raise each pool's count to the usage the exchange reported."""
-        ...
+        """Run :meth:`LimiterBackend.observation`, blocking."""
+        self.run(self.observation(exchange, usage, now=now))
 
-    def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
-        """Refuse the pool (or, with None, the whole exchange) for ``seconds``; never shorten."""
-        ...
+    def cooldown(
+        self: LimiterBackend, exchange: str, seconds: float, pool: str | None, reason: str
+    ) -> float:
+        """Run :meth:`LimiterBackend.cooling`, blocking."""
+        return self.run(self.cooling(exchange, seconds, pool, reason))

@@ -17,14 +17,15 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
 from core.errors import LimiterUnavailableError, RateLimitedError
 from core.events import emit
 from core.keys import KeySpace
-from ratelimit.backend import Charge, LimiterBackend
+from ratelimit.backend import Charge, Decision, LimiterBackend, Op
 from ratelimit.backends.memory import MemoryBackend
+from ratelimit.feedback import UsageFeedback
 from ratelimit.limits import build_limits, share
 from ratelimit.pools import Priority, RateLimitResult
 from ratelimit.tables import ExchangeTable, llm_table, requests_table, scope_weights
@@ -35,16 +36,34 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Cooldown when a 429/418 carries no Retry-After (Binance always sends one).
-DEFAULT_COOLDOWN = 60.0
+
+class Ask(TypedDict, total=False):
+    """What one limiter decision may say besides the exchange and scope."""
+
+    params: Mapping[str, object] | None
+    weight: float | None
+    priority: Priority | str
+    charge: bool
+
+
+class Wait(TypedDict, total=False):
+    """What a waiting admission may say besides the exchange and scope."""
+
+    params: Mapping[str, object] | None
+    weight: float | None
+    priority: Priority | str
+    max_wait: float | None
 
 
 def _default_config() -> AppConfig:
     return AppConfig(exchanges={name: ExchangeConfig() for name in SUPPORTED_EXCHANGES})
 
 
-class ExchangeRateLimitManager:
+class ExchangeRateLimitManager(UsageFeedback):
     """Admit requests against each exchange's pools, shared by every process of the fleet.
+
+    The exchange's own usage counts and 429/418 answers come back through
+    :class:`~ratelimit.feedback.UsageFeedback` (``report_headers``, ``report_throttle``).
 
     ``redis_client`` is a ``redis.Redis`` or a ``redis.asyncio.Redis``. Without ``config``,
     a manager on a Redis client uses the fleet's (``$CRYPTO_AI_CONFIG``, else
@@ -81,11 +100,9 @@ class ExchangeRateLimitManager:
         if backend is None:
             if redis_client is None:
                 raise ValueError("pass a redis client (fleet-wide) or a backend")
-            from ratelimit.backends.redis import RedisBackend, sync_client
+            from ratelimit.backends.redis import RedisBackend
 
-            backend = RedisBackend(
-                sync_client(redis_client), keys or KeySpace(self.config.redis.key_prefix)
-            )
+            backend = RedisBackend(redis_client, keys or KeySpace(self.config.redis.key_prefix))
         self.backend = backend
         self._local: MemoryBackend | None = None
         self._local_tables = share(self.tables, self.settings.fleet_processes)
@@ -123,81 +140,66 @@ class ExchangeRateLimitManager:
         """Return True for scopes that move money (they fail closed)."""
         return scope in self.table(exchange).order_scopes
 
-    def decide(
-        self,
-        exchange: str,
-        scope: str = "public",
-        *,
-        params: Mapping[str, object] | None = None,
-        weight: float | None = None,
-        priority: Priority | str = Priority.MEDIUM,
-        charge: bool = True,
-    ) -> RateLimitResult:
-        """Decide now (and charge if allowed) without waiting."""
-        prio = Priority.parse(priority)
-        charges = self.charges(exchange, scope, params, weight)
-        try:
-            return self.backend.decide(exchange, charges, prio, charge=charge)
-        except LimiterUnavailableError:
-            if self.is_order_scope(exchange, scope) or self.settings.on_redis_unavailable == "fail":
-                raise
-            return self._decide_locally(
-                exchange=exchange,
-                scope=scope,
-                params=params,
-                weight=weight,
-                priority=prio,
-                charge=charge,
-            )
+    def decision(self, exchange: str, scope: str, ask: Ask) -> Op[RateLimitResult]:
+        """Return the decision as a backend operation; with Redis away, market data is
+        decided on this process's share and orders fail closed."""
+        priority = Priority.parse(ask.get("priority", Priority.MEDIUM))
+        charge = ask.get("charge", True)
+        params, weight = ask.get("params"), ask.get("weight")
+        charges = tuple(self.charges(exchange, scope, params, weight))
+        op = self.backend.decision(Decision(exchange, charges, priority, charge))
 
-    def _decide_locally(
-        self,
-        *,
-        exchange: str,
-        scope: str,
-        params: Mapping[str, object] | None,
-        weight: float | None,
-        priority: Priority,
-        charge: bool,
-    ) -> RateLimitResult:
-        if self._local is None:
-            log.warning(
-                "rate limiter Redis unreachable: market data on %s now uses a local limiter "
-                "with a 1/%d share of the budget; orders are refused until Redis returns",
-                exchange,
-                self.settings.fleet_processes,
-            )
-            self._local = MemoryBackend()
-        charges = self.charges(exchange, scope, params, weight, self._local_tables)
-        return self._local.decide(exchange, charges, priority, charge=charge)
+        def locally(error: LimiterUnavailableError) -> RateLimitResult:
+            if self.is_order_scope(exchange, scope):
+                raise error
+            if self.settings.on_redis_unavailable == "fail":
+                raise error
+            if self._local is None:
+                log.warning(
+                    "rate limiter Redis unreachable: market data on %s now uses a local "
+                    "limiter with a 1/%d share of the budget; orders are refused until Redis "
+                    "returns",
+                    exchange,
+                    self.settings.fleet_processes,
+                )
+                self._local = MemoryBackend()
+            charges = self.charges(exchange, scope, params, weight, self._local_tables)
+            return self._local.decide(exchange, charges, priority, charge=charge)
+
+        return op.on_failure(locally)
+
+    def decide(self, exchange: str, scope: str = "public", **ask: Unpack[Ask]) -> RateLimitResult:
+        """Decide now (and charge if allowed) without waiting."""
+        return self.backend.run(self.decision(exchange, scope, ask))
 
     async def check_request(
-        self,
-        exchange: str,
-        scope: str = "public",
-        *,
-        params: Mapping[str, object] | None = None,
-        weight: float | None = None,
-        priority: Priority | str = Priority.MEDIUM,
+        self, exchange: str, scope: str = "public", **ask: Unpack[Ask]
     ) -> RateLimitResult:
         """Decide and charge one request now; ``allowed`` False comes with ``retry_after``."""
-        return await asyncio.to_thread(
-            self.decide, exchange, scope, params=params, weight=weight, priority=priority
-        )
+        return await self.backend.arun(self.decision(exchange, scope, ask))
 
-    def _next_wait(
-        self, exchange: str, result: RateLimitResult, waited: float, max_wait: float
-    ) -> float:
-        if result.never or waited + result.retry_after > max_wait:
+    def _admitted(
+        self, exchange: str, result: RateLimitResult, start: float, max_wait: float | None
+    ) -> RateLimitResult | float:
+        """Return the admitted result, or how long to sleep before asking again.
+
+        Raises RateLimitedError when the request can never be admitted or not within
+        ``max_wait`` (the settings' ``max_wait`` when None).
+        """
+        waited = self._clock() - start
+        if result.allowed:
+            return dataclasses.replace(result, waited=waited)
+        limit = self.settings.max_wait if max_wait is None else max_wait
+        if result.never or waited + result.retry_after > limit:
             emit("limiter.denied", exchange=exchange, pool=result.denied_by)
         if result.never:
             raise RateLimitedError(
                 f"request weight exceeds pool {result.denied_by}: it can never be admitted",
                 retry_after=math.inf,
             )
-        if waited + result.retry_after > max_wait:
+        if waited + result.retry_after > limit:
             raise RateLimitedError(
-                f"no budget within {max_wait:g}s (pool {result.denied_by or 'cooldown'}, "
+                f"no budget within {limit:g}s (pool {result.denied_by or 'cooldown'}, "
                 f"next in {result.retry_after:.3f}s)",
                 retry_after=result.retry_after,
             )
@@ -205,90 +207,32 @@ class ExchangeRateLimitManager:
         return result.retry_after * (1.0 + 0.05 * self._rng.random()) + 0.001
 
     def acquire(
-        self,
-        exchange: str,
-        scope: str = "public",
-        *,
-        params: Mapping[str, object] | None = None,
-        weight: float | None = None,
-        priority: Priority | str = Priority.MEDIUM,
-        max_wait: float | None = None,
+        self, exchange: str, scope: str = "public", **wait: Unpack[Wait]
     ) -> RateLimitResult:
         """Block until the request is admitted and charged; raise RateLimitedError past max_wait."""
-        limit = self.settings.max_wait if max_wait is None else max_wait
-        start = self._clock()
-        while True:
-            result = self.decide(exchange, scope, params=params, weight=weight, priority=priority)
-            waited = self._clock() - start
-            if result.allowed:
-                return dataclasses.replace(result, waited=waited)
-            self._sleep(self._next_wait(exchange, result, waited, limit))
+        op, admitted = self._waiting(exchange, scope, wait)
+        while isinstance(step := admitted(self.backend.run(op)), float):
+            self._sleep(step)
+        return step
 
     async def acquire_async(
-        self,
-        exchange: str,
-        scope: str = "public",
-        *,
-        params: Mapping[str, object] | None = None,
-        weight: float | None = None,
-        priority: Priority | str = Priority.MEDIUM,
-        max_wait: float | None = None,
+        self, exchange: str, scope: str = "public", **wait: Unpack[Wait]
     ) -> RateLimitResult:
         """Await until the request is admitted and charged; raise RateLimitedError past max_wait."""
-        limit = self.settings.max_wait if max_wait is None else max_wait
-        start = self._clock()
-        while True:
-            result = await self.check_request(
-                exchange, scope, params=params, weight=weight, priority=priority
-            )
-            waited = self._clock() - start
-            if result.allowed:
-                return dataclasses.replace(result, waited=waited)
-            await asyncio.sleep(self._next_wait(exchange, result, waited, limit))
+        op, admitted = self._waiting(exchange, scope, wait)
+        while isinstance(step := admitted(await self.backend.arun(op)), float):
+            await asyncio.sleep(step)
+        return step
 
-    def report_headers(self, exchange: str, headers: Mapping[str, str]) -> dict[str, float]:
-        """Adopt the exchange's own usage counts from response headers; return what was read.
-
-        Binance sends ``X-MBX-USED-WEIGHT-1M`` and ``X-MBX-ORDER-COUNT-10S``/``-1D``. A count
-        above ours raises the shared count; a lower one changes nothing.
-        """
-        table = self.table(exchange)
-        lowered = {k.lower(): v for k, v in headers.items()}
-        usage: dict[str, float] = {}
-        for header, pool in table.usage_headers.items():
-            raw = lowered.get(header)
-            if raw is None:
-                continue
-            try:
-                usage[pool] = float(raw)
-            except ValueError:
-                log.warning("%s: ignoring malformed %s header %r", exchange, header, raw)
-        if usage:
-            self.backend.observe(exchange, [(table.pool(p), used) for p, used in usage.items()])
-        return usage
-
-    def report_throttle(
-        self,
-        exchange: str,
-        status: int,
-        retry_after: float | None = None,
-        pool: str | None = None,
-    ) -> float:
-        """Start a fleet-wide cooldown after a 429/418; return its length in seconds.
-
-        ``pool`` limits the cooldown to one pool (e.g. Binance's ORDERS_10S after -1015);
-        None stops every request to the exchange, which is what an IP-wide 429/418 needs.
-        """
-        seconds = retry_after if retry_after and retry_after > 0 else DEFAULT_COOLDOWN
-        if pool is not None:
-            self.table(exchange).pool(pool)
-        left = self.backend.cooldown(exchange, seconds, pool, f"http {status}")
-        emit("exchange.throttled", exchange=exchange, status=status, seconds=left)
-        log.warning(
-            "%s answered %s: no process of the fleet calls %s for %.1fs",
-            exchange,
-            status,
-            pool or "it",
-            left,
+    def _waiting(
+        self, exchange: str, scope: str, wait: Wait
+    ) -> tuple[Op[RateLimitResult], Callable[[RateLimitResult], RateLimitResult | float]]:
+        """Return the decision to repeat and what reads each answer (admitted, or a sleep)."""
+        ask = Ask(
+            params=wait.get("params"),
+            weight=wait.get("weight"),
+            priority=wait.get("priority", Priority.MEDIUM),
         )
-        return left
+        start, max_wait = self._clock(), wait.get("max_wait")
+        op = self.decision(exchange, scope, ask)
+        return op, lambda result: self._admitted(exchange, result, start, max_wait)

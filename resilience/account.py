@@ -44,19 +44,20 @@ async def account_equity(
     return equity
 
 
-def daily_pnl(client: ResilientAPIClient, exchange: str, equity: float) -> float:
+async def daily_pnl(client: ResilientAPIClient, exchange: str, equity: float) -> float:
     """Return today's (UTC) change in equity: the first equity seen today is the baseline."""
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     key = client.keys.daily_equity(exchange, day)
-    client.redis.set(key, repr(equity), nx=True, ex=3 * 86400)
-    return equity - float(cast(bytes, client.redis.get(key)) or equity)
+    redis = client.clients.aio()
+    await redis.set(key, repr(equity), nx=True, ex=3 * 86400)
+    return equity - float(cast(bytes, await redis.get(key)) or equity)
 
 
 async def read_risk_state(
     client: ResilientAPIClient, exchange: str, symbol: str, mode: str
 ) -> tuple[risk_lib.RiskState, dict[str, Any]]:
     """Return the guard's view of the account and market, and the ticker it read."""
-    kill = bool(client.redis.exists(client.keys.kill_switch()))
+    kill = bool(await client.clients.aio().exists(client.keys.kill_switch()))
     private = mode != "paper" or client.config.exchanges[exchange].has_keys
     if not private:
         answer = await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol}, FRESH)
@@ -70,7 +71,8 @@ async def read_risk_state(
         client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol}, FRESH),
     )
     ticker, balance, opened = ticker_answer.data, balance_answer.data, open_answer.data
-    pnl = daily_pnl(client, exchange, await account_equity(client, exchange, balance, symbol))
+    equity = await account_equity(client, exchange, balance, symbol)
+    pnl = await daily_pnl(client, exchange, equity)
     base = symbol.split("/", maxsplit=1)[0]
     state = risk_lib.RiskState(
         market_price=float(ticker["last"]),

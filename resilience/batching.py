@@ -27,17 +27,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
-
 from core import errors as error_tree
 from core.keys import KeySpace
+from ratelimit.backends.clients import RedisClients
 from resilience.scripts import lua
-
-#: Close a batch (delete the open pointer) only if it is still the one we lead.
-CLOSE_IF_OURS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 #: What the leader's work returns: per item, the data or the error it ended in.
 Outcomes = dict[str, Any]
@@ -92,7 +85,7 @@ class FleetBatcher:
 
     def __init__(
         self,
-        client: redis.Redis,
+        clients: RedisClients,
         keys: KeySpace,
         *,
         window: float = 1.0,
@@ -102,24 +95,20 @@ class FleetBatcher:
         result_ttl: float = 60.0,
         poll: float = 0.01,
     ) -> None:
-        self.client, self.keys = client, keys
+        self.clients, self.keys = clients, keys
         self.window, self.max_size = window, max_size
         self.idle = window if idle is None else min(idle, window)
         self.lease, self.result_ttl, self.poll = lease, result_ttl, poll
-        text = lua("batch_join.lua")
-        self._join = client.register_script(text)
-        self._close = client.register_script(CLOSE_IF_OURS)
+        self._join = clients.script(lua("batch_join.lua"))
+        # close a batch (delete the open pointer) only if it is still the one we lead
+        self._close = clients.script(lua("release_if_ours.lua"))
 
-    def _base(self, kind: str) -> str:
-        return self.keys.batch_base(kind)
-
-    def join(self, kind: str, item: str) -> Joined:
+    async def join(self, kind: str, item: str) -> Joined:
         """Add ``item`` to the open batch of ``kind`` (opening one); say where it landed."""
-        base = self._base(kind)
-        reply = self._join(
-            keys=[base + "open"],
-            args=[
-                base,
+        reply = await self._join.run(
+            [self.keys.batch_open(kind)],
+            [
+                self.keys.batch_base(kind),  # the script names the new batch's keys under it
                 uuid.uuid4().hex[:16],
                 item,
                 self.max_size,
@@ -143,24 +132,25 @@ class FleetBatcher:
         each one's outcome (data or exception). Returns None when the leader vanished
         without an answer; the caller then makes the single request itself.
         """
-        joined = self.join(kind, item)
-        base = self._base(kind) + joined.batch_id
+        joined = await self.join(kind, item)
         if joined.leader:
-            return await self._lead(kind, base, joined, item, work)
-        return await self._follow(base, item, joined.closes_in)
+            return await self._lead(kind, joined, item, work)
+        return await self._follow(kind, joined.batch_id, item, joined.closes_in)
 
     async def _lead(
         self,
         kind: str,
-        base: str,
         joined: Joined,
         item: str,
         work: Callable[[list[str]], Awaitable[Outcomes]],
     ) -> Any:
-        keeper = asyncio.ensure_future(self._keep_lease(base + ":lead"))
+        client, batch = self.clients.aio(), joined.batch_id
+        lead, result = self.keys.batch_lead(kind, batch), self.keys.batch_result(kind, batch)
+        keeper = asyncio.ensure_future(self._keep_lease(lead))
         try:
             await self._wait_closed(kind, joined)
-            raw = cast(list[bytes], self.client.lrange(base + ":members", 0, -1))
+            members = self.keys.batch_members(kind, batch)
+            raw = cast(list[bytes], await client.lrange(members, 0, -1))
             items = list(dict.fromkeys(m.decode() for m in raw))
             outcomes = await work(items)
             missing = error_tree.MalformedResponseError
@@ -170,48 +160,52 @@ class FleetBatcher:
                 )
                 for name in items
             }
-            pipe = self.client.pipeline()
-            pipe.hset(base + ":result", mapping=encoded)
-            pipe.pexpire(base + ":result", int(self.result_ttl * 1000))
-            pipe.execute()
+            pipe = client.pipeline()
+            pipe.hset(result, mapping=encoded)
+            pipe.pexpire(result, int(self.result_ttl * 1000))
+            await pipe.execute()
             return decode_outcome(encoded[item])
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            self.client.delete(base + ":lead")
+            await asyncio.shield(client.delete(lead))
 
     async def _wait_closed(self, kind: str, joined: Joined) -> None:
         """Wait until the batch stops taking members: window over, full, or idle."""
-        pointer = self._base(kind) + "open"
-        members = self._base(kind) + joined.batch_id + ":members"
+        client = self.clients.aio()
+        pointer = self.keys.batch_open(kind)
+        members = self.keys.batch_members(kind, joined.batch_id)
         now = time.monotonic()
         deadline, size, last_join = now + joined.closes_in + self.poll, joined.size, now
         while time.monotonic() < deadline:
             await asyncio.sleep(self.poll)
-            current = self.client.get(pointer)
-            if current is None or current.decode() != joined.batch_id:  # type: ignore[union-attr]
+            current = await client.get(pointer)
+            if current is None or current.decode() != joined.batch_id:
                 return
-            grown = int(self.client.llen(members))  # type: ignore[arg-type]
+            grown = int(await client.llen(members))
             if grown != size:
                 size, last_join = grown, time.monotonic()
             elif time.monotonic() - last_join >= self.idle:
-                self._close(keys=[pointer], args=[joined.batch_id])
+                await self._close.run([pointer], [joined.batch_id])
                 return
 
     async def _keep_lease(self, lead: str) -> None:
+        client = self.clients.aio()
         while True:
             await asyncio.sleep(self.lease / 3)
-            self.client.pexpire(lead, int(self.lease * 1000))
+            await client.pexpire(lead, int(self.lease * 1000))
 
-    async def _follow(self, base: str, item: str, closes_in: float) -> Any:
+    async def _follow(self, kind: str, batch: str, item: str, closes_in: float) -> Any:
         """Wait for the leader's outcome for ``item``; None if the leader is gone."""
+        client = self.clients.aio()
+        lead, result = self.keys.batch_lead(kind, batch), self.keys.batch_result(kind, batch)
         await asyncio.sleep(min(closes_in, self.idle))
         while True:
-            raw = self.client.hget(base + ":result", item)
+            raw = await client.hget(result, item)
             if raw is not None:
-                return decode_outcome(cast(bytes, raw))
-            if not self.client.exists(base + ":lead"):
-                raw = self.client.hget(base + ":result", item)
-                return None if raw is None else decode_outcome(cast(bytes, raw))
+                return decode_outcome(raw)
+            if not await client.exists(lead):
+                raw = await client.hget(result, item)
+                return None if raw is None else decode_outcome(raw)
             await asyncio.sleep(self.poll)

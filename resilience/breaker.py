@@ -10,36 +10,42 @@ Rules: in ``closed``, ``failure_threshold`` failures within ``failure_window`` s
 the breaker (successes do not reset the count: an exchange failing half its calls is
 unhealthy). ``open`` refuses every call for ``recovery_timeout`` seconds; then one trial is
 allowed (``half_open``); its success closes the breaker, its failure opens it again. A trial
-that never reports is replaced after ``trial_timeout``. Only failures that say the exchange
-is unwell count (timeouts, 5xx, resets, malformed answers); business errors and rate-limit
-waits never do.
+that never reports is replaced after ``trial_timeout``; one whose caller gave up (cancelled,
+its deadline passed) is released at once. Only failures that say the exchange is unwell
+count (timeouts of the exchange call, 5xx, resets, malformed answers); business errors,
+rate-limit waits, the caller's own timeout or cancellation and bugs of ours never do.
+
+The breaker is asked after the limiter admitted the call (``resilience/attempt.py``), so a
+trial never waits for budget while the fleet waits for it.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from core.errors import CircuitOpenError, CryptoAIError, OutcomeUnknownError, RetryableError
+from core.errors import CircuitOpenError, OutcomeUnknownError, RetryableError
 from core.events import emit
 from core.keys import KeySpace
+from ratelimit.backends.clients import RedisClients
 from resilience.scripts import lua
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_CLASSES = ("public", "private", "orders")
+#: How many recent transitions a breaker object remembers (for tests and status views).
+TRANSITIONS_KEPT = 64
 
 
 def counts_as_failure(error: BaseException) -> bool:
     """Return True for errors that say the exchange is unwell (never business errors)."""
     if isinstance(error, CircuitOpenError):
         return False
-    return isinstance(error, RetryableError | OutcomeUnknownError) or not isinstance(
-        error, CryptoAIError
-    )
+    return isinstance(error, RetryableError | OutcomeUnknownError)
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class SharedBreaker:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisClients,
         exchange: str,
         endpoint_class: str,
         *,
@@ -70,19 +76,23 @@ class SharedBreaker:
     ) -> None:
         self.name = f"{exchange}:{endpoint_class}"
         self.key = (keys or KeySpace()).breaker(exchange, endpoint_class)
+        self.trial_timeout = float(trial_timeout)
         self.args = [
             str(failure_threshold),
             repr(float(recovery_timeout)),
             repr(float(failure_window)),
             repr(float(trial_timeout)),
         ]
-        text = lua("breaker.lua")
-        self._script = client.register_script(text)
-        self.transitions: list[str] = []
+        clients = client if isinstance(client, RedisClients) else RedisClients(client)
+        self._script = clients.script(lua("breaker.lua"))
+        self.transitions: collections.deque[str] = collections.deque(maxlen=TRANSITIONS_KEPT)
 
-    def _call(self, op: str, trial: bool = False) -> BreakerAnswer:
-        args = [op, *self.args, "1" if trial else "0"]
-        allowed, state, wait, transition, trips = self._script(keys=[self.key], args=args)
+    async def _call(self, op: str, trial: bool = False) -> BreakerAnswer:
+        reply = await self._script.run([self.key], [op, *self.args, "1" if trial else "0"])
+        return self._answer(reply)
+
+    def _answer(self, reply: Any) -> BreakerAnswer:
+        allowed, state, wait, transition, trips = reply
         answer = BreakerAnswer(
             bool(allowed), _text(state), float(_text(wait)), _text(transition), int(trips)
         )
@@ -97,46 +107,51 @@ class SharedBreaker:
             )
         return answer
 
-    def allow(self) -> BreakerAnswer:
+    def _refused(self, answer: BreakerAnswer) -> CircuitOpenError:
+        return CircuitOpenError(
+            f"circuit {self.name} is {answer.state}; next try in {answer.retry_after:.1f}s",
+            retry_after=answer.retry_after,
+        )
+
+    async def allow(self) -> BreakerAnswer:
         """Ask to make a call; raise CircuitOpenError when the breaker refuses."""
-        answer = self._call("allow")
+        answer = await self._call("allow")
         if not answer.allowed:
-            raise CircuitOpenError(
-                f"circuit {self.name} is {answer.state}; next try in {answer.retry_after:.1f}s",
-                retry_after=answer.retry_after,
-            )
+            raise self._refused(answer)
         return answer
 
-    def check(self) -> None:
+    async def check(self) -> None:
         """Raise CircuitOpenError if a call would be refused now; change nothing.
 
-        For callers about to wait on something else first (a batch window): they learn at
-        once that the call cannot go out. ``allow()`` still decides the call itself.
+        For callers about to wait on something else first (the limiter, a batch window):
+        they learn at once that the call cannot go out. ``allow()`` still decides the call.
         """
-        answer = self._call("peek")
+        answer = await self._call("peek")
         if not answer.allowed:
-            raise CircuitOpenError(
-                f"circuit {self.name} is {answer.state}; next try in {answer.retry_after:.1f}s",
-                retry_after=answer.retry_after,
-            )
+            raise self._refused(answer)
 
-    def record(self, error: BaseException | None, *, trial: bool = False) -> BreakerAnswer:
+    async def record(self, error: BaseException | None, *, trial: bool = False) -> BreakerAnswer:
         """Report a call's outcome; business errors and our own waits count as success.
 
         ``trial`` says the call was the half-open trial (``allow()`` answered ``half_open``).
         """
         if error is not None and counts_as_failure(error):
-            return self._call("failure", trial)
-        return self._call("success", trial)
+            return await self._call("failure", trial)
+        return await self._call("success", trial)
 
-    def state(self) -> str:
-        """Return the breaker's state without changing it."""
-        return self._call("state").state
+    async def release(self, *, trial: bool) -> None:
+        """Say the call ended without an answer of the exchange (its caller gave up)."""
+        if trial:
+            await self._call("release", trial)
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the breaker's state and trip count, for status views."""
-        answer = self._call("state")
-        return {"state": answer.state, "trips": answer.trips}
+        """Return the breaker's stored state and trip count (blocking; for status views)."""
+        reply = self._script([self.key], ["state", *self.args, "0"])
+        return {"state": _text(reply[1]), "trips": int(reply[4])}
+
+    def state(self) -> str:
+        """Return the breaker's stored state (blocking; for status views)."""
+        return str(self.snapshot()["state"])
 
 
 def _text(value: Any) -> str:

@@ -14,26 +14,21 @@ a fleet woken by the same beat tick does not arrive at exactly the same instant.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
-
-import redis
+from typing import Any, TypeVar
 
 from core.keys import KeySpace
+from exchanges.request import request_digest
+from ratelimit.backends.clients import RedisClients
 from resilience.scripts import lua
 
+__all__ = ["CachedValue", "Coalescer", "ResponseCache", "request_digest"]
+
 T = TypeVar("T")
-
-
-def request_digest(exchange: str, endpoint: str, params: dict[str, Any] | None) -> str:
-    """Return a stable digest of a request (exchange, endpoint, sorted params)."""
-    text = json.dumps([exchange, endpoint, params or {}], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -51,24 +46,23 @@ class CachedValue:
 class ResponseCache:
     """A bounded TTL cache of JSON values in Redis."""
 
-    def __init__(self, client: redis.Redis, keys: KeySpace, max_entries: int = 10000) -> None:
-        self.client, self.keys, self.max_entries = client, keys, max_entries
-        text = lua("cache_set.lua")
-        self._set = client.register_script(text)
+    def __init__(self, clients: RedisClients, keys: KeySpace, max_entries: int = 10000) -> None:
+        self.clients, self.keys, self.max_entries = clients, keys, max_entries
+        self._set = clients.script(lua("cache_set.lua"))
 
-    def put(self, digest: str, value: Any, ttl: float) -> int:
+    async def put(self, digest: str, value: Any, ttl: float) -> int:
         """Store ``value`` for ``ttl`` seconds; return how many old entries were evicted."""
         payload = json.dumps({"v": value, "t": time.time()}, default=str)
         keys = [self.keys.cache_entry(digest), self.keys.cache_index(), self.keys.cache_sequence()]
-        evicted = self._set(keys=keys, args=[payload, max(1, int(ttl * 1000)), self.max_entries])
-        return int(evicted)
+        args = [payload, max(1, int(ttl * 1000)), self.max_entries]
+        return int(await self._set.run(keys, args))
 
-    def get(self, digest: str) -> CachedValue | None:
+    async def get(self, digest: str) -> CachedValue | None:
         """Return the cached value, or None."""
-        raw = self.client.get(self.keys.cache_entry(digest))
+        raw = await self.clients.aio().get(self.keys.cache_entry(digest))
         if raw is None:
             return None
-        data = json.loads(cast(bytes, raw))
+        data = json.loads(raw)
         return CachedValue(data["v"], float(data["t"]))
 
 
@@ -77,15 +71,16 @@ class Coalescer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        clients: RedisClients,
         keys: KeySpace,
         *,
         lock_ttl: float = 30.0,
         result_ttl: float = 0.25,
         poll: float = 0.005,
     ) -> None:
-        self.client, self.keys = client, keys
+        self.clients, self.keys = clients, keys
         self.lock_ttl, self.result_ttl, self.poll = lock_ttl, result_ttl, poll
+        self._release = clients.script(lua("release_if_ours.lua"))
 
     async def run(self, digest: str, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return (result, shared): the leader calls upstream, followers get its result.
@@ -95,11 +90,12 @@ class Coalescer:
         """
         lock, result_key = self.keys.coalesce_lock(digest), self.keys.coalesce_result(digest)
         token = uuid.uuid4().hex
+        client = self.clients.aio()
         while True:
-            recent = self.client.get(result_key)
+            recent = await client.get(result_key)
             if recent is not None:
-                return json.loads(cast(bytes, recent))["r"], True
-            if self.client.set(lock, token, nx=True, px=int(self.lock_ttl * 1000)):
+                return json.loads(recent)["r"], True
+            if await client.set(lock, token, nx=True, px=int(self.lock_ttl * 1000)):
                 return await self._lead(lock, result_key, token, call), False
             waited = await self._follow(lock, result_key)
             if waited is not None:
@@ -108,24 +104,25 @@ class Coalescer:
     async def _lead(
         self, lock: str, result_key: str, token: str, call: Callable[[], Awaitable[T]]
     ) -> T:
+        client = self.clients.aio()
         try:
             result = await call()
-            self.client.set(
-                result_key, json.dumps({"r": result}, default=str), px=int(self.result_ttl * 1000)
-            )
+            text = json.dumps({"r": result}, default=str)
+            await client.set(result_key, text, px=int(self.result_ttl * 1000))
             return result
         finally:
-            if self.client.get(lock) == token.encode():
-                self.client.delete(lock)
+            # one compare-and-delete: a lock that lapsed and went to another leader stays
+            await asyncio.shield(self._release.run([lock], [token]))
 
     async def _follow(self, lock: str, result_key: str) -> Any:
+        client = self.clients.aio()
         deadline = time.monotonic() + self.lock_ttl
         while time.monotonic() < deadline:
-            raw = self.client.get(result_key)
+            raw = await client.get(result_key)
             if raw is not None:
-                return json.loads(cast(bytes, raw))["r"]
-            if not self.client.exists(lock):
-                raw = self.client.get(result_key)
-                return None if raw is None else json.loads(cast(bytes, raw))["r"]
+                return json.loads(raw)["r"]
+            if not await client.exists(lock):
+                raw = await client.get(result_key)
+                return None if raw is None else json.loads(raw)["r"]
             await asyncio.sleep(self.poll)
         return None

@@ -15,50 +15,48 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import redis
-
+from ratelimit.backends.clients import RedisClients
 from resilience.scripts import lua
 
 
 class Lease:
     """One lease key; ``acquire`` it, then ``extend``, ``replace`` or ``release`` it."""
 
-    def __init__(self, client: redis.Redis, key: str, ttl: float, **fields: Any) -> None:
-        self.client, self.key, self.ttl = client, key, ttl
+    def __init__(self, clients: RedisClients, key: str, ttl: float, **fields: Any) -> None:
+        self.clients, self.key, self.ttl = clients, key, ttl
         self.value = json.dumps({"holder": uuid.uuid4().hex, "at": time.time(), **fields})
-        self._script = client.register_script(lua("lease.lua"))
+        self._script = clients.script(lua("lease.lua"))
 
     def _ms(self, seconds: float | None = None) -> int:
         return max(1, int((self.ttl if seconds is None else seconds) * 1000))
 
-    def acquire(self) -> bool:
+    async def acquire(self) -> bool:
         """Take the lease if nobody holds it; return True when taken."""
-        return bool(self.client.set(self.key, self.value, nx=True, px=self._ms()))
+        return bool(await self.clients.aio().set(self.key, self.value, nx=True, px=self._ms()))
 
-    def held_by_other(self) -> dict[str, Any] | None:
+    async def held_by_other(self) -> dict[str, Any] | None:
         """Return the current holder's record, or None when the key is free or ours."""
-        raw = cast(bytes | None, self.client.get(self.key))
+        raw = cast(bytes | None, await self.clients.aio().get(self.key))
         if raw is None or raw.decode() == self.value:
             return None
         return cast(dict[str, Any], json.loads(raw))
 
-    def extend(self, seconds: float | None = None) -> bool:
+    async def extend(self, seconds: float | None = None) -> bool:
         """Push the lease's expiry to ``seconds`` from now; False if it is no longer ours."""
-        return bool(self._script(keys=[self.key], args=[self.value, "extend", self._ms(seconds)]))
+        return bool(await self._script.run([self.key], [self.value, "extend", self._ms(seconds)]))
 
-    def replace(self, seconds: float, **fields: Any) -> bool:
+    async def replace(self, seconds: float, **fields: Any) -> bool:
         """Turn our lease into a record kept ``seconds`` (no longer a lease anyone waits on)."""
         record = json.dumps({**json.loads(self.value), **fields}, default=str)
-        done = bool(
-            self._script(keys=[self.key], args=[self.value, "replace", self._ms(seconds), record])
-        )
+        args = [self.value, "replace", self._ms(seconds), record]
+        done = bool(await self._script.run([self.key], args))
         if done:
             self.value = record
         return done
 
-    def release(self) -> bool:
+    async def release(self) -> bool:
         """Give the lease up; False if it had lapsed or was never ours."""
-        return bool(self._script(keys=[self.key], args=[self.value, "release"]))
+        return bool(await self._script.run([self.key], [self.value, "release"]))
 
 
 async def wait_while_held(
@@ -75,7 +73,7 @@ async def wait_while_held(
     """
     deadline = time.monotonic() + timeout
     while True:
-        record = lease.held_by_other()
+        record = await lease.held_by_other()
         if record is None:
             return None
         if settled(record):

@@ -29,11 +29,11 @@ cannot read an exchange-specific order body; send ``create_order`` instead.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -42,104 +42,27 @@ from agents.types import TradePlan
 from core.errors import (
     CryptoAIError,
     GiveUpError,
-    InvalidRequestError,
     OrderRefusedError,
     RetryableError,
 )
 from core.events import emit
-from exchanges.gateway import is_cancel
+from exchanges.endpoints import Endpoint
 from resilience.account import read_risk_state
 from resilience.leases import Lease, wait_while_held
+from resilience.order_request import GateAnswer, Mode, OrderRequest, order_mode, summary
+from resilience.paper import simulated_fill
 
 if TYPE_CHECKING:
+    from exchanges.request import Request
     from resilience.client import ResilientAPIClient
+
+__all__ = ["GateAnswer", "OrderGate", "OrderRequest", "order_mode", "summary"]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["paper", "sandbox", "live"]
 #: How long a settled claim answers redeliveries without asking the exchange.
 SETTLED_SECONDS = 7 * 86400
 AUDIT_LENGTH = 100_000
-
-
-@dataclass(frozen=True)
-class OrderRequest:
-    """One order write as the gate reads it (built once from the caller's params)."""
-
-    exchange: str
-    endpoint: str
-    symbol: str = ""
-    side: str | None = None
-    type: str | None = None
-    amount: float | None = None
-    price: float | None = None
-    #: The price the order was decided at (a plan's entry): checked against the market.
-    reference: float | None = None
-    client_order_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    origin: str = "api"
-    decided_at: datetime | None = None
-    valid_until: datetime | None = None
-    resize: bool = False
-
-    @classmethod
-    def parse(cls, exchange: str, endpoint: str, params: dict[str, Any]) -> OrderRequest:
-        """Read a ccxt-style write (``create_order`` params and friends); raise if unusable."""
-        extra = dict(params.get("params") or {})
-        cid = extra.get("clientOrderId") or extra.get("newClientOrderId")
-        request = cls(
-            exchange=exchange,
-            endpoint=endpoint,
-            symbol=str(params.get("symbol") or ""),
-            side=params.get("side"),
-            type=params.get("type"),
-            amount=_number(params.get("amount"), "amount"),
-            price=_number(params.get("price"), "price"),
-            client_order_id=str(cid) if cid else None,
-            params=dict(params),
-        )
-        if endpoint in ("create_order", "edit_order"):
-            missing = [f for f in ("symbol", "side", "type", "amount") if not params.get(f)]
-            if missing:
-                raise InvalidRequestError(f"{endpoint} needs {', '.join(missing)}")
-            if request.side not in ("buy", "sell"):
-                raise InvalidRequestError(f"side must be buy or sell, got {request.side!r}")
-        return request
-
-    def ccxt_params(self, amount: float, cid: str) -> dict[str, Any]:
-        """Return the ccxt call's params with the amount and client order id the gate chose."""
-        extra = {**dict(self.params.get("params") or {}), "clientOrderId": cid}
-        extra.pop("newClientOrderId", None)
-        return {**self.params, "amount": amount, "params": extra}
-
-
-@dataclass
-class GateAnswer:
-    """What the gate did: the order (or None), how it was served, and the guard's verdict."""
-
-    approved: bool
-    order: dict[str, Any] | None
-    source: str
-    mode: Mode
-    reasons: list[str] = field(default_factory=list)
-    size: float | None = None
-
-
-def _number(value: Any, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequestError(f"{name} must be a number, got {value!r}") from None
-
-
-def order_mode(client: ResilientAPIClient, exchange: str) -> Mode:
-    """Return what an order on ``exchange`` does: simulated (paper), sandbox, or live."""
-    settings = client.config.exchanges[exchange]
-    if settings.sandboxed:
-        return "sandbox"
-    return "live" if client.config.trading.mode == "live" else "paper"
 
 
 class OrderGate:
@@ -147,19 +70,21 @@ class OrderGate:
 
     def __init__(self, client: ResilientAPIClient) -> None:
         self.client = client
-        self.redis, self.keys = client.redis, client.keys
+        self.clients, self.keys = client.clients, client.keys
         # the holder renews its leases before every exchange call, so a lease only has to
         # outlive one request: a dead holder's lease lapses soon after its last request ended
-        self.lease_seconds = client.gateway.timeout_ms / 1000 + 2.0
+        self.send_seconds = client.gateway.timeout_ms / 1000
+        self.lease_seconds = self.send_seconds + 2.0
         self.wait_seconds = self.lease_seconds * 4
 
     async def submit(self, request: OrderRequest) -> GateAnswer:
         """Pass one write through the gate; refusals come back as ``approved=False``."""
         mode = order_mode(self.client, request.exchange)
+        endpoint = Endpoint.parse(request.endpoint)
         try:
-            if "/" in request.endpoint:
+            if endpoint.rest:
                 answer = await self._raw(request, mode)
-            elif is_cancel(request.endpoint):
+            elif endpoint.cancel:
                 answer = await self._cancel(request, mode)
             else:
                 answer = await self._create(request, mode)
@@ -168,13 +93,23 @@ class OrderGate:
             emit("risk.rejected", reason=refused.reasons[0].split(" ")[0])
         except CryptoAIError as error:  # the exchange refused it, or its outcome is unknown
             reason = f"{type(error).__name__}: {error}"
-            self._audit(request, GateAnswer(False, None, "failed", mode, [reason]))
+            await self._audit(request, GateAnswer(False, None, "failed", mode, [reason]))
             raise
-        self._audit(request, answer)
+        await self._audit(request, answer)
         return answer
 
+    def _request(self, request: OrderRequest, params: dict[str, Any]) -> Request:
+        """Return the exchange request of a write, with one request's time to answer.
+
+        A second more than ccxt's own timeout, so ccxt's timeout (an unknown outcome, looked
+        up by client order id) comes first.
+        """
+        return self.client.request(
+            request.exchange, request.endpoint, params, self.send_seconds + 1.0
+        )
+
     async def _raw(self, request: OrderRequest, mode: Mode) -> GateAnswer:
-        if not is_cancel(request.endpoint):
+        if not Endpoint.parse(request.endpoint).cancel:
             raise OrderRefusedError(
                 f"raw REST order write {request.endpoint!r} refused: the gate cannot check an "
                 "exchange-specific body; send create_order, edit_order or cancel_order"
@@ -185,9 +120,7 @@ class OrderGate:
         if mode == "paper":  # paper orders never rest on a real exchange: nothing to cancel
             order = {"id": request.params.get("id"), "status": "canceled", "simulated": True}
             return GateAnswer(True, order, "paper", mode)
-        data, source = await self.client._send_write(
-            request.exchange, request.endpoint, dict(request.params)
-        )
+        data, source = await self.client.writes.send(self._request(request, dict(request.params)))
         return GateAnswer(True, data, source, mode)
 
     async def _create(self, request: OrderRequest, mode: Mode) -> GateAnswer:
@@ -201,7 +134,7 @@ class OrderGate:
         known_id = request.client_order_id is not None
         cid = request.client_order_id or f"cai-{uuid.uuid4().hex[:28]}"
         claim = Lease(
-            self.redis,
+            self.clients,
             self.keys.order_claim(request.exchange, cid),
             self.lease_seconds,
             state="sending",
@@ -215,14 +148,14 @@ class OrderGate:
         try:
             answer = await self._under_symbol_lease(request, mode, cid, claim, lookup=known_id)
         except GiveUpError:  # refused by the gate or by the exchange: nothing was placed
-            claim.release()
+            await claim.release()
             raise
-        claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
+        await claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
         return answer
 
     async def _claim(self, claim: Lease) -> GateAnswer | None:
         """Take the claim, or return the settled outcome of whoever held it."""
-        while not claim.acquire():
+        while not await claim.acquire():
             log.info("order claim %s is held by another delivery; waiting for it", claim.key)
             record = await wait_while_held(
                 claim,
@@ -239,12 +172,12 @@ class OrderGate:
         self, request: OrderRequest, mode: Mode, cid: str, claim: Lease, *, lookup: bool
     ) -> GateAnswer:
         symbol_lease = Lease(
-            self.redis,
+            self.clients,
             self.keys.order_symbol(request.exchange, request.symbol),
             self.lease_seconds,
             client_order_id=cid,
         )
-        while not symbol_lease.acquire():
+        while not await symbol_lease.acquire():
             log.info("an order for %s is in flight; waiting for it", request.symbol)
             try:
                 await wait_while_held(
@@ -255,22 +188,25 @@ class OrderGate:
                     f"another order for {request.symbol} on {request.exchange} is in flight"
                 ) from exc
         try:
-            if not claim.extend():
+            if not await claim.extend():
                 raise RetryableError(f"lost the claim of {cid} while waiting for {request.symbol}")
             if lookup and mode != "paper":
-                found = await self.client._find_order(request.exchange, request.symbol, cid)
+                found = await self.client.writes.find_order(
+                    self._request(request, {}), request.symbol, cid
+                )
                 if found is not None:
                     log.info("order %s already exists on %s; not placing it again", cid, mode)
                     return GateAnswer(True, summary(found), "found", mode)
-            self._refuse_if_overtaken(request)
+            await self._refuse_if_overtaken(request)
             return await self._checked_send(request, mode, cid, (claim, symbol_lease))
         finally:
-            symbol_lease.release()
+            await asyncio.shield(symbol_lease.release())
 
-    def _refuse_if_overtaken(self, request: OrderRequest) -> None:
+    async def _refuse_if_overtaken(self, request: OrderRequest) -> None:
         if request.decided_at is None:
             return
-        raw = self.redis.hget(self.keys.order_last(request.exchange), request.symbol)
+        last_key = self.keys.order_last(request.exchange)
+        raw = await self.clients.aio().hget(last_key, request.symbol)
         last = float(cast(bytes, raw)) if raw else 0.0
         if last > request.decided_at.timestamp():
             sent = datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds")
@@ -302,29 +238,32 @@ class OrderGate:
                     f"{entry:g} ({'; '.join(decision.reasons)})"
                 ]
             raise OrderRefusedError("; ".join(reasons), reasons)
-        size = await client._to_precision(request.exchange, request.symbol, decision.size, mode)
+        size = await client.writes.to_precision(
+            self._request(request, {}), request.symbol, decision.size, mode
+        )
         if size <= 0:
             raise OrderRefusedError(f"size {decision.size:g} rounds to 0 on {request.exchange}")
         if mode == "paper":
-            order = _simulated(request, cid, size, ticker)
+            order = simulated_fill(request, cid, size, ticker)
             return GateAnswer(True, order, "paper", mode, decision.reasons, size)
 
-        def still_ours() -> None:
+        async def still_ours() -> None:
             # a lease that lapsed while we waited may be another delivery's now: send nothing
-            if not all(lease.extend() for lease in leases):
+            if not all([await lease.extend() for lease in leases]):
                 raise RetryableError(f"lost the claim of {cid} before sending; nothing was sent")
 
-        still_ours()
-        self._mark_sent(request)
-        data, source = await client._send_write(
-            request.exchange, request.endpoint, request.ccxt_params(size, cid), still_ours
+        await still_ours()
+        await self._mark_sent(request)
+        data, source = await client.writes.send(
+            self._request(request, request.ccxt_params(size, cid)), still_ours
         )
         return GateAnswer(True, summary(data), source, mode, decision.reasons, size)
 
-    def _mark_sent(self, request: OrderRequest) -> None:
-        self.redis.hset(self.keys.order_last(request.exchange), request.symbol, repr(time.time()))
+    async def _mark_sent(self, request: OrderRequest) -> None:
+        last_key = self.keys.order_last(request.exchange)
+        await self.clients.aio().hset(last_key, request.symbol, repr(time.time()))
 
-    def _audit(self, request: OrderRequest, answer: GateAnswer) -> None:
+    async def _audit(self, request: OrderRequest, answer: GateAnswer) -> None:
         order = answer.order or {}
         entry = {
             "at": repr(time.time()),
@@ -341,7 +280,7 @@ class OrderGate:
             "status": str(order.get("status") or ""),
             "reasons": "; ".join(answer.reasons),
         }
-        self.redis.xadd(
+        await self.clients.aio().xadd(
             self.keys.order_audit(),
             cast(Any, entry),
             maxlen=AUDIT_LENGTH,
@@ -352,34 +291,3 @@ class OrderGate:
             exchange=request.exchange,
             outcome=entry["status"] if answer.approved else answer.source,
         )
-
-
-def summary(order: dict[str, Any]) -> dict[str, Any]:
-    """Return the fields of an order the fleet records."""
-    keys = ("id", "clientOrderId", "status", "side", "amount", "filled", "average", "cost")
-    return {k: order.get(k) for k in keys}
-
-
-def _simulated(
-    request: OrderRequest, cid: str, size: float, ticker: dict[str, Any]
-) -> dict[str, Any]:
-    """Return a paper fill at the touch (the ask for a buy, the bid for a sell)."""
-    touch = ticker.get("ask") if request.side == "buy" else ticker.get("bid")
-    price = float(touch or ticker.get("last") or 0.0)
-    if request.type == "limit" and request.price is not None:
-        marketable = price <= request.price if request.side == "buy" else price >= request.price
-        if not marketable:  # no paper book keeps resting orders yet: say so, fill nothing
-            raise OrderRefusedError(
-                f"paper mode: a {request.side} limit at {request.price:g} would rest (the touch "
-                f"is {price:g}); paper mode fills marketable orders only"
-            )
-    return {
-        "id": None,
-        "clientOrderId": cid,
-        "status": "simulated",
-        "side": request.side,
-        "amount": size,
-        "filled": size,
-        "average": price,
-        "cost": size * price,
-    }

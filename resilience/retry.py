@@ -6,13 +6,15 @@ FIBONACCI_BACKOFF (base * fib(n+1)) and FIXED (base). Jitter spreads each wait o
 [wait/2, wait]. An error carrying ``retry_after`` (a 429/418, an open breaker) waits at least
 that long, whatever the backoff says. Only retryable errors are retried; business errors
 never are, and a write whose outcome is unknown is never retried here (the client looks the
-order up first).
+order up first). With a ``deadline`` no wait is started that would end after it: the
+last error is raised instead, while the caller can still use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +30,11 @@ from core.errors import (
     RateLimitedError,
     RetryableError,
 )
+from core.events import emit
+from core.tracing import add_event
+from exchanges.request import Deadline, Request
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -100,6 +106,19 @@ class _Wait(tenacity.wait.wait_base):
         return max(wait, retry_after) if retry_after is not None else wait
 
 
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop when the next wait would end after the request's deadline.
+
+    tenacity decides the wait before it asks ``stop``, so the wait is ``upcoming_sleep``.
+    """
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return retry_state.upcoming_sleep >= self.deadline.left()
+
+
 def is_retryable(error: BaseException) -> bool:
     """Return True for errors worth another attempt of a read."""
     if isinstance(error, OutcomeUnknownError | RateLimitedError | CircuitOpenError):
@@ -114,16 +133,21 @@ async def retry_async(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rng: random.Random | None = None,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    deadline: Deadline | None = None,
 ) -> T:
-    """Run ``call`` with the policy; re-raise the last error when attempts run out."""
+    """Run ``call`` with the policy; re-raise the last error when attempts or time run out."""
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None and state.next_action is not None:
             on_retry(state.attempt_number, state.outcome.exception(), state.next_action.sleep)  # type: ignore[arg-type]
 
+    wait = _Wait(config, rng)
+    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(config.max_attempts)
+    if deadline is not None:
+        stop = stop | _StopAtDeadline(deadline)
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(config.max_attempts),
-        wait=_Wait(config, rng),
+        stop=stop,
+        wait=wait,
         retry=tenacity.retry_if_exception(is_retryable),
         sleep=sleep,
         reraise=True,
@@ -135,3 +159,38 @@ async def retry_async(
 
     result: T = await retrying(attempt)
     return result
+
+
+class Retried:
+    """A request's attempts under the retry policy, within the request's deadline."""
+
+    def __init__(
+        self,
+        send: Callable[[Request], Awaitable[Any]],
+        config: RetryConfig,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.send, self.config, self.sleep = send, config, sleep
+
+    async def __call__(self, request: Request) -> Any:
+        """Return the request's data; raise the last error when attempts or time run out."""
+
+        def on_retry(attempt: int, error: BaseException, wait: float) -> None:
+            emit("exchange.retry", exchange=request.exchange, endpoint=request.name)
+            add_event("retry", attempt=attempt, error=type(error).__name__, wait=wait)
+            log.info(
+                "%s %s: attempt %d failed (%s); retrying in %.2fs",
+                request.exchange,
+                request.name,
+                attempt,
+                error,
+                wait,
+            )
+
+        return await retry_async(
+            lambda: self.send(request),
+            self.config,
+            sleep=self.sleep,
+            on_retry=on_retry,
+            deadline=request.deadline,
+        )

@@ -49,7 +49,12 @@ class Runtime(Protocol):
         ...
 
     def run_async(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run a coroutine on the process's event loop and return its result."""
+        """Run a coroutine on the process's event loop and return its result.
+
+        A coroutine still running when ``timeout`` passes, or when the caller is interrupted
+        (Celery's soft time limit), is cancelled before this raises (``TimeoutError`` for the
+        timeout): it never acts after its task has failed.
+        """
         ...
 
 

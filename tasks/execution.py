@@ -12,7 +12,7 @@ from typing import Any
 from agents.orders import client_order_id
 from agents.types import TradePlan
 from core.tracing import span
-from exchanges.limited import request_priority
+from exchanges.request import request_priority
 from ratelimit.pools import Priority
 from resilience.orders import OrderRequest, order_mode
 from tasks.context import Runtime

@@ -54,19 +54,19 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
     news = rt.config().news
     cache = rt.exchange_client().cache  # the process's bounded cache (caching.max_cache_size)
     digest, down = request_digest("news", source, {}), request_digest("news:down", source, {})
-    cached = cache.get(digest)
+    cached = await cache.get(digest)
     if cached is not None and cached.age() < news.refresh_seconds:
         return cached.value
 
     async def fetch_unless_down() -> Any:
-        failed = cache.get(down)
+        failed = await cache.get(down)
         if failed is not None:
             raise aiohttp.ClientError(redact(f"failed {failed.age():.0f}s ago: {failed.value}"))
         try:
             return await fetch()
         except SOURCE_ERRORS as exc:
             # the copy is shared fleet-wide: aiohttp's text quotes the URL and its token
-            cache.put(down, redact(f"{type(exc).__name__}: {exc}"), news.refresh_seconds)
+            await cache.put(down, redact(f"{type(exc).__name__}: {exc}"), news.refresh_seconds)
             raise
 
     try:
@@ -80,7 +80,7 @@ async def _fleet_copy(rt: Runtime, source: str, fetch: Callable[[], Awaitable[An
             cached.age(),
         )
         return cached.value
-    cache.put(digest, payload, news.refresh_seconds * 10)
+    await cache.put(digest, payload, news.refresh_seconds * 10)
     return payload
 
 

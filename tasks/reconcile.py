@@ -21,9 +21,9 @@ from tasks.context import Runtime
 
 def recorded_orders(rt: Runtime, exchange: str) -> dict[str, dict[str, Any]]:
     """Return the fleet's recorded orders on ``exchange`` by client order id."""
-    client, prefix = rt.redis_client(), rt.keyspace().prefix
+    client, pattern = rt.redis_client(), rt.keyspace().stage_pattern(exchange, "execution")
     orders: dict[str, dict[str, Any]] = {}
-    for key in client.scan_iter(match=f"{prefix}run:*:{exchange}:*:execution", count=500):
+    for key in client.scan_iter(match=pattern, count=500):
         outcome = json.loads(cast(bytes, client.get(key) or b"{}"))
         order = outcome.get("order") or {}
         if order.get("clientOrderId") and order.get("status") != "simulated":
@@ -50,7 +50,7 @@ async def reconcile(rt: Runtime, exchange: str) -> dict[str, Any]:
         symbol = by_exchange_symbol.get(order["exchange_symbol"])
         if symbol is None:
             continue
-        found = await client.gateway.find_order(exchange, symbol, cid)
+        found = await client.find_order(exchange, symbol, cid)
         summary[
             "matched" if found and found.get("side") == order.get("side") else "missing"
         ].append(cid)
@@ -61,7 +61,7 @@ async def reconcile(rt: Runtime, exchange: str) -> dict[str, Any]:
             if cid in ours:
                 continue
             summary["unknown" if cid.startswith("cai-") else "foreign"].append(cid or order["id"])
-    key = f"{rt.keyspace().prefix}fleet:reconcile:{exchange}"
+    key = rt.keyspace().reconcile_summary(exchange)
     rt.redis_client().set(key, json.dumps(summary), ex=7 * 86400)
     return summary
 

@@ -24,7 +24,7 @@ def claim_slot(name: str, every: float) -> bool:
     """Return True if this call is the first for the current ``every``-second slot."""
     rt = context.current()
     slot = int(time.time() // every)
-    key = f"{rt.keyspace().prefix}schedule:{name}:{slot}"
+    key = rt.keyspace().schedule_slot(name, slot)
     return bool(rt.redis_client().set(key, "1", nx=True, ex=int(every * 3) + 60))
 
 

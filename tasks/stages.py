@@ -139,8 +139,10 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
                 case_side, await model.complete(CaseAnswer, system, user), Rung.LLM
             )
 
+        hit = await cache.get(digest)  # read before the ladder: its rungs are plain calls
+        learned: list[dict[str, Any]] = []
+
         def cached() -> AnalystReport | None:
-            hit = cache.get(digest)
             if hit is None or hit.age() > LLM_CACHE_SECONDS:
                 return None
             return case_from_answer(case_side, CaseAnswer.model_validate(hit.value), Rung.CACHE)
@@ -152,11 +154,13 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
                 confidence=report.confidence,
                 invalidation=report.invalidation,
             )
-            cache.put(digest, answer.model_dump(mode="json"), LLM_CACHE_SECONDS)
+            learned.append(answer.model_dump(mode="json"))
 
         report, _, reason = await climb(
             ask, cached, rules, remember, what=f"{exchange} {symbol} {side} case"
         )
+        for answer in learned:
+            await cache.put(digest, answer, LLM_CACHE_SECONDS)
         report = report.model_copy(update={"fallback_reason": reason})
     set_attributes(
         rung=report.rung.value, confidence=report.confidence, fallback=report.fallback_reason

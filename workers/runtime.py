@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import os
@@ -180,22 +181,60 @@ def event_loop() -> asyncio.AbstractEventLoop:
         return _state["loop"]  # type: ignore[no-any-return]
 
 
+#: How long :func:`run_async` waits for a timed-out coroutine to finish its cancellation.
+CANCEL_GRACE = 5.0
+
+
 def run_async(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run a coroutine on the process's loop and return its result (for sync callers).
 
     The coroutine runs in the caller's context (contextvars), so the caller's trace span is
-    the parent of the spans it opens.
+    the parent of the spans it opens. If the wait ends first (``timeout`` passed, or the
+    caller's thread was interrupted, e.g. by Celery's soft time limit), the coroutine is
+    cancelled and given up to ``CANCEL_GRACE`` seconds to unwind (its finally blocks release
+    leases) before this raises: a task that timed out never acts afterwards.
     """
     loop = event_loop()
     context = contextvars.copy_context()
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[T]] = []
 
     def start() -> None:
         task = loop.create_task(coro, context=context)
         task.add_done_callback(lambda t: _settle(done, t))
+        tasks.append(task)
 
     loop.call_soon_threadsafe(start)
-    return done.result(timeout)
+    try:
+        settled = _settled(done, timeout)
+    except BaseException:  # interrupted while waiting: the coroutine must not outlive it
+        _cancel(loop, tasks, done)
+        raise
+    if not settled:
+        _cancel(loop, tasks, done)
+        name = getattr(coro, "__qualname__", "coroutine")
+        raise TimeoutError(f"{name} cancelled after {timeout:g}s: it had not finished")
+    return done.result()
+
+
+def _cancel(
+    loop: asyncio.AbstractEventLoop,
+    tasks: list[asyncio.Task[T]],
+    done: concurrent.futures.Future[T],
+) -> None:
+    """Cancel the coroutine's task on its loop; wait up to CANCEL_GRACE for it to unwind."""
+    # the loop runs callbacks in the order they were scheduled: start() has made the task
+    loop.call_soon_threadsafe(lambda: [task.cancel() for task in tasks])
+    if not _settled(done, CANCEL_GRACE):
+        log.warning("%s still running %gs after it was cancelled", tasks, CANCEL_GRACE)
+
+
+def _settled(done: concurrent.futures.Future[T], timeout: float | None) -> bool:
+    """Wait up to ``timeout`` for ``done`` to get its outcome; return whether it has one."""
+    # not concurrent.futures.wait(): it never wakes for a future cancelled by _settle
+    with contextlib.suppress(concurrent.futures.CancelledError, TimeoutError):
+        done.exception(timeout)
+    return done.done()
 
 
 def _settle(done: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:

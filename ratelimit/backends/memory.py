@@ -10,13 +10,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ratelimit import algorithms
-from ratelimit.backend import Charge
-from ratelimit.pools import PoolSpec, Priority, RateLimitResult
+from ratelimit.backend import Charge, Decision, Op, Shortcuts
+from ratelimit.pools import PoolSpec, RateLimitResult
+
+T = TypeVar("T")
 
 
-class MemoryBackend:
+def _same(value: Any) -> Any:
+    return value
+
+
+class MemoryBackend(Shortcuts):
     """Keep pool states in a dict guarded by a lock; time from ``clock``."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -29,16 +36,33 @@ class MemoryBackend:
         keys = [(exchange, None), *((exchange, c.pool.name) for c in charges)]
         return max((self._cooldowns.get(k, now) - now for k in keys), default=0.0)
 
-    def decide(
-        self,
-        exchange: str,
-        charges: Sequence[Charge],
-        priority: Priority,
-        *,
-        charge: bool = True,
-        now: float | None = None,
-    ) -> RateLimitResult:
+    def decision(self, decision: Decision) -> Op[RateLimitResult]:
         """Admit (and charge) only if every pool allows it and no cooldown runs."""
+        return Op(_same, local=lambda: self._decide(decision))
+
+    def observation(
+        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
+    ) -> Op[None]:
+        """Raise each pool's count to the usage the exchange reported."""
+        return Op(_same, local=lambda: self._observe(exchange, usage, now))
+
+    def cooling(self, exchange: str, seconds: float, pool: str | None, reason: str) -> Op[float]:
+        """Refuse the pool (or the whole exchange) for ``seconds``; never shorten a cooldown."""
+        return Op(_same, local=lambda: self._cooldown(exchange, seconds, pool))
+
+    def run(self, op: Op[T]) -> T:
+        """Run ``op`` (in memory: nothing to wait for)."""
+        if op.local is None:
+            raise TypeError("a memory backend runs only in-process operations")
+        return op.parse(op.local())
+
+    async def arun(self, op: Op[T]) -> T:
+        """Run ``op``; in memory the async form is the sync one."""
+        return self.run(op)
+
+    def _decide(self, decision: Decision) -> RateLimitResult:
+        exchange, charges, priority = decision.exchange, decision.charges, decision.priority
+        charge, now = decision.charge, decision.now
         with self._lock:
             now = self._clock() if now is None else now
             cooldown = self._cooldown_left(exchange, charges, now)
@@ -60,18 +84,16 @@ class MemoryBackend:
                     )
             return RateLimitResult(denied is None, retry_after, remaining, denied, at=now)
 
-    def observe(
-        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
+    def _observe(
+        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], now: float | None
     ) -> None:
-        """Raise each pool's count to the usage the exchange reported."""
         with self._lock:
             now = self._clock() if now is None else now
             for pool, used in usage:
                 key = (exchange, pool.name)
                 self._states[key] = algorithms.observe(pool, self._states.get(key, {}), now, used)
 
-    def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
-        """Refuse the pool (or the whole exchange) for ``seconds``; never shorten a cooldown."""
+    def _cooldown(self, exchange: str, seconds: float, pool: str | None) -> float:
         with self._lock:
             until = self._clock() + seconds
             key = (exchange, pool)

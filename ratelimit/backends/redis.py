@@ -11,52 +11,20 @@ import functools
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 
 from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
-from ratelimit.backend import Charge
+from ratelimit.backend import Charge, Decision, Op, Shortcuts
+from ratelimit.backends.clients import RedisClients, sync_client
 from ratelimit.pools import PoolSpec, Priority, RateLimitResult
 
-#: The sync connection class for each asyncio one (same arguments, blocking sockets).
-_SYNC_CONNECTIONS: dict[type[redis.asyncio.connection.AbstractConnection], type[Any]] = {
-    redis.asyncio.Connection: redis.Connection,
-    redis.asyncio.SSLConnection: redis.SSLConnection,
-    redis.asyncio.UnixDomainSocketConnection: redis.UnixDomainSocketConnection,
-}
-# Their Retry and connect callback are coroutines: the sync client uses its own defaults.
-_ASYNC_ONLY_KWARGS = ("retry", "redis_connect_func")
+__all__ = ["RedisBackend", "sync_client"]
 
-
-def sync_client(client: redis.Redis | redis.asyncio.Redis) -> redis.Redis:
-    """Return ``client``, or for an asyncio client a sync one on the same server and settings.
-
-    The limiter, breakers and cache run blocking Lua calls (from worker threads in the async
-    API), so an asyncio client is rebuilt from its pool's connection arguments. Replies are
-    bytes, as the fleet's own clients return them, whatever ``decode_responses`` says.
-    """
-    if isinstance(client, redis.Redis):
-        return client
-    if not isinstance(client, redis.asyncio.Redis):
-        raise TypeError(
-            f"expected a redis.Redis or redis.asyncio.Redis client, got {type(client).__name__}"
-        )
-    pool = client.connection_pool
-    connection = _SYNC_CONNECTIONS.get(pool.connection_class)
-    if connection is None:
-        raise TypeError(
-            f"cannot derive a sync client from {pool.connection_class.__name__} connections; "
-            "pass a redis.Redis"
-        )
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _ASYNC_ONLY_KWARGS}
-    kwargs["decode_responses"] = False
-    sync_pool = redis.ConnectionPool(
-        connection_class=connection, max_connections=pool.max_connections, **kwargs
-    )
-    return redis.Redis(connection_pool=sync_pool)
+T = TypeVar("T")
 
 
 def _script_text(name: str) -> str:
@@ -72,21 +40,42 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
-class RedisBackend:
-    """Keep pool state in Redis and decide with one script call per request."""
+class RedisBackend(Shortcuts):
+    """Keep pool state in Redis and decide with one script call per request.
 
-    def __init__(self, client: redis.Redis, keys: KeySpace | None = None) -> None:
-        self.client = client
+    An operation runs blocking (:meth:`run`) or awaited (:meth:`arun`, for async code, which
+    never blocks its event loop); both send the same script and arguments.
+    """
+
+    def __init__(
+        self, client: redis.Redis | redis.asyncio.Redis | RedisClients, keys: KeySpace | None = None
+    ) -> None:
+        self.clients = client if isinstance(client, RedisClients) else RedisClients(client)
+        self.client = self.clients.sync
         self.keys = keys or KeySpace()
-        self._acquire = client.register_script(_script_text("acquire.lua"))
-        self._observe = client.register_script(_script_text("observe.lua"))
-        self._cooldown = client.register_script(_script_text("cooldown.lua"))
+        self._acquire = self.clients.script(_script_text("acquire.lua"))
+        self._observe = self.clients.script(_script_text("observe.lua"))
+        self._cooldown = self.clients.script(_script_text("cooldown.lua"))
 
-    def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
+    def run(self, op: Op[T]) -> T:
+        """Run ``op``, blocking."""
+        if op.local is not None:
+            return op.parse(op.local())
         try:
-            return script(keys=keys, args=args)
+            reply = op.script(op.keys, op.args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise LimiterUnavailableError(f"rate limiter Redis unreachable: {exc}") from exc
+            return op.failed(_unreachable(exc))
+        return op.parse(reply)
+
+    async def arun(self, op: Op[T]) -> T:
+        """Run ``op`` on the running loop's asyncio client."""
+        if op.local is not None:
+            return op.parse(op.local())
+        try:
+            reply = await op.script.run(op.keys, op.args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            return op.failed(_unreachable(exc))
+        return op.parse(reply)
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 - bounded; backends live as long as the process
     def _layout(
@@ -112,39 +101,17 @@ class RedisBackend:
             ]
         return keys, args
 
-    def decide(
-        self,
-        exchange: str,
-        charges: Sequence[Charge],
-        priority: Priority,
-        *,
-        charge: bool = True,
-        now: float | None = None,
-    ) -> RateLimitResult:
+    def decision(self, decision: Decision) -> Op[RateLimitResult]:
         """Admit (and charge) only if every pool allows it and no cooldown runs."""
-        keys, pool_args = self._layout(exchange, tuple(charges), priority)
-        args = ["" if now is None else _fmt(now), str(len(charges)), "1" if charge else "0"]
-        args += pool_args
-        reply = self._run(self._acquire, keys, args)
-        allowed, retry_after, at, denied, cooldown = reply[:5]
-        remaining = {
-            c.pool.name: _number(raw) for c, raw in zip(charges, reply[5:], strict=True) if raw
-        }
-        return RateLimitResult(
-            allowed=bool(allowed),
-            retry_after=_number(retry_after),
-            remaining=remaining,
-            denied_by=charges[int(denied) - 1].pool.name if int(denied) else None,
-            cooldown=bool(cooldown),
-            at=_number(at),
-        )
+        d = decision
+        keys, pool_args = self._layout(d.exchange, d.charges, d.priority)
+        args = ["" if d.now is None else _fmt(d.now), str(len(d.charges)), "1" if d.charge else "0"]
+        return Op(lambda reply: _result(d.charges, reply), self._acquire, keys, args + pool_args)
 
-    def observe(
+    def observation(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
-    ) -> None:
+    ) -> Op[None]:
         """Raise each pool's count to the usage the exchange reported."""
-        if not usage:
-            return
         keys: list[str] = []
         args = ["" if now is None else _fmt(now), str(len(usage))]
         for pool, used in usage:
@@ -152,21 +119,37 @@ class RedisBackend:
                 self.keys.pool_state(exchange, pool.name),
                 self.keys.pool_aux(exchange, pool.name),
             ]
-            args += [
-                pool.algorithm,
-                _fmt(pool.limit),
-                _fmt(pool.window),
-                _fmt(pool.rate),
-                _fmt(used),
-            ]
-        self._run(self._observe, keys, args)
+            args += [pool.algorithm, _fmt(pool.limit), _fmt(pool.window), _fmt(pool.rate)]
+            args.append(_fmt(used))
+        return Op(lambda reply: None, self._observe, keys, args)
 
-    def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
+    def cooling(self, exchange: str, seconds: float, pool: str | None, reason: str) -> Op[float]:
         """Refuse the pool (or the whole exchange) for ``seconds``; never shorten a cooldown."""
         key = (
             self.keys.exchange_cooldown(exchange)
             if pool is None
             else self.keys.pool_cooldown(exchange, pool)
         )
-        left_ms = self._run(self._cooldown, [key], [str(math.ceil(seconds * 1000)), reason])
-        return float(left_ms) / 1000.0
+        args = [str(math.ceil(seconds * 1000)), reason]
+        return Op(lambda left_ms: float(left_ms) / 1000.0, self._cooldown, [key], args)
+
+
+def _unreachable(exc: Exception) -> LimiterUnavailableError:
+    error = LimiterUnavailableError(f"rate limiter Redis unreachable: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _result(charges: Sequence[Charge], reply: Any) -> RateLimitResult:
+    allowed, retry_after, at, denied, cooldown = reply[:5]
+    remaining = {
+        c.pool.name: _number(raw) for c, raw in zip(charges, reply[5:], strict=True) if raw
+    }
+    return RateLimitResult(
+        allowed=bool(allowed),
+        retry_after=_number(retry_after),
+        remaining=remaining,
+        denied_by=charges[int(denied) - 1].pool.name if int(denied) else None,
+        cooldown=bool(cooldown),
+        at=_number(at),
+    )

@@ -1,7 +1,8 @@
 -- One circuit breaker shared by the fleet; every transition is this one atomic script.
 -- KEYS[1]  the breaker's hash (state, failures, window_start, opened_at, trial_until, trips)
--- ARGV[1]  op: 'allow' | 'success' | 'failure' | 'state' | 'peek' ('allow' without taking
---          the half-open trial: would a call be refused now?)
+-- ARGV[1]  op: 'allow' | 'success' | 'failure' | 'release' | 'state' | 'peek' ('allow'
+--          without taking the half-open trial: would a call be refused now?; 'release': the
+--          trial's caller gave up before an answer, so the next caller may try at once)
 -- ARGV[2]  failure_threshold   ARGV[3] recovery_timeout (s)   ARGV[4] failure_window (s)
 -- ARGV[5]  trial_timeout (s): how long one half-open trial may take before another is allowed
 -- ARGV[6]  '1' when the reporting call was the half-open trial (only the trial closes it)
@@ -57,6 +58,9 @@ elseif op == 'success' then
     redis.call('HSET', key, 'state', 'closed', 'failures', 0, 'window_start', fmt(now))
     return reply(1, 'closed', 0, 'half_open->closed')
   end
+  return reply(state == 'closed' and 1 or 0, state, 0, '')
+elseif op == 'release' then
+  if state == 'half_open' and ARGV[6] == '1' then redis.call('HSET', key, 'trial_until', '0') end
   return reply(state == 'closed' and 1 or 0, state, 0, '')
 elseif op == 'failure' then
   if state == 'half_open' then return open_now('half_open') end

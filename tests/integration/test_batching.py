@@ -15,7 +15,7 @@ import redis
 
 from core.config import AppConfig
 from core.errors import InvalidRequestError, RateLimitedError, RetryableError
-from exchanges.limited import request_priority
+from exchanges.request import request_priority
 from ratelimit.pools import Priority
 from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
 from tests.integration.resilience_load import tickers
@@ -215,7 +215,7 @@ def test_a_follower_whose_leader_vanished_asks_alone(
         client = ResilientAPIClient(redis_client, cfg)
         client.batcher.lease = 0.5
         # a leader that opens the batch and then dies (never answers, lease lapses)
-        dead = client.batcher.join("binance:fetch_ticker", SYMBOLS[0])
+        dead = asyncio.run(client.batcher.join("binance:fetch_ticker", SYMBOLS[0]))
         assert dead.leader
 
         async def ask() -> Any:
@@ -273,7 +273,7 @@ def test_a_lone_request_waits_the_idle_time_not_the_window(
 
         async def scenario() -> tuple[list[Any], list[float]]:
             answers, took = [], []
-            await client.gateway.markets("binance")  # market list loaded outside the timing
+            await client.markets("binance")  # market list loaded outside the timing
             for symbol in SYMBOLS[:3]:  # one after another: nobody to wait for
                 started = time.monotonic()
                 answers.append(
@@ -331,7 +331,7 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
         client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
 
         async def scenario() -> tuple[list[Any], Any]:
-            await client.gateway.markets("binance")
+            await client.markets("binance")
             reads = [client.resilient_request("binance", "fetch_balance", {}) for _ in range(6)]
             together = list(await asyncio.gather(*reads))
             await client.resilient_request(
@@ -364,7 +364,7 @@ def test_with_the_breaker_open_a_batched_request_fails_over_at_once(
         client = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
         breaker = client.breaker("binance", "public")
         for _ in range(2):
-            breaker.record(RetryableError("upstream 500"))
+            asyncio.run(breaker.record(RetryableError("upstream 500")))
         assert breaker.state() == "open"
         full = FallbackConfig(level="full", fallback_function=lambda error, **kw: {"x": 1})
 
@@ -397,7 +397,7 @@ def test_high_priority_reads_batch_apart_and_spend_the_reserve(
         ticker = {"symbol": SYMBOLS[0]}
 
         async def scenario() -> tuple[Any, Any, list[str]]:
-            await client.gateway.markets("binance")  # weight 20
+            await client.markets("binance")  # weight 20
             left = client.limiter.decide("binance", "public", charge=False).remaining
             # leave 299: less than a medium ticker (2) plus the reserve (300) needs
             client.limiter.decide("binance", "public", weight=left["REQUEST_WEIGHT"] - 299)

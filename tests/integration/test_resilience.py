@@ -294,7 +294,7 @@ def test_exactly_one_of_many_processes_gets_the_half_open_trial(
         recovery_timeout=1,
         keys=KeySpace(namespace),
     )
-    breaker.record(RuntimeError("boom"))
+    asyncio.run(breaker.record(RetryableError("boom")))
     assert breaker.state() == "open"
     start_at = time.time() + 2.0
     granted = sum(collect(spawn(_race_for_trial, (redis_url, namespace, start_at), tmp_path, 6)))
@@ -315,14 +315,18 @@ def _race_for_trial(redis_url: str, namespace: str, start_at: float, out: str) -
     )
     while time.time() < start_at:
         time.sleep(0.001)
-    granted = 0
-    for _ in range(50):
-        try:
-            breaker.allow()
-            granted += 1
-        except CircuitOpenError:
-            pass
-    Path(out).write_text(json.dumps(granted))
+
+    async def race() -> int:
+        granted = 0
+        for _ in range(50):
+            try:
+                await breaker.allow()
+                granted += 1
+            except CircuitOpenError:
+                pass
+        return granted
+
+    Path(out).write_text(json.dumps(asyncio.run(race())))
 
 
 def _ask_candles(redis_url: str, config: dict[str, Any], start_at: float, out: str) -> None:
@@ -433,14 +437,20 @@ def test_full_level_uses_the_fallback_function_and_emergency_refuses_new_orders(
 
 def test_the_cache_keeps_its_size_bound(redis_client: redis.Redis, namespace: str) -> None:
     from core.keys import KeySpace
+    from ratelimit.backends.clients import RedisClients
     from resilience.cache import ResponseCache
 
-    cache = ResponseCache(redis_client, KeySpace(namespace), max_entries=5)
-    evicted = sum(cache.put(f"d{i}", {"i": i}, ttl=60) for i in range(12))
+    cache = ResponseCache(RedisClients(redis_client), KeySpace(namespace), max_entries=5)
+
+    async def scenario() -> tuple[int, Any, Any]:
+        evicted = sum([await cache.put(f"d{i}", {"i": i}, ttl=60) for i in range(12)])
+        return evicted, await cache.get("d0"), await cache.get("d11")
+
+    evicted, first, last = asyncio.run(scenario())
     assert evicted == 7
     assert redis_client.zcard(KeySpace(namespace).cache_index()) == 5
-    assert cache.get("d0") is None and cache.get("d11") is not None
-    assert cache.get("d11").value == {"i": 11}  # type: ignore[union-attr]
+    assert first is None and last is not None
+    assert last.value == {"i": 11}
 
 
 def test_a_breaker_check_never_takes_the_half_open_trial(redis_client: redis.Redis) -> None:
@@ -448,16 +458,20 @@ def test_a_breaker_check_never_takes_the_half_open_trial(redis_client: redis.Red
     breaker = SharedBreaker(
         redis_client, "binance", "public", keys=keys, failure_threshold=1, recovery_timeout=0.3
     )
-    breaker.record(RetryableError("500"))
-    with pytest.raises(CircuitOpenError):
-        breaker.check()  # open, recovery not due
-    time.sleep(0.35)
-    breaker.check()  # recovery due: a call would be let through ...
-    breaker.check()
-    assert breaker.state() == "open"  # ... but checking took no trial
-    assert breaker.allow().state == "half_open"  # the caller that calls takes it
-    with pytest.raises(CircuitOpenError):
-        breaker.check()  # the trial is out: others would be refused
+
+    async def scenario() -> None:
+        await breaker.record(RetryableError("500"))
+        with pytest.raises(CircuitOpenError):
+            await breaker.check()  # open, recovery not due
+        await asyncio.sleep(0.35)
+        await breaker.check()  # recovery due: a call would be let through ...
+        await breaker.check()
+        assert breaker.state() == "open"  # ... but checking took no trial
+        assert (await breaker.allow()).state == "half_open"  # the caller that calls takes it
+        with pytest.raises(CircuitOpenError):
+            await breaker.check()  # the trial is out: others would be refused
+
+    asyncio.run(scenario())
     redis_client.delete(keys.breaker("binance", "public"))
 
 

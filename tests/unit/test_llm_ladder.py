@@ -466,10 +466,10 @@ class DictCache:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
-    def get(self, digest: str) -> Any:
+    async def get(self, digest: str) -> Any:
         return None
 
-    def put(self, digest: str, value: Any, ttl: float) -> int:
+    async def put(self, digest: str, value: Any, ttl: float) -> int:
         self.values[digest] = value
         return 0
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from typing import TypeVar
 
 import pytest
 
 from core.config import AppConfig, ExchangeConfig, RateLimitRule
 from core.errors import ConfigError, LimiterUnavailableError, RateLimitedError
 from ratelimit import ExchangeRateLimitManager, Priority
-from ratelimit.backend import Charge
+from ratelimit.backend import Decision, Op
 from ratelimit.backends.memory import MemoryBackend
 from ratelimit.limits import build_limits
-from ratelimit.pools import PoolSpec, RateLimitResult
+from ratelimit.pools import RateLimitResult
 from ratelimit.tables import BINANCE, scope_weights
+
+T = TypeVar("T")
 
 
 class FakeClock:
@@ -192,27 +194,11 @@ def test_a_pool_cooldown_only_stops_that_pool() -> None:
     assert limiter.decide("binance", "GET /api/v3/klines").allowed
 
 
-class DownBackend:
-    """A backend whose Redis is unreachable."""
+class DownBackend(MemoryBackend):
+    """A backend whose Redis is unreachable: every operation ends in its ``failed``."""
 
-    def decide(
-        self,
-        exchange: str,
-        charges: Sequence[Charge],
-        priority: Priority,
-        *,
-        charge: bool = True,
-        now: float | None = None,
-    ) -> RateLimitResult:
-        raise LimiterUnavailableError("rate limiter Redis unreachable: connection refused")
-
-    def observe(
-        self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
-    ) -> None:
-        raise LimiterUnavailableError("down")
-
-    def cooldown(self, exchange: str, seconds: float, pool: str | None, reason: str) -> float:
-        raise LimiterUnavailableError("down")
+    def run(self, op: Op[T]) -> T:
+        return op.failed(LimiterUnavailableError("rate limiter Redis unreachable: refused"))
 
 
 def test_redis_down_fails_orders_closed_and_shares_market_data_locally() -> None:
@@ -235,19 +221,16 @@ def test_redis_down_with_fail_policy_refuses_market_data_too() -> None:
 
 
 def test_every_key_of_one_decision_shares_one_cluster_hash_tag() -> None:
+    import redis
+
     from core.keys import KeySpace
     from ratelimit.backends.redis import RedisBackend
 
-    class Recorder:
-        def register_script(self, text: str) -> object:
-            return lambda keys, args: self.calls.append(keys) or [1, "0", "0", 0, 0, "1", "1"]
-
-        calls: list[list[str]] = []
-
-    backend = RedisBackend(Recorder(), KeySpace("fleet1:"))  # type: ignore[arg-type]
+    # a client that is never connected: the script call's keys are laid out before any I/O
+    backend = RedisBackend(redis.Redis(port=1), KeySpace("fleet1:"))
     limiter = ExchangeRateLimitManager(backend=backend)
-    limiter.decide("binance", "public")
-    keys = Recorder.calls[-1]
+    charges = limiter.charges("binance", "public")
+    keys = list(backend.decision(Decision("binance", tuple(charges), Priority.MEDIUM)).keys)
     assert len(keys) == 7
     tags = {key[key.index("{") : key.index("}") + 1] for key in keys}
     assert tags == {"{rl:binance}"}, keys
