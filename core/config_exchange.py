@@ -110,6 +110,9 @@ class SandboxLimits(Section):
     ban_after: PositiveInt = 5
     ban_seconds: PositiveFloat = 120.0
     max_ban_seconds: PositiveFloat = 259200.0
+    #: A dialect's own limits by the names its module documents (``sandbox/dialects/``),
+    #: e.g. ``{"market_tickers_per_2s": 5}`` for OKX; unset ones are the exchange's.
+    overrides: dict[str, PositiveFloat] = {}
 
 
 class SandboxConfig(Section):
@@ -124,6 +127,8 @@ class SandboxConfig(Section):
     fee_rate: Annotated[float, Field(ge=0.0, le=0.01)] = 0.001
     api_key: str = "sandbox-key"
     api_secret: SecretStr = SecretStr("sandbox-secret")
+    #: The passphrase OKX (and others that ask for one) sign with.
+    api_password: SecretStr = SecretStr("sandbox-passphrase")
     starting_balances: dict[str, NonNegativeFloat] = {"USDT": 10000.0, "BTC": 0.1, "ETH": 2.0}
     limits: SandboxLimits = SandboxLimits()
     faults: list[SandboxFault] = []

@@ -13,18 +13,9 @@ from core.config import ConnectionPoolingConfig, ExchangeConfig
 from core.urls import local_port
 from exchanges.http import TimedSession, pooled_connector
 from exchanges.limited import limited_class
+from exchanges.profiles import SUPPORTED, profile
 from exchanges.urls import rebase_urls
 from ratelimit.manager import ExchangeRateLimitManager
-
-#: Options that keep ccxt on the spot REST API we limit and sandbox: no futures/margin
-#: market lists and no SAPI currency list on load_markets.
-SPOT_ONLY_OPTIONS: dict[str, dict[str, Any]] = {
-    "binance": {
-        "fetchMarkets": {"types": ["spot"]},
-        "fetchCurrencies": False,
-        "fetchMargins": False,
-    },
-}
 
 
 def pooled_class(base: type, pooling: ConnectionPoolingConfig) -> type:
@@ -75,7 +66,8 @@ def make_exchange(
     options: dict[str, Any] = {
         "enableRateLimit": False,
         "timeout": timeout_ms,
-        "options": dict(SPOT_ONLY_OPTIONS.get(ccxt_id, {})),
+        # the exchange's profile keeps ccxt on the spot REST API we limit and sandbox
+        "options": dict(profile(ccxt_id).options) if ccxt_id in SUPPORTED else {},
     }
     url = base_url or config.base_url
     if config.api_key is not None:
@@ -84,6 +76,7 @@ def make_exchange(
         # a local sandbox: its own paper account, so paper trading needs no real keys
         options["apiKey"] = config.sandbox.api_key
         options["secret"] = config.sandbox.api_secret.get_secret_value()
+        options["password"] = config.sandbox.api_password.get_secret_value()
     if config.api_secret is not None:
         options["secret"] = config.api_secret.get_secret_value()
     if config.password is not None:
@@ -91,7 +84,7 @@ def make_exchange(
     options.update(extra)
     cls = getattr(ccxt_async, ccxt_id)
     if limiter is not None:
-        cls = limited_class(cls, key, limiter, max_wait)
+        cls = limited_class(cls, key, limiter, max_wait, ccxt_id)
     if pooling is not None and pooling.enabled:
         cls = pooled_class(cls, pooling)
     exchange = cls(options)

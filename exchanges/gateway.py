@@ -27,6 +27,7 @@ from core.tracing import span
 from exchanges.ccxt_factory import make_exchange
 from exchanges.endpoints import check_result
 from exchanges.errors import translated
+from exchanges.profiles import ExchangeProfile, profile
 from exchanges.request import Request, current_attempt
 from ratelimit.manager import ExchangeRateLimitManager
 
@@ -141,6 +142,10 @@ class CcxtGateway:
             if prefix and path.startswith(prefix + "/") and ("private" in api_name) == signed:
                 return await ex.fetch2(path[len(prefix) + 1 :], [api_name], http, request.params)
         raise InvalidRequestError(f"no API of {ex.id} serves {path}")
+
+    def profile(self, exchange: str) -> ExchangeProfile:
+        """Return the profile of a configured exchange (its ccxt id's)."""
+        return profile(self.config.exchanges[exchange].ccxt_id or exchange)
 
     def amount_to_precision(self, exchange: str, symbol: str, amount: float) -> float:
         """Return ``amount`` in the market's amount precision (the markets must be loaded)."""

@@ -5,7 +5,9 @@ goes through) waits for the shared limiter with the endpoint's weight from our t
 the request's deadline (``exchanges/request.py``), lets the breaker grant the attempt once
 the budget is in hand, and times the wire alone (limiter waits are not exchange latency);
 ``on_rest_response`` (which sees every response's status and headers) feeds the exchange's
-usage headers and any 429/418 ``Retry-After`` back to the limiter. ccxt's own per-process
+usage headers and any answer its profile reads as "over the limit" (``exchanges/profiles``:
+a 429/418 with ``Retry-After``, a Kraken ``EAPI:Rate limit exceeded`` in a 200) back to the
+limiter. ccxt's own per-process
 throttle is off. Nothing can reach the exchange without passing the limiter.
 """
 
@@ -21,6 +23,7 @@ from urllib.parse import urlparse
 from core.errors import LimiterUnavailableError
 from core.events import emit
 from core.tracing import span
+from exchanges.profiles import SUPPORTED, ExchangeProfile, profile
 from exchanges.request import Attempt, current_attempt, current_priority
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
@@ -74,26 +77,34 @@ async def _wait_for_budget(
 async def _feedback(  # noqa: PLR0917
     limiter: ExchangeRateLimitManager,
     key: str,
-    order_pool: str | None,
+    rules: ExchangeProfile | None,
     code: int,
     headers: dict[str, str],
     body: Any,
 ) -> None:
-    """Feed one response's usage headers and any 429/418 back to the fleet's limiter."""
+    """Feed one response's usage headers and any "over the limit" answer back to the fleet."""
     try:
         await limiter.areport_headers(key, headers)
-        if code in (418, 429):
-            retry_after = float(headers.get("Retry-After") or 0) or None
-            pool = order_pool if body and "-1015" in str(body) else None
-            await limiter.areport_throttle(key, code, retry_after, pool=pool)
+        throttle = rules.throttled(code, headers, str(body or "")) if rules is not None else None
+        if throttle is not None:
+            await limiter.areport_throttle(
+                key, throttle.status, throttle.retry_after, pool=throttle.pool
+            )
     except LimiterUnavailableError as exc:
         log.warning("%s: could not report usage to the limiter: %s", key, exc)
 
 
-def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_wait: float) -> type:
+def limited_class(
+    base: type,
+    key: str,
+    limiter: ExchangeRateLimitManager,
+    max_wait: float,
+    ccxt_id: str | None = None,
+) -> type:
     """Return a subclass of a ccxt exchange class whose requests pass the shared limiter."""
     table = limiter.table(key)
-    order_pool = next((p.name for p in table.pools if "ORDER" in p.name), None)
+    ccxt_id = ccxt_id or key
+    rules = profile(ccxt_id) if ccxt_id in SUPPORTED else None
 
     # ccxt's own signatures, positional arguments and all
     async def fetch2(  # noqa: PLR0917
@@ -121,7 +132,7 @@ def limited_class(base: type, key: str, limiter: ExchangeRateLimitManager, max_w
             seen = _answers.get() or []
             _answers.reset(answers)
             for code, headers, body in seen:
-                await _feedback(limiter, key, order_pool, code, headers, body)
+                await _feedback(limiter, key, rules, code, headers, body)
 
     def on_rest_response(  # noqa: PLR0917
         self: Any,

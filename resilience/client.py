@@ -34,6 +34,7 @@ from core.events import emit
 from core.keys import KeySpace
 from core.tracing import set_attributes, span
 from exchanges.gateway import CcxtGateway
+from exchanges.profiles import ExchangeProfile
 from exchanges.request import Request
 from ratelimit.backends.clients import RedisClients
 from ratelimit.manager import ExchangeRateLimitManager
@@ -109,6 +110,10 @@ class ResilientAPIClient:
         )
         #: The order gate every write of this client passes (resilience/orders.py).
         self.orders = OrderGate(self)
+
+    def profile(self, exchange: str) -> ExchangeProfile:
+        """Return what the fleet knows of a configured exchange (ccxt options, order ids)."""
+        return self.gateway.profile(exchange)
 
     def breaker(self, exchange: str, klass: str) -> SharedBreaker:
         """Return the fleet-wide breaker of an exchange's endpoint class."""

@@ -33,7 +33,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -132,7 +131,7 @@ class OrderGate:
                 "nothing is sent on stale analysis"
             )
         known_id = request.client_order_id is not None
-        cid = request.client_order_id or f"cai-{uuid.uuid4().hex[:28]}"
+        cid = request.client_order_id or self.client.profile(request.exchange).new_client_order_id()
         claim = Lease(
             self.clients,
             self.keys.order_claim(request.exchange, cid),

@@ -73,7 +73,11 @@ class Writes:
         """Return the order with this client order id (reads retried), or None."""
         lookup = request.to(
             "fetch_order",
-            {"id": None, "symbol": symbol, "params": {"origClientOrderId": client_order_id}},
+            {
+                "id": None,
+                "symbol": symbol,
+                "params": self.gateway.profile(request.exchange).lookup(client_order_id),
+            },
             timeout=self.lookup_seconds,
         )
         try:

@@ -12,6 +12,7 @@ from typing import Any
 from agents.orders import client_order_id
 from agents.types import TradePlan
 from core.tracing import span
+from exchanges.profiles import ExchangeProfile
 from exchanges.request import request_priority
 from ratelimit.pools import Priority
 from resilience.orders import OrderRequest, order_mode
@@ -19,7 +20,9 @@ from tasks.context import Runtime
 from tasks.stages import load, save
 
 
-def order_request(run_id: str, exchange: str, plan: TradePlan) -> OrderRequest:
+def order_request(
+    run_id: str, exchange: str, plan: TradePlan, rules: ExchangeProfile
+) -> OrderRequest:
     """Return the gate's request for a plan: a market order named by the decision."""
     params = {"symbol": plan.symbol, "type": "market", "side": plan.action, "amount": plan.size}
     return OrderRequest(
@@ -30,7 +33,9 @@ def order_request(run_id: str, exchange: str, plan: TradePlan) -> OrderRequest:
         type="market",
         amount=plan.size,
         reference=plan.entry,
-        client_order_id=client_order_id(run_id, exchange, plan.symbol, plan.action),
+        client_order_id=client_order_id(
+            run_id, exchange, plan.symbol, plan.action, rules.client_order_length
+        ),
         params=params,
         origin=f"execution:{run_id}",
         decided_at=plan.decided_at,
@@ -54,7 +59,7 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
         outcome["risk"] = {"approved": False, "reasons": ["hold"]}
         save(rt, run_id, exchange, symbol, "execution", data=outcome)
         return outcome
-    request = order_request(run_id, exchange, plan)
+    request = order_request(run_id, exchange, plan, client.profile(exchange))
     with (
         span("order", exchange=exchange, symbol=symbol, side=plan.action) as current,
         request_priority(Priority.HIGH),  # the pools' high-priority reserve is for this

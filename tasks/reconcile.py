@@ -3,7 +3,7 @@
 For every order in the fleet's execution records, the exchange is asked for it by client
 order id: ``matched`` when it exists with the recorded side; ``missing`` when the exchange
 has no such order. Every open order on the exchange for the watched symbols that the fleet
-did not record is ``unknown`` if it carries our ``cai-`` prefix (placed by the fleet but
+did not record is ``unknown`` if it carries our ``cai`` prefix (placed by the fleet but
 never recorded: a crash between placing and recording) and ``foreign`` otherwise.
 """
 
@@ -60,7 +60,7 @@ async def reconcile(rt: Runtime, exchange: str) -> dict[str, Any]:
             cid = str(order.get("clientOrderId") or "")
             if cid in ours:
                 continue
-            summary["unknown" if cid.startswith("cai-") else "foreign"].append(cid or order["id"])
+            summary["unknown" if cid.startswith("cai") else "foreign"].append(cid or order["id"])
     key = rt.keyspace().reconcile_summary(exchange)
     rt.redis_client().set(key, json.dumps(summary), ex=7 * 86400)
     return summary

@@ -168,7 +168,7 @@ def sandbox(
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
 ) -> None:
-    """Run a local exchange speaking Binance's spot REST dialect (limits, faults, paper fills)."""
+    """Run a local exchange speaking the exchange's REST dialect (limits, faults, paper fills)."""
     from aiohttp import web
 
     from sandbox.server import Sandbox
@@ -180,7 +180,14 @@ def sandbox(
     )
     settings = cfg.exchanges.get(exchange)
     listen = port or (sandbox_port(settings.base_url) if settings else None) or 8901
-    instance = Sandbox(settings.sandbox if settings else SandboxConfig(), name=exchange)
+    dialect = (settings.ccxt_id if settings else None) or exchange
+    try:
+        instance = Sandbox(
+            settings.sandbox if settings else SandboxConfig(), name=exchange, dialect=dialect
+        )
+    except ValueError as exc:  # no dialect for this exchange
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     _out.print(
         f"sandbox {exchange!r} on http://{host}:{listen} "
         f"({len(instance.paths)} symbols, speed x{instance.config.speed:g})",

@@ -16,10 +16,11 @@ __all__ = ["admin", "ccxt_client", "running_sandbox"]
 
 
 @contextmanager
-def running_sandbox(**settings: Any) -> Iterator[SandboxThread]:
-    """Yield a started sandbox (history kept short so tests start fast)."""
+def running_sandbox(dialect: str = "binance", **settings: Any) -> Iterator[SandboxThread]:
+    """Yield a started sandbox of a dialect (history kept short so tests start fast)."""
     settings.setdefault("history_days", 2)
-    thread = SandboxThread(Sandbox(SandboxConfig.model_validate(settings))).start()
+    sandbox = Sandbox(SandboxConfig.model_validate(settings), name=dialect, dialect=dialect)
+    thread = SandboxThread(sandbox).start()
     try:
         yield thread
     finally:

@@ -182,7 +182,7 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
         assert plan["rung"] in ("rules", "abstain") and report["long"]["evidence"]
         if execution["risk"]["approved"]:
             order = execution["order"]
-            assert order["status"] == "closed" and order["clientOrderId"].startswith("cai-")
+            assert order["status"] == "closed" and order["clientOrderId"].startswith("cai")
             assert order["cost"] <= 100 + 1e-6, "max notional per order"
     btc = next(r for r in found if r["symbol"] == "BTC/USDT")
     evil = [n for n in btc["news"] if "Ignore your rules" in n["title"]]

@@ -88,7 +88,7 @@ def test_one_run_is_one_trace_across_processes(
     assert all(s["attributes"]["fallback_level"] == "NONE" for s in requests)
     orders = [s for s in spans if s["name"] == "order"]
     assert len(orders) == 2 and all(
-        s["attributes"]["client_order_id"].startswith("cai-") for s in orders
+        s["attributes"]["client_order_id"].startswith("cai") for s in orders
     )
     report = json.loads(next((tmp_path / "reports").glob("*/binance_BTCUSDT.json")).read_text())
     assert report["trace_id"] == trace_id

@@ -1,0 +1,78 @@
+"""What the fleet must know about each exchange beyond ccxt: one module per exchange.
+
+A profile (``exchanges/profiles/<ccxt id>.py``, a module-level ``PROFILE``) says which ccxt
+options keep the instance on the spot REST API the fleet limits and the sandbox speaks, how
+a client order id is written and looked up (idempotency and reconciliation), and which
+responses mean the fleet is over a limit (the feedback that sets a fleet-wide cooldown).
+The limit table itself is ``ratelimit/exchange_limits/<ccxt id>.py``; the sandbox dialect
+``sandbox/dialects/<ccxt id>.py``; docs/EXCHANGES.md is the recipe for a new exchange.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The exchanges the fleet supports, by ccxt id.
+SUPPORTED = ("binance", "okx", "kraken", "coinbase", "htx")
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """A response saying the fleet is over a limit: cool down ``pool`` (None: all)."""
+
+    status: int
+    retry_after: float | None = None
+    pool: str | None = None
+
+
+def _throttled_by_status(status: int, headers: Mapping[str, str], body: str) -> Throttle | None:
+    if status not in (418, 429):
+        return None
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        retry_after = float(raw) if raw else None
+    except ValueError:
+        retry_after = None
+    return Throttle(status, retry_after)
+
+
+@dataclass(frozen=True)
+class ExchangeProfile:
+    """One exchange's profile; see the module docstring."""
+
+    ccxt_id: str
+    #: ccxt options (``fetchMarkets`` types and the like) for spot only.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``params`` key of ccxt's ``create_order`` that carries the client order id.
+    client_order_param: str = "clientOrderId"
+    #: What a client order id may look like on this exchange (ours must match it), and how
+    #: long the fleet's own ids are.
+    client_order_pattern: str = r"^[A-Za-z0-9_-]{1,32}$"
+    client_order_length: int = 32
+    #: ``fetch_order`` params that find an order by its client order id.
+    lookup: Callable[[str], dict[str, Any]] = lambda cid: {"clientOrderId": cid}
+    #: Reads a response (status, headers, body text) for "over the limit".
+    throttled: Callable[[int, Mapping[str, str], str], Throttle | None] = _throttled_by_status
+    #: Set when the fleet's side of this exchange is not built yet (refused at start).
+    missing: str | None = None
+
+    def new_client_order_id(self) -> str:
+        """Return a fresh client order id in this exchange's format (prefix ``cai``)."""
+        cid = f"cai{uuid.uuid4().hex}"[: self.client_order_length]
+        if not re.match(self.client_order_pattern, cid):
+            raise ValueError(f"{self.ccxt_id}: client order id {cid!r} does not fit its pattern")
+        return cid
+
+
+def profile(ccxt_id: str) -> ExchangeProfile:
+    """Return the profile of a supported exchange; raise ValueError for another."""
+    if ccxt_id not in SUPPORTED:
+        raise ValueError(f"unsupported exchange {ccxt_id!r}; supported: {', '.join(SUPPORTED)}")
+    module = importlib.import_module(f"exchanges.profiles.{ccxt_id}")
+    found: ExchangeProfile = module.PROFILE
+    return found

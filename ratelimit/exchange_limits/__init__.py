@@ -1,0 +1,1 @@
+"""Each exchange's limit table, one module per exchange (its pools, scopes, sources)."""
