@@ -1,4 +1,4 @@
-"""Run every benchmark with its default settings: ``python -m bench`` (about 15 minutes)."""
+"""Run every benchmark with its default settings: ``python -m bench`` (about 17 minutes)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bench import (
     fleet_compliance,
     limiter_latency,
     priority_wait,
+    request_overhead,
     submission,
 )
 
@@ -25,6 +26,7 @@ if __name__ == "__main__":
         submission,
         cycle_time,
         batching,
+        request_overhead,
     )
     for module in modules:
         print(f"\n== {module.__name__} ==", flush=True)

@@ -17,6 +17,8 @@ from opentelemetry import propagate, trace
 
 _TRACER = "crypto_ai"
 Attr = str | int | float | bool
+#: A proxy until a process installs an SDK provider; then it delegates to the real tracer.
+_tracer = trace.get_tracer(_TRACER)
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Attr]:
@@ -30,7 +32,7 @@ def _clean(attributes: dict[str, Any]) -> dict[str, Attr]:
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
     """Run the block inside a child span of the current one."""
-    with trace.get_tracer(_TRACER).start_as_current_span(name, attributes=_clean(attributes)) as s:
+    with _tracer.start_as_current_span(name, attributes=_clean(attributes)) as s:
         yield s
 
 

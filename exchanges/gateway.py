@@ -34,6 +34,17 @@ from ratelimit.manager import ExchangeRateLimitManager
 _CCXT_DIR = str(Path(ccxt.__file__).parent)
 
 
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+
+
+def _signature(method: Any) -> inspect.Signature:
+    """Return a ccxt method's signature (cached per function: inspect is slow)."""
+    key = getattr(method, "__func__", method)
+    if key not in _SIGNATURES:
+        _SIGNATURES[key] = inspect.signature(method)
+    return _SIGNATURES[key]
+
+
 def raised_by_ccxt(error: BaseException) -> bool:
     """Return True when the innermost frame of ``error``'s traceback is ccxt's code."""
     tb: TracebackType | None = error.__traceback__
@@ -115,7 +126,7 @@ class CcxtGateway:
                 if method is None or name.startswith("_"):
                     raise InvalidRequestError(f"{ex.id}: no endpoint {name!r}")
                 try:
-                    inspect.signature(method).bind(**params)
+                    _signature(method).bind(**params)
                 except TypeError as exc:
                     raise InvalidRequestError(f"{ex.id} {name}: {exc}") from None
                 symbol = params.get("symbol")

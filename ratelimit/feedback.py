@@ -9,6 +9,7 @@ asyncio one (``areport_*``) for the request path, which never blocks its event l
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from core.events import emit
@@ -21,10 +22,19 @@ log = logging.getLogger(__name__)
 DEFAULT_COOLDOWN = 60.0
 
 
+#: A process reports an exchange's usage headers at most this often, unless a count is
+#: near its pool's limit (then at once): each report is a round trip, and the fleet's own
+#: count already follows every request it admits.
+REPORT_EVERY = 0.25
+URGENT_SHARE = 0.8
+
+
 class UsageFeedback:
     """The limiter's feedback half; ``ExchangeRateLimitManager`` provides the tables."""
 
     backend: LimiterBackend
+    #: When this process last reported each exchange's usage headers (monotonic seconds).
+    _reported: dict[str, float]
 
     def table(self, exchange: str) -> ExchangeTable:
         """Return the effective limits of a configured exchange."""
@@ -42,9 +52,13 @@ class UsageFeedback:
                 usage[pool] = float(raw)
             except ValueError:
                 log.warning("%s: ignoring malformed %s header %r", exchange, header, raw)
-        if not usage:  # nothing to tell the backend: no round trip
-            return Op(lambda _: usage, local=lambda: None)
         observed = [(table.pool(p), used) for p, used in usage.items()]
+        now = time.monotonic()
+        urgent = any(used >= URGENT_SHARE * pool.limit for pool, used in observed)
+        recent = now - self._reported.get(exchange, -REPORT_EVERY) < REPORT_EVERY
+        if not usage or (recent and not urgent):  # nothing worth a round trip now
+            return Op(lambda _: usage, local=lambda: None)
+        self._reported[exchange] = now
         return self.backend.observation(exchange, observed).then(lambda _: usage)
 
     def report_headers(self, exchange: str, headers: Mapping[str, str]) -> dict[str, float]:

@@ -104,6 +104,7 @@ class ExchangeRateLimitManager(UsageFeedback):
 
             backend = RedisBackend(redis_client, keys or KeySpace(self.config.redis.key_prefix))
         self.backend = backend
+        self._reported = {}
         self._local: MemoryBackend | None = None
         self._local_tables = share(self.tables, self.settings.fleet_processes)
         self._sleep = sleep

@@ -146,10 +146,11 @@ class ResilientAPIClient:
         fc = self._settings(fallback_config)
         request = self.request(exchange, endpoint, params, fc.timeout)
         with span("exchange.request", exchange=exchange, endpoint=endpoint):
-            if request.endpoint.write:
-                answer = await asyncio.wait_for(self._write(request, fc), fc.timeout)
-            else:
-                answer = await asyncio.wait_for(self.reads.read(request, fc), fc.timeout)
+            async with asyncio.timeout(fc.timeout):
+                if request.endpoint.write:
+                    answer = await self._write(request, fc)
+                else:
+                    answer = await self.reads.read(request, fc)
             set_attributes(
                 fallback_level=answer.level.name,
                 source=answer.source,

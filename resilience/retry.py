@@ -174,6 +174,16 @@ class Retried:
 
     async def __call__(self, request: Request) -> Any:
         """Return the request's data; raise the last error when attempts or time run out."""
+        try:  # the first attempt without the policy's machinery: most calls succeed
+            return await self.send(request)
+        except Exception as error:
+            if self.config.max_attempts <= 1 or not is_retryable(error):
+                raise
+            first = error
+        return await self._again(request, first)
+
+    async def _again(self, request: Request, first: BaseException) -> Any:
+        """Retry after a first attempt failed with ``first`` (attempt 2 onwards)."""
 
         def on_retry(attempt: int, error: BaseException, wait: float) -> None:
             emit("exchange.retry", exchange=request.exchange, endpoint=request.name)
@@ -187,10 +197,13 @@ class Retried:
                 wait,
             )
 
+        replay = [first]
+
+        async def call() -> Any:  # attempt 1 is the one already made: the policy counts it
+            if replay:
+                raise replay.pop()
+            return await self.send(request)
+
         return await retry_async(
-            lambda: self.send(request),
-            self.config,
-            sleep=self.sleep,
-            on_retry=on_retry,
-            deadline=request.deadline,
+            call, self.config, sleep=self.sleep, on_retry=on_retry, deadline=request.deadline
         )

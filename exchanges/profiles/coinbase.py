@@ -1,7 +1,60 @@
-"""coinbase: the fleet's side of this exchange is being built (issue 15)."""
+"""Coinbase Advanced Trade: ccxt options, client order ids, lookup, throttle answers.
+
+Sources: ccxt ``coinbase.py`` 4.5.90 (the installed one) and Coinbase's Advanced Trade docs.
+
+* Options: ``fetchMarkets: fetchMarketsV3`` (``GET /api/v3/brokerage/market/products``, the
+  transaction summary for fees, and a ``product_type=FUTURE`` list the sandbox answers empty),
+  ``fetchTicker``/``fetchTickers`` V3 (market trades + best bid/ask; the products list),
+  ``fetchBalance: v3PrivateGetBrokerageAccounts`` (ccxt's default is the v2 ``/v2/accounts``),
+  ``createMarketBuyOrderRequiresPrice: False`` (a market buy's amount is its quote cost, as
+  ``market_market_ioc.quote_size``). ccxt's ``load_markets`` also always reads
+  ``/v2/currencies``, ``/v2/currencies/crypto`` and ``/v2/exchange-rates`` (``has
+  ['fetchCurrencies']`` is True and no option turns it off); the sandbox serves them.
+* Client order ids: Create Order's ``client_order_id`` is any unique string (the docs: "A
+  unique ID provided for the order"; a repeated one returns the existing order). ccxt 4.5.90
+  does NOT map ``params['clientOrderId']``: it drops it and sends ``ccxt-<uuid>``; only
+  ``params['client_order_id']`` reaches the exchange, hence ``client_order_param``.
+* Lookup: ccxt's ``fetch_order`` calls ``GET /api/v3/brokerage/orders/historical/{order_id}``
+  with ``order_id`` from the params (they extend the request), so the path needs a value; the
+  documented (deprecated) ``client_order_id`` query parameter of Get Order names the order by
+  client order id. The lookup sends the client order id in both. A missing order is answered
+  ``{"error": "unknown", "error_details": "order with this orderID was not found"}``, which
+  ccxt raises as ``ExchangeError`` (its ``broad`` entry reads "order with self orderID",
+  a transpiler slip), not ``OrderNotFound``.
+* Throttle: HTTP 429 (``{"message": "Rate limit exceeded"}`` on v3, ``rate_limit_exceeded`` on
+  v2, an HTML page in some reports), no ``Retry-After`` documented: the fleet's default
+  cooldown; the body does not say which limit (public per IP or private per key), so the
+  whole exchange cools down. https://docs.cdp.coinbase.com/advanced-trade/docs/rest-api-rate-limits
+"""
 
 from __future__ import annotations
 
-from exchanges.profiles import ExchangeProfile
+from collections.abc import Mapping
 
-PROFILE = ExchangeProfile(ccxt_id="coinbase", missing="no profile for coinbase yet")
+from exchanges.profiles import ExchangeProfile, Throttle, _throttled_by_status
+
+
+def _throttled(status: int, headers: Mapping[str, str], body: str) -> Throttle | None:
+    answer = _throttled_by_status(status, headers, body)
+    if answer is not None or status != 200:
+        return answer
+    return None
+
+
+PROFILE = ExchangeProfile(
+    ccxt_id="coinbase",
+    options={
+        "fetchMarkets": "fetchMarketsV3",
+        "fetchTicker": "fetchTickerV3",
+        "fetchTickers": "fetchTickersV3",
+        "fetchBalance": "v3PrivateGetBrokerageAccounts",
+        "createMarketBuyOrderRequiresPrice": False,
+        "usePrivate": False,
+    },
+    client_order_param="client_order_id",
+    # any string is accepted; the fleet's own are "cai" + 29 hex digits
+    client_order_pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    client_order_length=32,
+    lookup=lambda cid: {"order_id": cid, "client_order_id": cid},
+    throttled=_throttled,
+)
