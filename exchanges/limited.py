@@ -14,6 +14,7 @@ throttle is off. Nothing can reach the exchange without passing the limiter.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from contextvars import ContextVar
@@ -31,9 +32,18 @@ from ratelimit.pools import Priority
 log = logging.getLogger(__name__)
 
 #: The responses ccxt saw during one fetch2 (status, headers, body), reported after it.
-_answers: ContextVar[list[tuple[int, dict[str, str], Any]] | None] = ContextVar(
+_answers: ContextVar[list[tuple[int, str, dict[str, str], Any]] | None] = ContextVar(
     "crypto_ai_responses", default=None
 )
+
+
+def _json(body: Any) -> Any:
+    if isinstance(body, bytes | str):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+    return body
 
 
 def scope_of(exchange: Any, table_scopes: Any, path: str, api: Any, method: str) -> str:
@@ -74,16 +84,20 @@ async def _wait_for_budget(
         await attempt.before_send()
 
 
-async def _feedback(  # noqa: PLR0917
+async def _feedback(
     limiter: ExchangeRateLimitManager,
     key: str,
     rules: ExchangeProfile | None,
-    code: int,
-    headers: dict[str, str],
-    body: Any,
+    response: tuple[int, str, dict[str, str], Any],
 ) -> None:
-    """Feed one response's usage headers and any "over the limit" answer back to the fleet."""
+    """Feed one response back to the fleet: usage headers, "over the limit" answers, and
+    the limits the exchange publishes (adopted when lower than the table's)."""
+    code, path, headers, body = response
     try:
+        if rules is not None and code == 200:
+            published = rules.published_limits(path, _json(body))
+            if published:
+                limiter.adopt_limits(key, published)
         await limiter.areport_headers(key, headers)
         throttle = rules.throttled(code, headers, str(body or "")) if rules is not None else None
         if throttle is not None:
@@ -131,8 +145,8 @@ def limited_class(
                 attempt.wire += time.monotonic() - started
             seen = _answers.get() or []
             _answers.reset(answers)
-            for code, headers, body in seen:
-                await _feedback(limiter, key, rules, code, headers, body)
+            for code, path_seen, headers, body in seen:
+                await _feedback(limiter, key, rules, (code, path_seen, headers, body))
 
     def on_rest_response(  # noqa: PLR0917
         self: Any,
@@ -148,7 +162,7 @@ def limited_class(
         # ccxt calls this synchronously; fetch2 reports it (async) once the call returns
         seen = _answers.get()
         if seen is not None:
-            seen.append((code, dict(headers or {}), body))
+            seen.append((code, urlparse(url).path, dict(headers or {}), body))
         parent: Any = base
         return parent.on_rest_response(
             self, code, reason, url, method, headers, body, request_headers, request_body

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from core.config import AppConfig, ExchangeConfig, RateLimitingConfig, RateLimitRule
 from core.errors import ConfigError
 from ratelimit.pools import PoolSpec
-from ratelimit.tables import DEFAULT_TABLES, ExchangeTable, max_weight
+from ratelimit.tables import DEFAULT_TABLES, ExchangeTable, max_weight, min_weight
 
 
 def pool_from_rule(rule: RateLimitRule, index: int, reserve: float) -> PoolSpec:
@@ -48,25 +48,27 @@ def _apply_overrides(
         pools[pool.name] = pool
     result = dataclasses.replace(table, pools=tuple(pools.values()), mirrors=tuple(mirrors))
     for index, rule in enumerate(exchange.rate_limits):
+        # only a pool no request at all could pass is refused: a heavier kind of request
+        # (a 5000-level book) that does not fit fails alone, when made, in one line
         pool = result.pool(rule.name or f"CONFIG_{index}")
-        heaviest = max_weight(result, pool.name)
+        lightest = min_weight(result, pool.name)
         field = "capacity" if rule.type in ("token_bucket", "leaky_bucket") else "limit"
         path = f"exchanges.{key}.rate_limits.{index}.{field}"
-        if pool.limit < heaviest:
+        if pool.limit < lightest:
             problems.append(
                 (
                     path,
-                    f"{pool.limit:g} is below the weight of one {key} request in this "
-                    f"pool ({heaviest:g}); no such request could ever pass",
+                    f"{pool.limit:g} is below the weight of the lightest {key} request in "
+                    f"this pool ({lightest:g}); no request could ever pass",
                 )
             )
-        elif pool.limit * (1 - reserve) < heaviest:
+        elif pool.limit * (1 - reserve) < lightest:
             problems.append(
                 (
                     path,
                     f"{pool.limit:g} leaves {pool.limit * (1 - reserve):g} for medium/low "
-                    f"priority after the {reserve:.0%} high-priority reserve, below one "
-                    f"request's weight ({heaviest:g})",
+                    f"priority after the {reserve:.0%} high-priority reserve, below the "
+                    f"lightest request's weight ({lightest:g})",
                 )
             )
     return result, problems

@@ -92,6 +92,16 @@ def symbols_count(value: object) -> int:
     return len(value) if isinstance(value, list | tuple) else 1
 
 
+def min_weight(table: ExchangeTable, pool: str) -> float:
+    """Return the smallest weight a request spends in ``pool`` (0 if none spends any)."""
+    lightest = float("inf")
+    for scope in table.scopes:
+        weight = scope_weights(table, scope, {"symbol": "X"}).get(pool, 0.0)
+        if weight > 0:
+            lightest = min(lightest, weight)
+    return 0.0 if lightest == float("inf") else lightest
+
+
 def max_weight(table: ExchangeTable, pool: str) -> float:
     """Return the largest weight any known request spends in ``pool``."""
     heaviest = 0.0

@@ -58,6 +58,9 @@ class ExchangeProfile:
     lookup: Callable[[str], dict[str, Any]] = lambda cid: {"clientOrderId": cid}
     #: Reads a response (status, headers, body text) for "over the limit".
     throttled: Callable[[int, Mapping[str, str], str], Throttle | None] = _throttled_by_status
+    #: Reads the limits the exchange publishes from a response (path, parsed JSON body):
+    #: pool name -> limit, for the pools whose window matches the table's; {} otherwise.
+    published_limits: Callable[[str, Any], dict[str, float]] = lambda path, body: {}
     #: Set when the fleet's side of this exchange is not built yet (refused at start).
     missing: str | None = None
 

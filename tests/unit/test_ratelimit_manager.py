@@ -85,12 +85,12 @@ def test_seed_config_entries_build_limiters() -> None:
     ("rule", "message"),
     [
         (
-            RateLimitRule(type="token_bucket", capacity=100, rate=10),
-            "exchanges.binance.rate_limits.0.capacity: 100 is below the weight of one binance request in this pool (250)",
+            RateLimitRule(type="token_bucket", capacity=0.5, rate=10),
+            "exchanges.binance.rate_limits.0.capacity: 0.5 is below the weight of the lightest binance request in this pool (1)",
         ),
         (
-            RateLimitRule(type="fixed_window", limit=300, window=60),
-            "exchanges.binance.rate_limits.0.limit: 300 leaves 240 for medium/low priority after the 20% high-priority reserve",
+            RateLimitRule(type="fixed_window", limit=1, window=60),
+            "exchanges.binance.rate_limits.0.limit: 1 leaves 0.8 for medium/low priority after the 20% high-priority reserve",
         ),
     ],
 )
@@ -235,3 +235,13 @@ def test_every_key_of_one_decision_shares_one_cluster_hash_tag() -> None:
     tags = {key[key.index("{") : key.index("}") + 1] for key in keys}
     assert tags == {"{rl:binance}"}, keys
     assert all(key.startswith("fleet1:") for key in keys)
+
+
+def test_a_small_limit_is_accepted_and_only_a_request_too_heavy_for_it_fails() -> None:
+    # REQUEST_WEIGHT 100: once refused because a 5000-level book (250) could never pass
+    rule = RateLimitRule(type="fixed_window", name="REQUEST_WEIGHT", limit=100, window=60)
+    config = AppConfig(exchanges={"binance": ExchangeConfig(rate_limits=[rule])})
+    limiter = ExchangeRateLimitManager(config=config, backend=MemoryBackend())
+    assert limiter.decide("binance", "GET /api/v3/depth", params={"limit": 100}).allowed
+    with pytest.raises(RateLimitedError, match="exceeds pool REQUEST_WEIGHT: it can never"):
+        limiter.acquire("binance", "GET /api/v3/depth", params={"limit": 5000}, max_wait=1)
