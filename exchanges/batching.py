@@ -53,6 +53,11 @@ RULES: dict[str, dict[str, BatchRule]] = {
 }
 
 
+#: Exchanges deliberately without a batching rule, and why (the recipe test reads this).
+NOT_BATCHED: dict[str, str] = {
+    "coinbase": "ccxt's fetch_tickers reads account endpoints or exchange rates, not the book",
+}
+
 #: Account-wide reads without parameters: every request in a batch is the same request, so
 #: one call answers them all. Safe for account state because the call is made after the
 #: batch closes, i.e. after every caller asked (never an answer older than the request).
