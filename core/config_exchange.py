@@ -126,7 +126,9 @@ class SandboxConfig(Section):
     state_file: Path | None = None
     fee_rate: Annotated[float, Field(ge=0.0, le=0.01)] = 0.001
     api_key: str = "sandbox-key"
-    api_secret: SecretStr = SecretStr("sandbox-secret")
+    #: Base64 of "sandbox-secrets" without padding: Kraken's ccxt decodes its secret as
+    #: base64 before signing, and Coinbase's takes one ending in "=" for a cloud (JWT) key.
+    api_secret: SecretStr = SecretStr("c2FuZGJveC1zZWNyZXRz")
     #: The passphrase OKX (and others that ask for one) sign with.
     api_password: SecretStr = SecretStr("sandbox-passphrase")
     starting_balances: dict[str, NonNegativeFloat] = {"USDT": 10000.0, "BTC": 0.1, "ETH": 2.0}

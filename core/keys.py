@@ -46,6 +46,9 @@ Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config)
     <p>{rl:<x>}:pool:<pool>:aux            sliding window's running sum and sequence (hash)
     <p>{rl:<x>}:cooldown:<pool>            a pool's cooldown after a 429/418 (PX TTL)
     <p>{rl:<x>}:cooldown                   the whole exchange's cooldown (PX TTL)
+    <p>{rl:<x>}:learned                    limits learned from the exchange's 429s: per
+                                           pool, ``<pool>`` the lowered limit and
+                                           ``<pool>:at`` when (Redis time); hash, 1 day TTL
 
 Resilience:
 
@@ -107,6 +110,10 @@ class KeySpace:
     def exchange_cooldown(self, exchange: str) -> str:
         """Return the key whose TTL is the whole exchange's remaining cooldown."""
         return f"{self.limiter_tag(exchange)}:cooldown"
+
+    def learned_limits(self, exchange: str) -> str:
+        """Return the hash of the pool limits the fleet learned from the exchange's 429s."""
+        return f"{self.limiter_tag(exchange)}:learned"
 
     def breaker(self, exchange: str, endpoint_class: str) -> str:
         """Return the hash holding one circuit breaker's shared state."""

@@ -65,6 +65,7 @@ class CcxtGateway:
             timeout_ms = int(config.request_seconds() * 1000)
         self.config, self.limiter, self.timeout_ms = config, limiter, timeout_ms
         self._instances: dict[tuple[str, str | None, int], Any] = {}
+        self._timeframes: dict[str, dict[str, Any]] = {}
 
     def instance(self, exchange: str, base_url: str | None = None) -> Any:
         """Return this process's ccxt instance for an exchange (and alternative URL)."""
@@ -137,6 +138,14 @@ class CcxtGateway:
                     if symbol not in ex.markets:
                         raise InvalidRequestError(f"{ex.id} has no market {symbol!r}")
                 result = await method(**params)
+            except ccxt.ExchangeError as exc:
+                if not isinstance(exc, ccxt.OrderNotFound) and self.profile(
+                    request.exchange
+                ).order_missing(exc):
+                    # the exchange says "no such order" in words ccxt does not map: a
+                    # business answer, never a sign the exchange is unwell
+                    raise ccxt.OrderNotFound(str(exc)) from exc
+                raise
             except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
                 if isinstance(exc, ccxt.BaseError) or not raised_by_ccxt(exc):
                     raise  # ccxt's own error, or a bug of ours: not the exchange's answer
@@ -158,12 +167,19 @@ class CcxtGateway:
         """Return the profile of a configured exchange (its ccxt id's)."""
         return profile(self.config.exchanges[exchange].ccxt_id or exchange)
 
+    def timeframes(self, exchange: str) -> dict[str, Any]:
+        """Return the candle timeframes of the exchange's ccxt class (no request made)."""
+        if exchange not in self._timeframes:
+            settings = self.config.exchanges[exchange]
+            ccxt_class = getattr(ccxt, settings.ccxt_id or exchange)
+            self._timeframes[exchange] = dict(ccxt_class().timeframes or {})
+        return self._timeframes[exchange]
+
     def amount_to_precision(self, exchange: str, symbol: str, amount: float) -> float:
         """Return ``amount`` in the market's amount precision (the markets must be loaded)."""
         return float(self.instance(exchange).amount_to_precision(symbol, amount))
 
-    @staticmethod
-    def not_found(error: BaseException) -> bool:
+    def not_found(self, exchange: str, error: BaseException) -> bool:
         """Return True when ``error`` is the exchange saying the order does not exist."""
         return isinstance(error.__cause__, ccxt.OrderNotFound)
 

@@ -46,15 +46,31 @@ def _json(body: Any) -> Any:
     return body
 
 
-def scope_of(exchange: Any, table_scopes: Any, path: str, api: Any, method: str) -> str:
-    """Return the limiter scope of a ccxt request: ``"GET /api/v3/depth"`` when tabled."""
-    api_name = api[0] if isinstance(api, list | tuple) else api
-    base = exchange.urls.get("api", {}).get(api_name, "")
-    prefix = urlparse(base).path if isinstance(base, str) else ""
-    scope = f"{method.upper()} {prefix}/{path}"
+def scope_of(  # noqa: PLR0917 - ccxt's request, as fetch2 receives it
+    exchange: Any,
+    table_scopes: Any,
+    path: str,
+    api: Any,
+    method: str,
+    rules: ExchangeProfile | None = None,
+) -> str:
+    """Return the limiter scope of a ccxt request: ``"GET /api/v3/depth"`` when tabled.
+
+    The path is the wire's (``urls['api'][api]``'s path prefix and ccxt's path template, or
+    what the exchange's profile says), so the table is written in the exchange's own paths.
+    """
+    if rules is not None and rules.request_path is not None:
+        wire, signed = rules.request_path(path, api)
+    else:
+        api_name = api[0] if isinstance(api, list | tuple) else api
+        base = exchange.urls.get("api", {}).get(api_name, "")
+        prefix = urlparse(base).path if isinstance(base, str) else ""
+        names = api if isinstance(api, list | tuple) else [api]  # htx: ['spot', 'private']
+        wire, signed = f"{prefix}/{path}", any("private" in str(a).lower() for a in names)
+    scope = f"{method.upper()} {wire}"
     if scope in table_scopes:
         return scope
-    return "private" if "private" in str(api_name).lower() else "public"
+    return "private" if signed else "public"
 
 
 async def _wait_for_budget(
@@ -89,9 +105,15 @@ async def _feedback(
     key: str,
     rules: ExchangeProfile | None,
     response: tuple[int, str, dict[str, str], Any],
+    scope: str | None = None,
 ) -> None:
     """Feed one response back to the fleet: usage headers, "over the limit" answers, and
-    the limits the exchange publishes (adopted when lower than the table's)."""
+    the limits the exchange publishes (adopted when lower than the table's).
+
+    An "over the limit" answer to this request (``scope``, which the limiter admitted)
+    also cuts the limit of the pool it names, or else of the scope's own pools (OKX's 429
+    names none), fleet-wide (``ratelimit.feedback``: AIMD); the limits the fleet learned
+    are re-read here at most once a second."""
     code, path, headers, body = response
     try:
         if rules is not None and code == 200:
@@ -104,6 +126,8 @@ async def _feedback(
             await limiter.areport_throttle(
                 key, throttle.status, throttle.retry_after, pool=throttle.pool
             )
+            await limiter.alearn(key, limiter.learnable_pools(key, scope, throttle.pool))
+        await limiter.arefresh_learned(key)
     except LimiterUnavailableError as exc:
         log.warning("%s: could not report usage to the limiter: %s", key, exc)
 
@@ -130,7 +154,7 @@ def limited_class(
         config: Any = None,
     ) -> Any:
         params = {} if params is None else params
-        scope = scope_of(self, table.scopes, path, api, method)
+        scope = scope_of(self, table.scopes, path, api, method, rules)
         attempt = current_attempt()
         await _wait_for_budget(limiter, key, scope, params, attempt=attempt, max_wait=max_wait)
         parent: Any = base
@@ -146,7 +170,7 @@ def limited_class(
             seen = _answers.get() or []
             _answers.reset(answers)
             for code, path_seen, headers, body in seen:
-                await _feedback(limiter, key, rules, (code, path_seen, headers, body))
+                await _feedback(limiter, key, rules, (code, path_seen, headers, body), scope)
 
     def on_rest_response(  # noqa: PLR0917
         self: Any,

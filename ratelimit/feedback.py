@@ -4,6 +4,9 @@ An exchange that reports its own count (Binance's ``X-MBX-USED-WEIGHT-1M``) rais
 shared count when it is above ours; a 429/418 starts a fleet-wide cooldown for its
 ``Retry-After`` (or :data:`DEFAULT_COOLDOWN`). Every report has a blocking form and an
 asyncio one (``areport_*``) for the request path, which never blocks its event loop.
+
+What an exchange that publishes no usage count teaches the fleet (AIMD on its throttle
+answers) is ``ratelimit/learning.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 
 from core.events import emit
 from ratelimit.backend import LimiterBackend, Op
+from ratelimit.learning import LimitLearning
 from ratelimit.tables import ExchangeTable
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,7 @@ REPORT_EVERY = 0.25
 URGENT_SHARE = 0.8
 
 
-class UsageFeedback:
+class UsageFeedback(LimitLearning):
     """The limiter's feedback half; ``ExchangeRateLimitManager`` provides the tables."""
 
     backend: LimiterBackend

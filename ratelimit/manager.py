@@ -111,29 +111,10 @@ class ExchangeRateLimitManager(UsageFeedback):
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
-    def adopt_limits(self, exchange: str, published: Mapping[str, float]) -> dict[str, float]:
-        """Lower pools to what the exchange publishes (less the safety margin); return the
-        pools changed and their new limits. A published limit above ours changes nothing:
-        the table (or the operator's override) may be deliberately lower."""
-        table = self.table(exchange)
-        margin = 1.0 - self.settings.safety_margin
-        changed: dict[str, float] = {}
-        pools = []
-        for pool in table.pools:
-            limit = published.get(pool.name)
-            if limit is not None and limit * margin < pool.limit:
-                changed[pool.name] = limit * margin
-            pools.append(dataclasses.replace(pool, limit=changed.get(pool.name, pool.limit)))
-        if changed:
-            self.tables[exchange] = dataclasses.replace(table, pools=tuple(pools))
-            self._local_tables = share(self.tables, self.settings.fleet_processes)
-            emit("limiter.adopted", exchange=exchange, pools=len(changed))
-            log.warning(
-                "%s publishes lower limits than the fleet's table; adopted %s",
-                exchange,
-                ", ".join(f"{name} {limit:g}" for name, limit in changed.items()),
-            )
-        return changed
+    #: The tables before learned limits (configured, less what the exchange published) and
+    #: the learned limits this process prices with; set on first use.
+    _untaught: dict[str, ExchangeTable] | None = None
+    _taught: dict[str, dict[str, float]] | None = None
 
     def table(self, exchange: str) -> ExchangeTable:
         """Return the effective limits of a configured exchange."""

@@ -115,6 +115,10 @@ class ResilientAPIClient:
         """Return what the fleet knows of a configured exchange (ccxt options, order ids)."""
         return self.gateway.profile(exchange)
 
+    def timeframes(self, exchange: str) -> dict[str, Any]:
+        """Return the candle timeframes the exchange serves (ccxt's ``timeframes``)."""
+        return dict(self.gateway.timeframes(exchange))
+
     def breaker(self, exchange: str, klass: str) -> SharedBreaker:
         """Return the fleet-wide breaker of an exchange's endpoint class."""
         return self.breakers(exchange, klass)

@@ -62,9 +62,13 @@ class OrderRequest:
                 raise InvalidRequestError(f"side must be buy or sell, got {request.side!r}")
         return request
 
-    def ccxt_params(self, amount: float, cid: str) -> dict[str, Any]:
-        """Return the ccxt call's params with the amount and client order id the gate chose."""
-        extra = {**dict(self.params.get("params") or {}), "clientOrderId": cid}
+    def ccxt_params(self, amount: float, cid: str, field: str = "clientOrderId") -> dict[str, Any]:
+        """Return the ccxt call's params with the amount and client order id the gate chose.
+
+        ``field`` is where the exchange's ccxt class reads the id (its profile says); the
+        id is kept under ``clientOrderId`` too, where reconciliation reads it.
+        """
+        extra = {**dict(self.params.get("params") or {}), "clientOrderId": cid, field: cid}
         extra.pop("newClientOrderId", None)
         return {**self.params, "amount": amount, "params": extra}
 

@@ -219,6 +219,7 @@ class OrderGate:
         self, request: OrderRequest, mode: Mode, cid: str, leases: tuple[Lease, Lease]
     ) -> GateAnswer:
         client, amount = self.client, float(request.amount or 0.0)
+        rules = client.profile(request.exchange)
         state, ticker = await read_risk_state(client, request.exchange, request.symbol, mode)
         entry = request.price or request.reference or state.market_price
         intent = TradePlan(
@@ -253,9 +254,12 @@ class OrderGate:
 
         await still_ours()
         await self._mark_sent(request)
-        data, source = await client.writes.send(
-            self._request(request, request.ccxt_params(size, cid)), still_ours
-        )
+        params = request.ccxt_params(size, cid, rules.client_order_param)
+        if rules.market_buy_price and request.type == "market" and request.side == "buy":
+            params["price"] = entry  # its ccxt class spends amount * price of the quote
+        sent = self._request(request, params)
+        data, source = await client.writes.send(sent, still_ours)
+        data = await client.writes.completed(sent, data)
         return GateAnswer(True, summary(data), source, mode, decision.reasons, size)
 
     async def _mark_sent(self, request: OrderRequest) -> None:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.errors import CryptoAIError, InvalidRequestError, OutcomeUnknownError
+from core.errors import CryptoAIError, OutcomeUnknownError
 from exchanges.gateway import CcxtGateway
 from exchanges.request import Request
 from resilience.retry import RetryConfig
@@ -69,23 +69,45 @@ class Writes:
                 await self.sleep(self.retry.backoff(attempt - 1))
         raise AssertionError("unreachable")
 
-    async def find_order(self, request: Request, symbol: str, client_order_id: str) -> Any:
-        """Return the order with this client order id (reads retried), or None."""
+    async def completed(self, request: Request, order: Any) -> Any:
+        """Return the order as the exchange has it now, when the create's answer lacks its
+        status (OKX and Kraken answer a create with ids only); as it is otherwise, or when
+        the exchange cannot say (the order itself stands)."""
+        if not isinstance(order, dict) or order.get("status") or not order.get("id"):
+            return order
+        symbol = str(request.params.get("symbol", ""))
         lookup = request.to(
-            "fetch_order",
-            {
-                "id": None,
-                "symbol": symbol,
-                "params": self.gateway.profile(request.exchange).lookup(client_order_id),
-            },
-            timeout=self.lookup_seconds,
+            "fetch_order", {"id": order["id"], "symbol": symbol}, timeout=self.lookup_seconds
         )
         try:
-            return await self.read(lookup)
-        except InvalidRequestError as error:
-            if self.gateway.not_found(error):
-                return None
-            raise
+            found = await self.read(lookup)
+        except CryptoAIError as error:
+            log.warning("%s order %s: no status yet (%s)", request.exchange, order["id"], error)
+            return order
+        return {**order, **{k: v for k, v in dict(found).items() if v is not None}}
+
+    async def find_order(self, request: Request, symbol: str, client_order_id: str) -> Any:
+        """Return the order with this client order id (reads retried), or None.
+
+        The exchange's profile names the ccxt methods that can find it (``fetch_order`` with
+        the id in params; Kraken: its open, then closed orders).
+        """
+        rules = self.gateway.profile(request.exchange)
+        for method in rules.lookup_methods:
+            params: dict[str, Any] = {"symbol": symbol, "params": rules.lookup(client_order_id)}
+            if method == "fetch_order":
+                params["id"] = None
+            try:
+                found = await self.read(request.to(method, params, timeout=self.lookup_seconds))
+            except CryptoAIError as error:
+                if self.gateway.not_found(request.exchange, error):
+                    continue
+                raise
+            if isinstance(found, list):
+                found = next((o for o in found if o.get("clientOrderId") == client_order_id), None)
+            if found is not None:
+                return found
+        return None
 
     async def to_precision(self, request: Request, symbol: str, amount: float, mode: str) -> float:
         """Return ``amount`` in the market's amount precision (as is when markets are unread

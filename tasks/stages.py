@@ -28,6 +28,7 @@ from agents.llm import (
 from agents.strategy import decide, size_for
 from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
 from core.tracing import set_attributes
+from exchanges import candles as candles_lib
 from resilience import FallbackConfig
 from resilience.cache import request_digest
 from tasks.context import Runtime
@@ -64,14 +65,16 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
     # market data may wait for the next window of a minute-long budget, never fail for it
     partial = FallbackConfig(level="partial", timeout=150)
     timeframes = list(rt.config().timeframes)
+    # a timeframe the exchange does not serve is built from one it does (Coinbase: no 4h)
+    plans = [candles_lib.plan(client.timeframes(exchange), tf) for tf in timeframes]
     reads = [
         client.resilient_request(
             exchange,
             "fetch_ohlcv",
-            {"symbol": symbol, "timeframe": timeframe, "limit": 100},
+            {"symbol": symbol, "timeframe": fetched, "limit": 100 * factor},
             partial,
         )
-        for timeframe in timeframes
+        for fetched, factor in plans
     ]
     batching = rt.config().performance.batch_processing
     watchlist = rt.config().watched(exchange)
@@ -92,9 +95,9 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
     candles = {
         timeframe: [
             Candle(time=int(r[0]), open=r[1], high=r[2], low=r[3], close=r[4], volume=r[5])
-            for r in answer.data
+            for r in candles_lib.resample(answer.data, timeframe, factor)
         ]
-        for timeframe, answer in zip(timeframes, series, strict=True)
+        for timeframe, (_, factor), answer in zip(timeframes, plans, series, strict=True)
     }
     ticker, book = ticker_answer.data, book_answer.data
     snapshot = MarketSnapshot(

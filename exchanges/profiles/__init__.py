@@ -56,11 +56,24 @@ class ExchangeProfile:
     client_order_length: int = 32
     #: ``fetch_order`` params that find an order by its client order id.
     lookup: Callable[[str], dict[str, Any]] = lambda cid: {"clientOrderId": cid}
+    #: The ccxt methods that find an order by client order id, tried in order, each called
+    #: with ``symbol`` and ``params=lookup(cid)`` (``fetch_order`` also with ``id=None``); a
+    #: list answer is searched for the order whose ``clientOrderId`` is ``cid``.
+    lookup_methods: tuple[str, ...] = ("fetch_order",)
     #: Reads a response (status, headers, body text) for "over the limit".
     throttled: Callable[[int, Mapping[str, str], str], Throttle | None] = _throttled_by_status
     #: Reads the limits the exchange publishes from a response (path, parsed JSON body):
     #: pool name -> limit, for the pools whose window matches the table's; {} otherwise.
     published_limits: Callable[[str, Any], dict[str, float]] = lambda path, body: {}
+    #: True when ccxt's ``create_order`` needs a price for a market buy (it spends
+    #: ``amount * price`` of the quote currency: HTX); the gate passes the reference price.
+    market_buy_price: bool = False
+    #: Says an error's ccxt cause means "no such order" when ccxt does not raise
+    #: ``OrderNotFound`` for it (the lookup then answers None, not an error).
+    order_missing: Callable[[BaseException], bool] = lambda cause: False
+    #: Returns (the path on the wire, signed?) of a ccxt request (path template, api), where
+    #: ccxt's ``urls['api'][api]`` prefix is not the wire's (None: that prefix is).
+    request_path: Callable[[str, Any], tuple[str, bool]] | None = None
     #: Set when the fleet's side of this exchange is not built yet (refused at start).
     missing: str | None = None
 

@@ -80,4 +80,7 @@ PROFILE = ExchangeProfile(
     client_order_length=35,
     lookup=lambda cid: {"clientOrderId": cid},
     throttled=_throttled,
+    # ccxt htx: a market buy's amount is the quote to spend unless it gets a price
+    # (createMarketBuyOrderRequiresPrice, True by default): it then spends amount * price
+    market_buy_price=True,
 )

@@ -29,6 +29,7 @@ the time the limit needs to let the heaviest call through again at Kraken's deca
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from exchanges.profiles import ExchangeProfile, Throttle, _throttled_by_status
 
@@ -53,6 +54,12 @@ def _throttled(status: int, headers: Mapping[str, str], body: str) -> Throttle |
     return None
 
 
+def _request_path(path: str, api: Any) -> tuple[str, bool]:
+    """ccxt's kraken signs ``/0/<api>/<path>`` (``kraken.sign``: version, then API name)."""
+    name = api[0] if isinstance(api, list | tuple) else api
+    return f"/0/{name}/{path}", name == "private"
+
+
 PROFILE = ExchangeProfile(
     ccxt_id="kraken",
     # ccxt's kraken loads spot markets only (AssetPairs) and its currencies (Assets), both
@@ -67,5 +74,7 @@ PROFILE = ExchangeProfile(
     # the params of fetch_open_orders / fetch_closed_orders (see the module docstring: ccxt's
     # fetch_order cannot look up a cl_ord_id)
     lookup=lambda cid: {"clientOrderId": cid},
+    lookup_methods=("fetch_open_orders", "fetch_closed_orders"),
     throttled=_throttled,
+    request_path=_request_path,
 )

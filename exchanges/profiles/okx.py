@@ -12,12 +12,19 @@ of up to 32 characters"; "Error Codes" / "Rate Limits": over a limit OKX answers
 with code ``50011`` ("Too Many Requests") and no ``Retry-After``; ``50061`` is the
 sub-account's order rate limit. Limits are per endpoint per 2 s, so a cooldown of one
 window (2 s) is what the fleet waits when no ``Retry-After`` comes.
+``GET /api/v5/trade/account-rate-limit`` (ccxt's implicit ``privateGetTradeAccountRateLimit``;
+no unified method) publishes the account's new-order budget per 2 s (``accRateLimit``), read
+here so the fleet adopts it when lower than its table's ``ACCOUNT_ORDERS``. OKX publishes
+no per-endpoint limit and sends no usage headers: a 50011 to a request the fleet admitted
+cuts the limit of that request's own pool (its scope's; ``ratelimit/feedback.py``, AIMD),
+fleet-wide, so a table higher than the account's real limits converges.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from exchanges.profiles import ExchangeProfile, Throttle
 
@@ -53,8 +60,32 @@ def _throttled(status: int, headers: Mapping[str, str], body: str) -> Throttle |
         retry_after = WINDOW_SECONDS
     if code == "50061":  # the account's new-order budget, not the endpoint's
         return Throttle(status, retry_after, "ACCOUNT_ORDERS")
-    # the 429 does not say which endpoint's budget ran out: cool the whole exchange
+    # the 429 does not say which endpoint's budget ran out: cool the whole exchange (the
+    # fleet lowers the refused request's own pool: exchanges/limited.py _feedback)
     return Throttle(status, retry_after)
+
+
+def _published(path: str, body: Any) -> dict[str, float]:
+    """Read ``GET /api/v5/trade/account-rate-limit``'s ``accRateLimit`` (orders per 2 s)."""
+    if not path.endswith("/trade/account-rate-limit") or not isinstance(body, dict):
+        return {}
+    if str(body.get("code")) != "0" or not isinstance(body.get("data"), list):
+        return {}
+    for row in body["data"]:
+        try:
+            limit = float(row["accRateLimit"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if limit > 0:
+            return {"ACCOUNT_ORDERS": limit}
+    return {}
+
+
+def _request_path(path: str, api: Any) -> tuple[str, bool]:
+    """ccxt's okx signs ``/api/v5/<path>`` (``okx.sign``: ``'/api/' + self.version + '/'``);
+    its APIs are named ``public`` and ``private``."""
+    names = api if isinstance(api, list | tuple) else [api]
+    return f"/api/v5/{path}", "private" in names
 
 
 PROFILE = ExchangeProfile(
@@ -73,4 +104,6 @@ PROFILE = ExchangeProfile(
     client_order_length=32,
     lookup=lambda cid: {"clOrdId": cid},
     throttled=_throttled,
+    published_limits=_published,
+    request_path=_request_path,
 )

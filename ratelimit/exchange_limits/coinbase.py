@@ -9,14 +9,11 @@ Sources (read 2026-12):
   https://docs.cdp.coinbase.com/coinbase-app/api-architecture/rate-limiting 10,000 requests
   per hour: ``V2_HOURLY``, a sliding hour.
 
-Scopes: the fleet's limiter (``exchanges/limited.py`` ``scope_of``) names a ccxt request
-``METHOD <urls['api'][api[0]] path>/<ccxt path template>``. ccxt's coinbase has a single
-``urls['api']['rest']`` and APIs named ``['v3', 'public']``/``['v3', 'private']``, so today
-the scope is ``GET /brokerage/market/products`` (no ``/api/v3`` prefix) and an untabled
-private call would fall to ``public`` (``"private"`` is not in ``"v3"``): every endpoint ccxt
-calls for the fleet is tabled, under both that name and the wire path
-(``GET /api/v3/brokerage/...``, ``GET /v2/...``) so a scope_of that sees the wire prefix
-finds the same weights. Path parameters stay as ccxt's templates (``{product_id}``).
+Scopes are the wire paths (``GET /api/v3/brokerage/...``, ``GET /v2/...``): ccxt's coinbase
+has one ``urls['api']['rest']`` and APIs named ``['v3', 'private']``, so its profile
+(``exchanges/profiles/coinbase.py`` ``request_path``) tells the limiter's hook the wire path
+and whether the request is signed. Path parameters stay as ccxt's templates
+(``{product_id}``).
 """
 
 from __future__ import annotations
@@ -55,9 +52,9 @@ _WIRE_PREFIX = {"v3": "/api/v3", "v2": "/v2"}
 _ORDER_PATHS = ("brokerage/orders", "brokerage/orders/batch_cancel")
 
 
-def _names(method: str, version: str, path: str) -> tuple[str, str]:
-    """Return the scope as scope_of names it today and as the wire path."""
-    return f"{method} /{path}", f"{method} {_WIRE_PREFIX[version]}/{path}"
+def _names(method: str, version: str, path: str) -> tuple[str]:
+    """Return the scope of a request: its wire path."""
+    return (f"{method} {_WIRE_PREFIX[version]}/{path}",)
 
 
 COINBASE = ExchangeTable(

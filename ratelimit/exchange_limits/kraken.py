@@ -29,11 +29,28 @@ from ratelimit.table_model import ExchangeTable, bucket
 
 _PUB, _CTR, _ORD = "PUBLIC", "PRIVATE_COUNTER", "ORDER_RATE"
 
-_PUBLIC_CALLS = ("Time", "SystemStatus", "Assets", "AssetPairs", "Ticker", "Depth", "OHLC")
-_PUBLIC_CALLS += ("Trades", "Spread")
-_PRIVATE_CALLS = ("Balance", "BalanceEx", "TradeBalance", "OpenOrders", "ClosedOrders")
-_PRIVATE_CALLS += ("QueryOrders", "CancelAll", "GetWebSocketsToken")
-_HISTORY_CALLS = ("TradesHistory", "QueryTrades", "Ledgers", "QueryLedgers")
+_PUBLIC_CALLS: tuple[str, ...] = (
+    "Time",
+    "SystemStatus",
+    "Assets",
+    "AssetPairs",
+    "Ticker",
+    "Depth",
+    "OHLC",
+    "Trades",
+    "Spread",
+)
+_PRIVATE_CALLS: tuple[str, ...] = (
+    "Balance",
+    "BalanceEx",
+    "TradeBalance",
+    "OpenOrders",
+    "ClosedOrders",
+    "QueryOrders",
+    "CancelAll",
+    "GetWebSocketsToken",
+)
+_HISTORY_CALLS: tuple[str, ...] = ("TradesHistory", "QueryTrades", "Ledgers", "QueryLedgers")
 #: AddOrder: 1 in the order-rate counter; CancelOrder: its worst-case penalty.
 _ORDER_CALLS = {"AddOrder": 1.0, "CancelOrder": 8.0}
 
@@ -49,7 +66,7 @@ def _scopes() -> dict[str, dict[str, float]]:
         for path in (f"GET /{name}", f"GET /0/public/{name}"):
             scopes[path] = {_PUB: 1}
     for name in _PRIVATE_CALLS + _HISTORY_CALLS:
-        weight = 2 if name in _HISTORY_CALLS else 1
+        weight = 2.0 if name in _HISTORY_CALLS else 1.0
         for path in (f"POST /{name}", f"POST /0/private/{name}"):
             scopes[path] = {_CTR: weight}
     for name, weight in _ORDER_CALLS.items():

@@ -324,7 +324,9 @@ def test_concurrent_balance_reads_share_one_call_made_after_they_asked(
 ) -> None:
     with running_sandbox(symbols=SYMBOLS[:2]) as sb:
         config = config_for(sb.url, namespace, window=0.5)
-        config["exchanges"]["binance"].update(api_key="sandbox-key", api_secret="sandbox-secret")
+        config["exchanges"]["binance"].update(
+            api_key="sandbox-key", api_secret="c2FuZGJveC1zZWNyZXRz"
+        )
         config["trading"] = {
             "risk": {"max_notional_per_order": 1e6, "max_position_per_symbol": 1e6}
         }

@@ -42,7 +42,7 @@ def fleet_config(
             "binance": {
                 "base_url": url,
                 "api_key": "sandbox-key",
-                "api_secret": "sandbox-secret",
+                "api_secret": "c2FuZGJveC1zZWNyZXRz",
                 "circuit_breaker": {"failure_threshold": 5, "recovery_timeout": 3, **breaker},
             }
         },

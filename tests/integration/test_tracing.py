@@ -30,7 +30,7 @@ def test_one_run_is_one_trace_across_processes(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     traces = tmp_path / "traces"
-    secret = "sandbox-secret"
+    secret = "c2FuZGJveC1zZWNyZXRz"
     with running_sandbox(
         starting_balances={"USDT": 10000},
         candles_file=str(uptrend(tmp_path)),

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def missing_parts(ccxt_id: str) -> list[str]:
     """Return what ``ccxt_id`` lacks, one line each."""
+    return table_lacks(ccxt_id) + profile_lacks(ccxt_id) + other_lacks(ccxt_id)
+
+
+def table_lacks(ccxt_id: str) -> list[str]:
+    """Return what the exchange's limit table lacks."""
     lacks = []
     limits = importlib.import_module(f"ratelimit.exchange_limits.{ccxt_id}")
     if "http" not in (limits.__doc__ or ""):
@@ -35,6 +40,12 @@ def missing_parts(ccxt_id: str) -> list[str]:
             lacks.append("its table scopes no request by METHOD /path (all fall to public)")
         if not any(s.split(" ")[0] in ("POST", "DELETE") for s in table.order_scopes):
             lacks.append("no order-placing path among its order scopes (orders must fail closed)")
+    return lacks
+
+
+def profile_lacks(ccxt_id: str) -> list[str]:
+    """Return what the exchange's profile lacks."""
+    lacks = []
     rules = profile(ccxt_id)
     if rules.missing:
         lacks.append(f"its profile says: {rules.missing}")
@@ -45,6 +56,12 @@ def missing_parts(ccxt_id: str) -> list[str]:
         lacks.append("no fetch_order params to find an order by client order id")
     if rules.throttled(429, {"Retry-After": "3"}, "") is None and ccxt_id != "kraken":
         lacks.append("a 429 is not read as over the limit")
+    return lacks
+
+
+def other_lacks(ccxt_id: str) -> list[str]:
+    """Return what the dialect, the batching rule and the user page lack."""
+    lacks = []
     try:
         dialect_for(ccxt_id)
     except (ImportError, AttributeError, ValueError) as exc:
