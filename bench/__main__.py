@@ -1,4 +1,4 @@
-"""Run every benchmark with its default settings: ``python -m bench`` (about 17 minutes)."""
+"""Run every benchmark with its default settings: ``python -m bench`` (about 25 minutes)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from bench import (
     batching,
     coalescing,
+    compliance,
     cycle_time,
     exchange_compliance,
     fleet_compliance,
@@ -21,6 +22,7 @@ if __name__ == "__main__":
         limiter_latency,
         fleet_compliance,
         exchange_compliance,
+        compliance,
         coalescing,
         priority_wait,
         submission,

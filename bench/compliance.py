@@ -24,7 +24,8 @@ counts from its per-client stats), and what the processes saw: requests refused 
 limiter (waited past ``max_wait``), told "over the limit", or failed otherwise.
 
 The pool each exchange spends, its sandbox limit and the fleet's pool are printed above
-its table (OKX's sliding window takes a 10 % margin, see ``VENUES``). ``--ccxt-rate raw``
+its table (OKX's sliding window: the fleet's limit also leaves one request in flight per
+process, ``Venue.fleet_rule``). ``--ccxt-rate raw``
 runs (a) at ccxt's unscaled ``rateLimit`` instead. An exchange whose dialect does not load
 is skipped with the reason. About 100 s per exchange at the defaults (2 cores).
 
@@ -81,8 +82,6 @@ class Venue:
     #: the sandbox's burst (bucket pools): the fleet's bucket capacity stays under it
     burst: float = 0.0
     unit: str = "requests"
-    #: the fleet's pool this share under the sandbox's, when more than ``--margin``
-    margin: float = 0.0
     #: the fleet's bucket capacity (bucket pools)
     capacity: float = 1.0
     #: which admitted requests spend the pool: (endpoint "METHOD /path", path) -> bool
@@ -93,15 +92,22 @@ class Venue:
         """Return the sandbox's limit per second."""
         return self.limit / self.window
 
-    def fleet_rule(self, margin: float) -> dict[str, Any]:
-        """Return the ``exchanges.<id>.rate_limits`` entry: the pool ``margin`` under ours."""
-        margin = max(margin, self.margin)
+    def fleet_rule(self, margin: float, processes: int) -> dict[str, Any]:
+        """Return the ``exchanges.<id>.rate_limits`` entry: the pool ``margin`` under ours.
+
+        A sliding window counts arrivals in any span, and each process may have one request
+        admitted by the fleet but still in flight (delayed, then served in a bunch): there
+        the fleet's limit is also at most the sandbox's less one heaviest request per process.
+        """
         if self.kind == "bucket":
             rate = self.per_second * (1 - margin)
             capacity = min(self.capacity, self.burst)
             return {"type": "token_bucket", "name": self.pool, "capacity": capacity, "rate": rate}
         algorithm = "fixed_window" if self.kind == "fixed" else "sliding_window"
         limit = math.floor(self.limit * (1 - margin))
+        if self.kind == "sliding":
+            heaviest = max(weight for _, _, weight, _ in self.calls)
+            limit = min(limit, math.floor(self.limit - processes * heaviest))
         return {"type": algorithm, "name": self.pool, "limit": limit, "window": self.window}
 
     def weight_per_cost(self) -> float:
@@ -148,10 +154,8 @@ VENUES: dict[str, Venue] = {
         kind="sliding",
         published_per_second=10.0,
         sandbox_limits={"overrides": {"market_ticker_per_2s": 60}},
-        # a sliding window counts arrivals in any 2 s span: requests the fleet admitted
-        # but that were delayed in flight (8 processes on a few cores) bunch up; 3 % (2 of
-        # 60) is too thin, the fleet's default safety margin (10 %) is not
-        margin=0.1,
+        # a sliding window counts arrivals in any 2 s span: the fleet's limit leaves room
+        # for one request in flight per process (``Venue.fleet_rule``)
         spends=lambda endpoint, path: endpoint == "GET /api/v5/market/ticker",
     ),
     # public calls: about 1 per second per IP (a bucket of 5); the sandbox's set to 30/s
@@ -236,6 +240,7 @@ class Job:
     start_at: float
     index: int
     max_wait: float
+    processes: int
 
 
 def _config(job: Job) -> AppConfig:
@@ -247,7 +252,7 @@ def _config(job: Job) -> AppConfig:
                 venue.ccxt_id: {
                     "ccxt_id": venue.ccxt_id,
                     "base_url": job.url,
-                    "rate_limits": [venue.fleet_rule(job.margin)],
+                    "rate_limits": [venue.fleet_rule(job.margin, job.processes)],
                 }
             },
             # limits the exchange publishes (Binance's exchangeInfo) are adopted less the
@@ -423,6 +428,7 @@ def measure(
             start_at=start,
             index=0,
             max_wait=args.max_wait,
+            processes=args.processes,
         )
         jobs = [
             replace(base, rate=rate, index=i)
@@ -502,7 +508,7 @@ def report(venue: Venue, rows: dict[tuple[str, str], dict[str, Any]], args: Any)
         if args.ccxt_rate == "raw"
         else f"own x published/sandbox rate {venue.published_per_second:g}/{venue.per_second:g}"
     )
-    fleet = venue.fleet_rule(args.margin)
+    fleet = venue.fleet_rule(args.margin, args.processes)
     fleet_text = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in fleet.items()
     )
