@@ -14,9 +14,9 @@ import redis
 
 from core.config import AppConfig
 from exchanges.ccxt_factory import make_exchange
-from exchanges.gateway import CcxtGateway
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience import FallbackConfig, ResilientAPIClient
+from tests.integration.lost_orders import place_with_lost_response
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
@@ -178,43 +178,9 @@ def test_a_lost_order_response_is_reconciled_by_okx_s_clordid(
     redis_url: str, namespace: str, redis_client: redis.Redis
 ) -> None:
     with running_sandbox(dialect="okx") as sb:
-        settings = fleet_config(sb.url, namespace)
-        settings["trading"] = {"risk": {"max_position_per_symbol": 1e6}}
-        cfg = AppConfig.model_validate(settings)
-        limiter = ExchangeRateLimitManager(redis_client, cfg)
-        client = ResilientAPIClient(
-            redis_client, cfg, limiter=limiter, gateway=CcxtGateway(cfg, limiter, timeout_ms=1000)
+        answer, stats, orders = place_with_lost_response(
+            redis_client, sb, fleet_config(sb.url, namespace), PLACE, "caiplan7f3a"
         )
-        admin(
-            sb.url,
-            "faults",
-            "PUT",
-            [{"kind": "response_lost", "seconds": 3, "count": 1, "endpoint": PLACE}],
-        )
-
-        async def place() -> Any:
-            try:
-                ticker = await client.resilient_request(
-                    "okx", "fetch_ticker", {"symbol": "ETH/USDT"}
-                )
-                return await client.resilient_request(
-                    "okx",
-                    "create_order",
-                    {
-                        "symbol": "ETH/USDT",
-                        "type": "limit",
-                        "side": "buy",
-                        "amount": 0.01,
-                        "price": round(ticker.data["last"] * 0.99, 2),
-                        "params": {"clientOrderId": "caiplan7f3a"},
-                    },
-                )
-            finally:
-                await client.close()
-
-        answer = asyncio.run(place())
-        stats = admin(sb.url, "stats")
-        orders = list(sb.sandbox.exchange.orders.values())
     assert answer.source == "reconciled"
     assert answer.data["clientOrderId"] == "caiplan7f3a" and answer.data["status"] == "open"
     assert stats["orders"] == {"sandbox-key": 1}
