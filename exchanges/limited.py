@@ -116,7 +116,12 @@ async def _feedback(
     are re-read here at most once a second."""
     code, path, headers, body = response
     try:
-        if rules is not None and code == 200:
+        if (
+            rules is not None
+            and code == 200
+            and rules.limits_path
+            and path.endswith(rules.limits_path)
+        ):
             published = rules.published_limits(path, _json(body))
             if published:
                 limiter.adopt_limits(key, published)

@@ -37,6 +37,7 @@ from exchanges.gateway import CcxtGateway
 from exchanges.profiles import ExchangeProfile
 from exchanges.request import Request
 from ratelimit.backends.clients import RedisClients
+from ratelimit.backends.redis import RedisBackend
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.attempt import Breakers, Sender
 from resilience.batched import Batches
@@ -73,7 +74,10 @@ class ResilientAPIClient:
         self.clients = clients = RedisClients(redis_client)
         self.redis = clients.sync  # for sync callers; the path itself uses clients.aio()
         self.keys = keys = KeySpace(config.redis.key_prefix)
-        self.limiter = limiter or ExchangeRateLimitManager(clients.sync, config)
+        # one set of Redis connections per event loop for the client and its limiter
+        self.limiter = limiter or ExchangeRateLimitManager(
+            config=config, backend=RedisBackend(clients, keys)
+        )
         self.gateway = gateway or CcxtGateway(config, self.limiter)
         default = config.retry_strategies.get("default")
         self.retry = retry or (RetryConfig.from_settings(default) if default else RetryConfig())

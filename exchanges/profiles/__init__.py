@@ -62,7 +62,10 @@ class ExchangeProfile:
     lookup_methods: tuple[str, ...] = ("fetch_order",)
     #: Reads a response (status, headers, body text) for "over the limit".
     throttled: Callable[[int, Mapping[str, str], str], Throttle | None] = _throttled_by_status
-    #: Reads the limits the exchange publishes from a response (path, parsed JSON body):
+    #: The path (its end) of the response that publishes the exchange's limits, if any:
+    #: only that response's body is parsed again for them (not every response's).
+    limits_path: str | None = None
+    #: Reads the limits the exchange publishes from that response (path, parsed JSON body):
     #: pool name -> limit, for the pools whose window matches the table's; {} otherwise.
     published_limits: Callable[[str, Any], dict[str, float]] = lambda path, body: {}
     #: True when ccxt's ``create_order`` needs a price for a market buy (it spends

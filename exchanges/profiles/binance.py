@@ -58,5 +58,6 @@ PROFILE = ExchangeProfile(
     client_order_pattern=r"^[\.A-Z\:/a-z0-9_-]{1,36}$",
     lookup=lambda cid: {"origClientOrderId": cid},
     throttled=_throttled,
+    limits_path="/exchangeInfo",
     published_limits=_published,
 )

@@ -104,6 +104,7 @@ PROFILE = ExchangeProfile(
     client_order_length=32,
     lookup=lambda cid: {"clOrdId": cid},
     throttled=_throttled,
+    limits_path="/trade/account-rate-limit",
     published_limits=_published,
     request_path=_request_path,
 )

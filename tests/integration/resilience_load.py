@@ -86,3 +86,9 @@ def tickers(redis_url: str, config: dict[str, Any], symbols: list[str], out: str
             await client.close()
 
     Path(out).write_text(json.dumps(asyncio.run(run())))
+
+
+def fresh_after(answers: list[list[dict[str, Any]]], after: float) -> list[float]:
+    """Return when the pollers got an answer from the exchange (not a fallback) after ``after``."""
+    fresh = ("exchange", "coalesced", "batched")
+    return [a["t"] for p in answers for a in p if a.get("source") in fresh and a["t"] > after]

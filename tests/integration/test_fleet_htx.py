@@ -17,6 +17,7 @@ from core.config import AppConfig
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience import FallbackConfig, ResilientAPIClient
 from tests.integration.lost_orders import place_with_lost_response
+from tests.integration.resilience_load import fresh_after
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
@@ -167,12 +168,7 @@ def test_an_htx_429_stops_every_process_until_the_interval_ends(
     assert still - during <= 0 and during - before <= 5
     assert stats["clients"]["127.0.0.1"]["requests_inside_wait"] <= 4
     assert stats["violations"] == 1
-    resumed = [
-        a["t"]
-        for p in answers
-        for a in p
-        if a.get("source") in ("exchange", "coalesced", "batched") and a["t"] > told_at + 2.0
-    ]
+    resumed = fresh_after(answers, told_at + 2.0)
     assert resumed, "polling resumed after the cooldown"
 
 

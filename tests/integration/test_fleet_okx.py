@@ -17,6 +17,7 @@ from exchanges.ccxt_factory import make_exchange
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience import FallbackConfig, ResilientAPIClient
 from tests.integration.lost_orders import place_with_lost_response
+from tests.integration.resilience_load import fresh_after
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
@@ -165,12 +166,7 @@ def test_an_okx_429_stops_every_process_for_one_window(
     assert still - during <= 0 and during - before <= 4
     assert stats["clients"]["127.0.0.1"]["requests_inside_window_after_429"] <= 4
     assert stats["violations"] == 1
-    resumed = [
-        a["t"]
-        for p in answers
-        for a in p
-        if a.get("source") in ("exchange", "coalesced", "batched") and a["t"] > told_at + 2.0
-    ]
+    resumed = fresh_after(answers, told_at + 2.0)
     assert resumed, "polling resumed after the cooldown"
 
 

@@ -24,7 +24,7 @@ from exchanges.gateway import CcxtGateway
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience import FallbackConfig, FallbackLevel, ResilientAPIClient
 from resilience.breaker import SharedBreaker
-from tests.integration.resilience_load import poll
+from tests.integration.resilience_load import fresh_after, poll
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 
 pytestmark = pytest.mark.integration
@@ -170,12 +170,7 @@ def test_a_429_stops_every_process_for_its_retry_after(
     assert client["sent_418"] == 0
     # only requests already in flight when the 429 was sent may arrive inside Retry-After
     assert client["requests_inside_retry_after"] <= 3
-    resumed = [
-        a["t"]
-        for p in answers
-        for a in p
-        if a.get("source") in ("exchange", "coalesced", "batched") and a["t"] > throttled_at + 2.0
-    ]
+    resumed = fresh_after(answers, throttled_at + 2.0)
     assert resumed, "polling resumed after the cooldown"
 
 
