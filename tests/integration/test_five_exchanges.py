@@ -1,7 +1,9 @@
 """One run over five exchanges at once: a sandbox per exchange, a real worker fleet.
 
 Every symbol on every exchange gets a report; every order that was placed went to its own
-exchange's sandbox (routed per exchange), with that exchange's client order id.
+exchange's sandbox (routed per exchange), with that exchange's client order id. Every
+exchange is dedicated (``celery.dedicated_exchanges``): its tasks run on its own queues, on
+the worker that consumes only them, and the shared tier queues carry none of them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import yaml
 
 from exchanges.profiles import SUPPORTED
 from tests.integration.sandbox_fixtures import admin, running_sandbox
+from tests.integration.slow_tasks import RECORD_DELIVERIES
 from tests.integration.test_agents_cycle import analyse, reports, uptrend
 from tests.integration.workers import worker_fleet
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+TIERS = ("high", "medium", "low")
 
 
 def test_one_run_analyses_and_trades_on_all_five_exchanges(
@@ -44,11 +48,18 @@ def test_one_run_analyses_and_trades_on_all_five_exchanges(
             "watchlist": [{"exchange": key, "symbols": SYMBOLS} for key in sandboxes],
             "news": {"files": []},
             "reports": {"dir": str(tmp_path / "reports")},
+            "celery": {"dedicated_exchanges": list(SUPPORTED)},
         }
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        with worker_fleet(redis_url, namespace, tmp_path, config=path) as fleet:
-            fleet.start("agents", concurrency=2)
+        record = {RECORD_DELIVERIES: "1"}
+        with worker_fleet(redis_url, namespace, tmp_path, config=path, **record) as fleet:
+            workers = [fleet.start("tiers", ready=False)] + [
+                fleet.start(key, queues=",".join(f"{key}.{t}" for t in TIERS), ready=False)
+                for key in SUPPORTED
+            ]
+            for worker in workers:
+                worker.wait_ready(timeout=60)
             run = analyse(fleet.env(), path)
             output, _ = run.communicate(timeout=300)
         stats = {key: admin(sb.url, "stats") for key, sb in sandboxes.items()}
@@ -66,3 +77,16 @@ def test_one_run_analyses_and_trades_on_all_five_exchanges(
         assert sum(stats[report["exchange"]]["orders"].values()) >= 1, report["exchange"]
     placed = {r["exchange"] for r in found if r["execution"].get("order")}
     assert placed == set(SUPPORTED), f"every exchange traded: {placed}\n{output}"
+    ran = [x.decode().split() for x in redis_client.lrange(namespace + "test:deliveries", 0, -1)]
+    routed: dict[str, set[str]] = {}
+    for hostname, queue, task, exchange in ran:
+        worker = hostname.split("@")[0]
+        if exchange != "-":
+            # an exchange's task ran on its worker, delivered from its own queue
+            assert worker == exchange and queue.startswith(f"{exchange}."), (hostname, queue, task)
+            routed.setdefault(exchange, set()).add(task)
+        else:
+            assert worker == "tiers" and queue in TIERS, (hostname, queue, task)
+    assert set(routed) == set(SUPPORTED), routed
+    for exchange, tasks in routed.items():
+        assert "execution.execute" in tasks, (exchange, tasks)
