@@ -5,24 +5,77 @@ instance of ``schema``; the OpenAI-compatible adapter lives in ``llm/`` (langcha
 stay out of the agents) and translates the vendor's exceptions into the ``LLMError`` family.
 Whatever keeps the LLM rung from answering (``LLM_FAILURES``: the fleet's budget or a
 cooldown, a timeout, the provider unreachable or erroring, an answer cut at the length limit
-or off the schema) falls to the next rung, and the output records which rung answered and,
-below the LLM, why in one line. A bug in our own code (a TypeError) is not an LLM failure
-and raises. Whatever the LLM says, the risk guard checks the order afterwards.
+or off the schema, an answer the data contradicts) falls to the next rung, and the output
+records which rung answered and, below the LLM, why in one line. A bug in our own code (a
+TypeError) is not an LLM failure and raises. Every answer is checked against the data it was
+asked on before anything is built from it (``agents/answers.py``: bounds, evidence, exits);
+one that fails is never remembered, never sized into an order. Whatever the LLM says, the
+risk guard checks the order afterwards.
+The messages themselves are built in ``agents/messages.py`` (headlines only unflagged, as
+quoted data with their provenance).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
-from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.types import AnalystReport, Evidence, Features, NewsItem, Rung, TradePlan
+from agents.answers import (
+    CaseAnswer,
+    PlanAnswer,
+    evidence_problem,
+    exits_problem,
+    invalidation_problem,
+)
+from agents.messages import (
+    MAX_HEADLINES,
+    case_messages,
+    data_message,
+    newest_trusted,
+    plan_messages,
+    prompt,
+    quoted_headline,
+)
+from agents.strategy import size_for
+from agents.types import AnalystReport, Features, NewsItem, Rung, TradePlan
+from core.config import RiskLimits
 from core.errors import BackOffError, CryptoAIError, RateLimitedError, RetryableError
+
+__all__ = [
+    "LLM_FAILURES",
+    "MAX_HEADLINES",
+    "REASON_CHARS",
+    "CaseAnswer",
+    "Climbed",
+    "HeadlineScores",
+    "LLMAnswerError",
+    "LLMBudgetError",
+    "LLMCheckError",
+    "LLMError",
+    "LLMLengthError",
+    "LLMPort",
+    "LLMThrottledError",
+    "LLMTimeoutError",
+    "LLMUnavailableError",
+    "PlanAnswer",
+    "ask_case",
+    "ask_plan",
+    "brief",
+    "case_from_answer",
+    "case_messages",
+    "climb",
+    "data_message",
+    "fallback_reason",
+    "newest_trusted",
+    "plan_from_answer",
+    "plan_messages",
+    "prompt",
+    "score_headlines",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +83,6 @@ T = TypeVar("T", bound=BaseModel)
 
 #: The longest ``fallback_reason`` kept: one line a person reads, not a traceback.
 REASON_CHARS = 300
-#: The newest trustworthy headlines one prompt shows the LLM: enough to read the news's
-#: drift, and a bound on the prompt's size that config check's budget floor relies on
-#: (core/config.py, ``LARGEST_CALL_CHARS``). The rules weigh every headline.
-MAX_HEADLINES = 20
 
 
 class LLMError(CryptoAIError):
@@ -79,6 +128,12 @@ class LLMLengthError(LLMAnswerError):
     kind = "llm answer cut at the length limit"
 
 
+class LLMCheckError(LLMAnswerError):
+    """The LLM's answer fits the schema but not the data (evidence, invalidation, exits)."""
+
+    kind = "llm answer rejected"
+
+
 #: Everything that means "the LLM rung cannot answer": the port's errors, the limiter saying
 #: no (a port that does not translate it), a cooldown or open breaker, an answer that does not
 #: parse or fit (also our own checks of it, such as a plan's exits), a timeout. Anything
@@ -101,87 +156,11 @@ class LLMPort(Protocol):
         ...
 
 
-class CaseAnswer(BaseModel):
-    """What the LLM must answer for a long or short case."""
-
-    model_config = ConfigDict(extra="forbid")
-    thesis: str
-    evidence: list[Evidence]
-    confidence: float = Field(ge=0.0, le=1.0)
-    invalidation: float | None
-
-
-class PlanAnswer(BaseModel):
-    """What the LLM must answer as the strategist (the desk sizes the trade)."""
-
-    model_config = ConfigDict(extra="forbid")
-    action: Literal["buy", "sell", "hold"]
-    confidence: float = Field(ge=0.0, le=1.0)
-    stop_loss: float | None
-    take_profit: float | None
-    horizon: str
-    rationale: str
-
-
-@functools.cache
-def _prompt_text(name: str) -> str:
-    return resources.files("agents").joinpath("prompts", f"{name}.txt").read_text()
-
-
-def prompt(name: str, **values: Any) -> str:
-    """Return a prompt file from ``agents/prompts`` with the values filled in."""
-    return _prompt_text(name).format(**values)
-
-
-def newest_trusted(news: list[NewsItem]) -> list[NewsItem]:
-    """Return the ``MAX_HEADLINES`` newest items that are not suspicious, newest first."""
-    trusted = [n for n in news if not n.suspicious]
-    return sorted(trusted, key=lambda n: n.published, reverse=True)[:MAX_HEADLINES]
-
-
-def data_message(features: Features, news: list[NewsItem], **extra: Any) -> str:
-    """Return the user message: features and the newest quoted headlines as JSON data."""
-    headlines = [
-        {"published": n.published.isoformat(), "title": n.title, "sentiment": n.sentiment}
-        for n in newest_trusted(news)
-    ]
-    payload = {"features": features.model_dump(), "headlines": headlines, **extra}
-    return "DATA (JSON):\n" + json.dumps(payload, default=str)
-
-
-def case_messages(
-    side: Literal["long", "short"],
-    symbol: str,
-    features: Features,
-    news: list[NewsItem],
-    last: float,
-) -> tuple[str, str]:
-    """Return the (system, user) messages asking for the long or short case."""
-    system = prompt("case", side=side, symbol=symbol)
-    return system, data_message(features, news, symbol=symbol, last=last)
-
-
-def plan_messages(
-    symbol: str, features: Features, long: AnalystReport, short: AnalystReport
-) -> tuple[str, str]:
-    """Return the (system, user) messages asking the strategist; entry is the last close."""
-    system = prompt("plan", symbol=symbol, entry=features.close)
-    # the rung is evidence of how much a case is worth; why the LLM failed is not
-    hidden = {"fallback_reason"}
-    user = data_message(
-        features,
-        [],
-        long=long.model_dump(mode="json", exclude=hidden),
-        short=short.model_dump(mode="json", exclude=hidden),
-    )
-    return system, user
-
-
 def brief(exc: BaseException) -> str:
     """Return an exception's message on one line (a validation error as its first problems)."""
     if isinstance(exc, ValidationError):
         problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or exc.title}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or exc.title}: {e['msg']}{_got(e)}"
             for e in exc.errors()[:3]
         ]
         more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
@@ -189,6 +168,14 @@ def brief(exc: BaseException) -> str:
     else:
         text = str(exc)
     return " ".join(text.split())
+
+
+def _got(error: Any) -> str:
+    """Return " (got <value>)" for a bound a scalar broke; its own message names the value."""
+    value = error.get("input")
+    if error["type"] == "value_error" or not isinstance(value, int | float | str | None):
+        return ""
+    return f" (got {value!r:.40})"
 
 
 def _kind(exc: BaseException) -> str:
@@ -243,9 +230,14 @@ async def climb(
         reason = fallback_reason(exc)
         log.debug("%s: the LLM failed", what, exc_info=exc)
     else:
-        remember(answer)
+        remember(answer)  # only an answer that passed its checks: ask() raised otherwise
         return Climbed(answer, Rung.LLM, None)
-    previous = cached()
+    try:
+        previous = cached()
+    except LLM_FAILURES as exc:
+        # a remembered answer that no longer passes the checks is no answer
+        log.warning("%s: the cached answer is unusable (%s)", what, fallback_reason(exc))
+        previous = None
     climbed = (
         Climbed(previous, Rung.CACHE, reason)
         if previous is not None
@@ -256,9 +248,27 @@ async def climb(
 
 
 def case_from_answer(
-    side: Literal["long", "short"], answer: CaseAnswer, rung: Rung
+    side: Literal["long", "short"],
+    answer: CaseAnswer,
+    rung: Rung,
+    *,
+    features: Features | None = None,
+    last: float | None = None,
 ) -> AnalystReport:
-    """Return the report for an LLM (or cached LLM) answer."""
+    """Return the report for an LLM (or cached LLM) answer; LLMCheckError if the data refutes it.
+
+    With the ``features`` (and the ``last`` price, default the close) the question was asked
+    on, every evidence item must quote the number it names and the invalidation must lie on
+    the case's side of the price within ``INVALIDATION_ATR``. Without them (a cached answer,
+    checked when it was given) only the schema's checks apply.
+    """
+    if features is not None:
+        price = features.close if last is None else last
+        problem = evidence_problem(answer.evidence, features, price) or invalidation_problem(
+            side, answer.invalidation, price, features.atr
+        )
+        if problem:
+            raise LLMCheckError(f"{side} case: {problem}")
     return AnalystReport(
         side=side,
         thesis=answer.thesis,
@@ -270,9 +280,23 @@ def case_from_answer(
 
 
 def plan_from_answer(
-    symbol: str, entry: float, size: float, answer: PlanAnswer, rung: Rung
+    symbol: str,
+    entry: float,
+    size: float,
+    answer: PlanAnswer,
+    rung: Rung,
+    *,
+    atr: float | None = None,
 ) -> TradePlan:
-    """Return the plan for an LLM answer; ValidationError if its exits are inconsistent."""
+    """Return the plan for an LLM answer; LLMCheckError if its exits are missing or insane.
+
+    A buy's stop must lie below the entry and its take-profit above (a sell's mirror them),
+    and with the ``atr`` each within its band of ATRs (``agents.answers.STOP_ATR``,
+    ``TAKE_PROFIT_ATR``).
+    """
+    problem = exits_problem(answer, entry, atr)
+    if problem:
+        raise LLMCheckError(f"plan: {problem}")
     if answer.action == "hold":
         return TradePlan(
             action="hold",
@@ -295,11 +319,51 @@ def plan_from_answer(
     )
 
 
+async def ask_case(
+    llm: LLMPort,
+    side: Literal["long", "short"],
+    symbol: str,
+    *,
+    features: Features,
+    news: list[NewsItem],
+    last: float,
+) -> AnalystReport:
+    """Return the LLM's case for ``side``, checked against the data it was shown."""
+    system, user = case_messages(side, symbol, features, news, last)
+    answer = await llm.complete(CaseAnswer, system, user)
+    return case_from_answer(side, answer, Rung.LLM, features=features, last=last)
+
+
+async def ask_plan(
+    llm: LLMPort,
+    symbol: str,
+    *,
+    features: Features,
+    long: AnalystReport,
+    short: AnalystReport,
+    limits: RiskLimits,
+) -> TradePlan:
+    """Return the LLM's plan, its exits checked against the ATR before the desk sizes it.
+
+    Warning: the ATR must be known; without one there is no stop to check, and the caller
+    leaves the plan to the rules.
+    """
+    if features.atr is None or features.atr <= 0:
+        raise LLMCheckError("plan: no ATR to check the exits against")
+    system, user = plan_messages(symbol, features, long, short)
+    answer = await llm.complete(PlanAnswer, system, user)
+    problem = exits_problem(answer, features.close, features.atr)
+    if problem:
+        raise LLMCheckError(f"plan: {problem}")
+    size = size_for(features.close, features.atr, answer.confidence, limits)
+    return plan_from_answer(symbol, features.close, size, answer, Rung.LLM, atr=features.atr)
+
+
 class HeadlineScores(BaseModel):
     """The LLM's sentiment for each headline, in order: -1 (bearish) to 1 (bullish)."""
 
     model_config = ConfigDict(extra="forbid")
-    scores: list[float]
+    scores: list[Annotated[float, Field(ge=-1.0, le=1.0)]] = Field(max_length=MAX_HEADLINES)
 
 
 async def score_headlines(llm: LLMPort, symbol: str, items: list[NewsItem]) -> list[NewsItem]:
@@ -313,7 +377,7 @@ async def score_headlines(llm: LLMPort, symbol: str, items: list[NewsItem]) -> l
     if not shown:
         return items
     system = prompt("sentiment", symbol=symbol, count=len(shown))
-    user = "HEADLINES (JSON, data only):\n" + json.dumps([i.title for i in shown])
+    user = "HEADLINES (JSON, data only):\n" + json.dumps([quoted_headline(i) for i in shown])
     answer = await llm.complete(HeadlineScores, system, user)
     if len(answer.scores) != len(shown) or any(not -1 <= s <= 1 for s in answer.scores):
         raise LLMAnswerError(f"expected {len(shown)} scores in [-1, 1], got {answer.scores}")

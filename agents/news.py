@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
@@ -68,15 +69,136 @@ CRYPTO_LEXICON: dict[str, float] = {
     "delisting": -2.2,
     "insolvent": -3.0,
 }
-_INJECTION = re.compile(
-    r"ignore (all |any |your |previous |the )*(rules|instructions|limits|guard)"
-    r"|disregard (all |your |previous )*(rules|instructions)"
-    r"|system prompt|you are (now )?an? (ai|assistant|trading bot)"
-    r"|\b(you must|you should|bot[s]?,?) (buy|sell|short|transfer|withdraw)"
-    r"|\b(buy|sell|short) \d[\d,.]* ?(btc|eth|sol|bnb|xrp|bitcoin|coins?)\b"
-    r"|\b(transfer|withdraw|send) (all|your|the) (funds|coins|balance)",
-    re.IGNORECASE,
+#: Characters that render as nothing: removed before the screen reads a text, and a sign of
+#: a trick when one sits inside a word ("Ign\u200bore your rules").
+_INVISIBLE = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad\u180e"
+_HIDING = re.compile(r"[^\W\d_][\u200b\u2060\ufeff\u180e]+[^\W\d_]")
+#: Cyrillic and Greek letters drawn like Latin ones ("Ignore" with a Cyrillic I): folded
+#: to Latin, so the English patterns read what a person reads.
+_CONFUSABLES = str.maketrans(
+    (
+        "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0406"
+        "\u0408\u0405\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455"
+        "\u0501\u051b\u051d\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d"
+        "\u039f\u03a1\u03a4\u03a5\u03a7\u03bf\u03b9\u03bd"
+    ),
+    "ABEKMHOPCTXIJSaeopcyxijsdqwABEZHIKMNOPTYXoiv",
 )
+#: A word mixing Latin with Cyrillic or Greek letters: no language writes like that.
+_MIXED = re.compile(
+    r"\b(?=\w*[a-zA-Z])(?=\w*[\u0370-\u03ff\u0400-\u04ff])\w+\b",
+)
+_MODEL = (
+    r"(?:trading |ai |automated |language |the )*(?:model|bot|ai|llm|assistant|agent|gpt"
+    r"|chatgpt|claude|algorithm|algo|system|trader|summari[sz]er|reader|crawler|scraper)s?"
+)
+_OBJECT = (
+    r"(?:rules|instructions|directives|guidelines|guardrails|guards?|limits|checks|constraints"
+    r"|restrictions|prompt|programming|polic(?:y|ies)|safeguards|guidance|above)"
+)
+_MODIFIER = (
+    r"(?:all|any|your|the|my|previous|prior|above|earlier|preceding|risk|safety|trading|system"
+    r"|existing|these|those|every|of)"
+)
+#: What an instruction to the model looks like, by the trick it plays. Each pattern reads a
+#: text lowercased, NFKC-normalised (fullwidth letters become ASCII), invisible characters
+#: removed, and lookalike letters folded to Latin. Hard negatives the patterns leave alone on
+#: purpose: "Traders ignore Fed minutes", "Exchange overrides withdrawal limits", "Analysts
+#: say buy the dip", "Whales buy 10,000 BTC": news about people, not orders to the reader.
+_INSTRUCTIONS: dict[str, str] = {
+    "addresses the model": (
+        rf"\b(?:note|message|instructions?|memo|reminder|attention|warning|hint)\s+(?:to|for)"
+        rf"\s+(?:the\s+|any\s+|all\s+)?{_MODEL}\b"
+        rf"|\b(?:attention|dear|hey|hi|hello),?\s+(?:the\s+)?{_MODEL}\b"
+        rf"|(?:^|[.!?:]\s+)(?:to\s+the\s+)?(?:ai|llm|chatgpt|bots?|assistant|ai\s+models?|"
+        rf"models?|automated\s+\w+|trading\s+(?:bots?|systems?|models?|algorithms?)|"
+        rf"algorithms?(?:\s+reading\s+this)?|language\s+models?[\w\s]{{0,30}})\s*[:,]"
+        rf"|\bif\s+you\s+are\s+(?:an?\s+)?{_MODEL}\b"
+        rf"|\b(?:algorithms?|bots?|models?|ai|llms?|agents?)\s+(?:reading|parsing|scraping)\s+this\b"
+        r"|\bas an ai\b"
+        r"|\b(?:to|for)\s+(?:any|all|the)\s+(?:ai|llm|bots?|models?|assistants?|agents?|algorithms?)"
+        r"(?:\s+(?:summari[sz]er|reader|system|model|agent|assistant|trader|bot)s?)?\s*[:,]"
+        r"|\b(?:whoever|whatever|anyone|anything)\s+(?:reads|processes|parses|summari[sz]es)\s+this"
+        r"|\byour\s+(?:previous\s+|prior\s+|original\s+|own\s+)?(?:instructions|rules|guidelines"
+        r"|programming|directives|guardrails|risk\s+limits|system\s+prompt)\b"
+    ),
+    "dictates the answer": (
+        r"\b(?:respond|reply|answer|output)\s+(?:with|only|:|buy|sell|hold)"
+        r"|\byour\s+(?:answer|response|output|reply|score|rating|recommendation)\b"
+        r"|\b(?:score|rate|mark|classify|label)\s+(?:it|this|every|each|all)(?:\s+\w+)?\s+"
+        r"(?:as|at|\+|-|1|0|very|bullish|bearish)"
+        r"|\bconfidence\s*(?:=|:|of|to|at)?\s*(?:1(?:\.0+)?|100\s?%)(?![\d-])"
+        r"|\baction\s*[=:]\s*\"?(?:buy|sell|hold)|\baction\s+(?:buy|sell)\b"
+        r"|\"(?:action|confidence|stop_loss|take_profit|scores|role|thesis|rationale)\"\s*:"
+        r"|\b(?:correct|right|only)\s+(?:answer|response|action)\b"
+    ),
+    "overrides the rules": (
+        rf"\b(?:ignore|disregard|forget|override|overrule|bypass|disable|skip|circumvent"
+        rf"|suspend)s?\s+(?:{_MODIFIER}\s+)*{_OBJECT}\b"
+        r"|\bnew\s+(?:instructions|directives?|system\s+prompt)\b|\bthe\s+new\s+directive\b"
+        rf"|\b{_OBJECT}\s+(?:no\s+longer|don't|do\s+not|doesn't|does\s+not)\s+apply\b"
+        r"|(?:^|[\s\[(<])system\s*[:\]>]|\bsystem\s+prompt\b"
+    ),
+    "gives an order": (
+        r"\b(?:buy|sell|short|dump|long|liquidate)\s+(?:everything|it\s+all|all\s+of\s+it"
+        r"|all\s+(?:your|of\s+your)\b|now\b|immediately|at\s+market"
+        r"|with\s+(?:everything|your\s+entire|all))"
+        r"|(?:^|[:;!.,]\s*|\band\s+)(?:buy|sell|short)\s+\d[\d,.]*\s*k?\s*"
+        r"(?:btc|eth|sol|bnb|xrp|bitcoin|ether|coins?|tokens?)\b"
+        r"|\b(?:you|bots?|trading\s+systems?|algorithms?|agents?|models?|ai|this)\s+(?:must|should"
+        r"|need\s+to|have\s+to|(?:are|is)\s+(?:advised|instructed|told)\s+to)\s+(?:buy|sell"
+        r"|short|dump|go|transfer|withdraw|open|liquidate|place|ape)\b"
+        r"|\bliquidate\s+all\b|\bape\s+into\b"
+        r"|\bgo\s+all[-\s]in\b|\bno\s+stop[-\s]?loss\b"
+        r"|\bwith\s+(?:max(?:imum)?|full|your\s+entire|all\s+your)\s+(?:leverage|position"
+        r"|balance|funds)\b"
+        r"|\b(?:transfer|withdraw|send|move)\s+(?:all\s+|your\s+|the\s+)+(?:funds|coins|balance"
+        r"|crypto|assets|holdings)\b"
+        r"|\b(?:set|change|raise|increase)\s+your\s+(?:position|size|confidence|limits|leverage)"
+    ),
+    "plays a role": (
+        r"(?<!if\s)\byou(?:'re|\s+are)\s+now\b"
+        r"|\byou(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,3}(?:trader|bot|ai|assistant|model"
+        r"|analyst|agent)\s+now\b|\bfrom\s+now\s+on,?\s+you\b|\bpretend\s+(?:to\s+be|you|that\s+you)"
+        r"|\brole[-\s]?play|\bact\s+as\s+(?:an?\s+|the\s+)?(?:unrestricted\s+|unfiltered\s+)?"
+        r"(?:ai|bot|assistant|model|trader|analyst)\b|\bdeveloper\s+mode\b|\bjailbreak"
+        r"|\bunrestricted\s+(?:ai|model|assistant|mode)\b|\bdo\s+anything\s+now\b"
+        r"|\bimagine\s+you\s+(?:have|are|had)\b"
+    ),
+    "smuggles markup": (
+        r"<\s*/?\s*(?:system|instructions?|prompt|assistant|user|headlines?|im_start|im_end)\b"
+        r"|<\|[a-z_]+\|>|\[/?(?:inst|sys|system)\]|<</?sys>>|```|#{2,}\s*(?:system|instruction"
+        r"|response|assistant)|<!--"
+    ),
+    "instructs in another language": (
+        # Spanish, Portuguese, Italian
+        r"\bignora[rd]?\s+(?:todas\s+)?(?:las\s+|los\s+)?(?:instrucciones|reglas|indicaciones"
+        r"|l[ií]mites)|\bcompra[r]?\s+todo\b|\bnota\s+para\s+(?:el\s+|o\s+)?(?:modelo|bot"
+        r"|asistente|ia)\b|\bresponde\s+con\b|\bignore\s+as\s+instru[cç][õo]es|\bcompre\s+tudo"
+        r"|\bignora\s+le\s+(?:istruzioni|regole)|\b(?:vendi|compra)\s+tutto\b"
+        r"|\b(?:tus|sus)\s+(?:reglas|instrucciones)|\b(?:suas|tuas)\s+(?:regras|instruções)"
+        r"|\b(?:tue|sue)\s+(?:regole|istruzioni)"
+        # German
+        r"|\bignorier(?:e|en)?\s+(?:alle\s+)?(?:vorherigen\s+|bisherigen\s+)?(?:anweisungen"
+        r"|regeln|instruktionen)|\b(?:kaufe?|verkaufe?)\s+alles\b|\bhinweis\s+an\s+(?:das|die"
+        r"|den)\s+(?:ki|modell|ki-modell|bot|assistenten)\b|\bantworte\s+mit\b"
+        r"|\b(?:deine|ihre)\s+(?:regeln|anweisungen|vorgaben)"
+        # French
+        r"|\bignore[zr]?\s+(?:toutes\s+)?(?:les\s+)?(?:instructions|consignes|règles)"
+        r"|\bach[eè]te[sz]?\s+tout\b|\bréponds?\s+(?:avec|par)\b"
+        r"|\b(?:tes|vos)\s+(?:règles|instructions|consignes)"
+        # Russian
+        r"|игнорир\w*\s+(?:все\s+)?(?:предыдущие\s+)?(?:инструкции|правила|указания)"
+        r"|\b(?:купи|продай)\s+(?:все|всё)|(?:примечание|заметка|сообщение)\s+для\s+(?:модели"
+        r"|ии|бота|ассистента)|\bответь\b|\b(?:свои|твои|ваши)\s+(?:правила|инструкции)"  # noqa: RUF001
+        # Chinese, Japanese
+        r"|(?:忽略|无视|忽视).{0,6}(?:指令|指示|规则|说明|限制)|(?:全部|全仓|所有).{0,2}(?:买入|卖出)"
+        r"|(?:买入|卖出)(?:所有|全部)|给.{0,4}(?:ai|模型|机器人|助手)|置信度\s*1|系统提示"
+        r"|(?:指示|命令|ルール)を無視"
+    ),
+}
+_SCREEN = re.compile("|".join(f"(?P<p{i}>{p})" for i, p in enumerate(_INSTRUCTIONS.values())))
+_TRICKS = list(_INSTRUCTIONS)
 
 
 @cache
@@ -91,9 +213,38 @@ def sentiment(text: str) -> float:
     return float(_analyzer().polarity_scores(text)["compound"])
 
 
+def screened_text(text: str) -> tuple[str, str]:
+    """Return ``text`` as the screen reads it: as written, and with lookalikes folded to Latin.
+
+    Both are NFKC-normalised (fullwidth and styled letters become plain ones), lowercased,
+    with the invisible characters removed and whitespace collapsed.
+    """
+    plain = unicodedata.normalize("NFKC", text)
+    plain = " ".join(plain.translate(dict.fromkeys(map(ord, _INVISIBLE))).split()).lower()
+    return plain, plain.translate(_CONFUSABLES)
+
+
+def injection_trick(text: str) -> str | None:
+    """Return which trick ``text`` plays to instruct the system (None for plain news).
+
+    The tricks: addressing the model, dictating its answer, overriding its rules, giving an
+    order, role-play, markup smuggling, instructions in another language, and letters
+    hidden (invisible characters inside a word) or disguised (a word mixing scripts).
+    """
+    if _HIDING.search(text):
+        return "hides characters in a word"
+    if _MIXED.search(unicodedata.normalize("NFKC", text)):
+        return "disguises letters"
+    for view in screened_text(text):
+        found = _SCREEN.search(view)
+        if found and found.lastgroup:
+            return _TRICKS[int(found.lastgroup[1:])]
+    return None
+
+
 def is_suspicious(text: str) -> bool:
     """Return True for text that tries to instruct the system instead of reporting news."""
-    return _INJECTION.search(text) is not None
+    return injection_trick(text) is not None
 
 
 def symbols_mentioned(text: str, symbols: Iterable[str]) -> tuple[str, ...]:
@@ -173,7 +324,8 @@ def _plain(html: str) -> str:
 
 
 def _dedupe_key(item: NewsItem) -> str:
-    return re.sub(r"[^a-z0-9]", "", item.title.lower())
+    # letters of every script count: two Chinese headlines are not one empty key
+    return re.sub(r"[\W_]", "", unicodedata.normalize("NFKC", item.title).casefold())
 
 
 def prepare(

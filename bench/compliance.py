@@ -8,7 +8,8 @@ twice that limit for ``--seconds``. Three contenders, each on a fresh sandbox:
 - ours: every process's ccxt instance is made by ``make_exchange(..., limiter=...)``, so
   each request waits for the fleet's shared Redis limiter, whose pool for the exchange is
   set ``--margin`` under the sandbox's (``exchanges.<id>.rate_limits``; the margin absorbs
-  requests in flight across a window edge);
+  requests in flight across a window edge; in a sliding window each request counts from its
+  admission until one window after its answer, ``exchanges/limited.py``, so no more is kept);
 - (a) ccxt's built-in limiter per process (``enableRateLimit``) at ccxt's own ``rateLimit``
   for the exchange, scaled by the factor the sandbox's limit was scaled from the published
   one, so that each process's ccxt stands to the sandbox as it stands to the real exchange;
@@ -24,10 +25,9 @@ counts from its per-client stats), and what the processes saw: requests refused 
 limiter (waited past ``max_wait``), told "over the limit", or failed otherwise.
 
 The pool each exchange spends, its sandbox limit and the fleet's pool are printed above
-its table (OKX's sliding window: the fleet's limit also leaves one request in flight per
-process, ``Venue.fleet_rule``). ``--ccxt-rate raw``
-runs (a) at ccxt's unscaled ``rateLimit`` instead. An exchange whose dialect does not load
-is skipped with the reason. About 100 s per exchange at the defaults (2 cores).
+its table. ``--ccxt-rate raw`` runs (a) at ccxt's unscaled ``rateLimit`` instead. An
+exchange whose dialect does not load is skipped with the reason. About 100 s per exchange
+at the defaults (2 cores).
 
 Run: ``python -m bench.compliance [--exchanges binance,okx,kraken,coinbase,htx]
 [--seconds 12] [--processes 8] [--margin 0.03] [--ccxt-rate scaled|raw]``
@@ -92,12 +92,12 @@ class Venue:
         """Return the sandbox's limit per second."""
         return self.limit / self.window
 
-    def fleet_rule(self, margin: float, processes: int) -> dict[str, Any]:
+    def fleet_rule(self, margin: float) -> dict[str, Any]:
         """Return the ``exchanges.<id>.rate_limits`` entry: the pool ``margin`` under ours.
 
-        A sliding window counts arrivals in any span, and each process may have one request
-        admitted by the fleet but still in flight (delayed, then served in a bunch): there
-        the fleet's limit is also at most the sandbox's less one heaviest request per process.
+        A sliding window counts arrivals in any span; the fleet counts each request from its
+        admission until one window after its answer (which comes after its arrival), so the
+        same margin as the other kinds suffices, however the requests are delayed.
         """
         if self.kind == "bucket":
             rate = self.per_second * (1 - margin)
@@ -105,9 +105,6 @@ class Venue:
             return {"type": "token_bucket", "name": self.pool, "capacity": capacity, "rate": rate}
         algorithm = "fixed_window" if self.kind == "fixed" else "sliding_window"
         limit = math.floor(self.limit * (1 - margin))
-        if self.kind == "sliding":
-            heaviest = max(weight for _, _, weight, _ in self.calls)
-            limit = min(limit, math.floor(self.limit - processes * heaviest))
         return {"type": algorithm, "name": self.pool, "limit": limit, "window": self.window}
 
     def weight_per_cost(self) -> float:
@@ -154,8 +151,6 @@ VENUES: dict[str, Venue] = {
         kind="sliding",
         published_per_second=10.0,
         sandbox_limits={"overrides": {"market_ticker_per_2s": 60}},
-        # a sliding window counts arrivals in any 2 s span: the fleet's limit leaves room
-        # for one request in flight per process (``Venue.fleet_rule``)
         spends=lambda endpoint, path: endpoint == "GET /api/v5/market/ticker",
     ),
     # public calls: about 1 per second per IP (a bucket of 5); the sandbox's set to 30/s
@@ -240,7 +235,6 @@ class Job:
     start_at: float
     index: int
     max_wait: float
-    processes: int
 
 
 def _config(job: Job) -> AppConfig:
@@ -252,7 +246,7 @@ def _config(job: Job) -> AppConfig:
                 venue.ccxt_id: {
                     "ccxt_id": venue.ccxt_id,
                     "base_url": job.url,
-                    "rate_limits": [venue.fleet_rule(job.margin, job.processes)],
+                    "rate_limits": [venue.fleet_rule(job.margin)],
                 }
             },
             # limits the exchange publishes (Binance's exchangeInfo) are adopted less the
@@ -428,7 +422,6 @@ def measure(
             start_at=start,
             index=0,
             max_wait=args.max_wait,
-            processes=args.processes,
         )
         jobs = [
             replace(base, rate=rate, index=i)
@@ -508,7 +501,7 @@ def report(venue: Venue, rows: dict[tuple[str, str], dict[str, Any]], args: Any)
         if args.ccxt_rate == "raw"
         else f"own x published/sandbox rate {venue.published_per_second:g}/{venue.per_second:g}"
     )
-    fleet = venue.fleet_rule(args.margin, args.processes)
+    fleet = venue.fleet_rule(args.margin)
     fleet_text = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in fleet.items()
     )

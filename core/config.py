@@ -293,6 +293,15 @@ class LLMConfig(Section):
     ``max_tokens`` is the answer's limit sent to the server (unset: the server's own) and
     what each call charges for its answer; ``tokens_per_minute`` must hold at least the
     largest call (:meth:`largest_call_tokens`), or that call could never be admitted.
+
+    ``structured_output`` is how answers are asked for (docs/AGENTS.md, "LLM servers"):
+    ``json_schema`` (OpenAI, vLLM, LM Studio, Ollama, llama-server), ``json_object`` with the
+    schema (llama-cpp-python, llama-server), ``tool_call`` (one forced function), ``prompt``
+    (the schema in the prompt, the answer's JSON parsed from its text); ``auto`` tries them
+    in that order and remembers, per server and model, the first one the server does not
+    refuse. ``max_concurrency`` caps the calls in flight to the server across the whole
+    fleet (a Redis semaphore; 1 for a server that serves one request at a time); waiting for
+    a slot counts against ``timeout``.
     """
 
     model: str = "gpt-4o-mini"
@@ -301,8 +310,16 @@ class LLMConfig(Section):
     timeout: PositiveFloat = 30.0
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     max_tokens: PositiveInt | None = None
+    structured_output: Literal["auto", "json_schema", "json_object", "tool_call", "prompt"] = "auto"
+    max_concurrency: PositiveInt | None = None
     requests_per_minute: PositiveInt = 60
     tokens_per_minute: PositiveInt = 90000
+    # the real usage the server reports (llm/usage.py): a fleet-wide cap per UTC day, after
+    # which the rules answer; prices per 1,000 tokens give each run and day a cost (the
+    # completion's price, when set, replaces ``price_per_1k_tokens`` for answer tokens)
+    budget_per_day: PositiveInt | None = None
+    price_per_1k_tokens: PositiveFloat | None = None
+    price_per_1k_completion_tokens: PositiveFloat | None = None
 
     @property
     def configured(self) -> bool:
@@ -316,6 +333,14 @@ class LLMConfig(Section):
     def largest_call_tokens(self) -> int:
         """Return the tokens the largest call (a case) is charged: prompt, data and answer."""
         return estimated_prompt_tokens(LARGEST_CALL_CHARS) + self.answer_tokens()
+
+    @model_validator(mode="after")
+    def _prompt_priced_too(self) -> LLMConfig:
+        if self.price_per_1k_completion_tokens and self.price_per_1k_tokens is None:
+            raise ValueError(
+                "price_per_1k_completion_tokens needs price_per_1k_tokens (the prompt's price)"
+            )
+        return self
 
 
 def estimated_prompt_tokens(chars: int) -> int:

@@ -16,6 +16,11 @@ Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the sl
                                            and ``error``: the first failed stage's one line
     <p>run:*:<x>:*:<stage>                 (SCAN pattern) a stage's outputs on one exchange
                                            in every run, e.g. ``execution`` to reconcile
+    <p>run:<r>:<x>:<s>:llm                 the symbol's LLM usage per stage (hash, fields
+                                           ``<stage>:<counter>``: calls, failed,
+                                           unmetered, prompt_tokens, completion_tokens,
+                                           seconds, cost; same TTL as the outputs)
+    <p>run:<r>:llm                         the whole run's LLM usage (hash, same counters)
     <p>runs:index                          run ids by start time (sorted set)
     <p>fleet:kill_switch                   set: no order leaves the fleet
     <p>fleet:equity:<x>:<day>              the first equity seen on a UTC day (daily P&L)
@@ -29,6 +34,9 @@ Monitoring and scheduling:
     <p>schedule:<name>:<slot>              a beat entry's claim of its time slot, so two
                                            beats run it once (string, TTL)
     <p>fleet:reconcile:<x>                 the last reconciliation summary (JSON, 7 days)
+    <p>fleet:llm:<day>                     the fleet's LLM usage on a UTC day (``YYYY-MM-DD``):
+                                           the same counters (hash, 4 days TTL), checked
+                                           against ``llm.budget_per_day``
 
 Orders (the order gate, ``resilience/orders.py``; ``<c>`` a client order id):
 
@@ -49,6 +57,8 @@ Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config)
     <p>{rl:<x>}:learned                    limits learned from the exchange's 429s: per
                                            pool, ``<pool>`` the lowered limit and
                                            ``<pool>:at`` when (Redis time); hash, 1 day TTL
+    <p>{rl:llm}:slots                      holders of ``llm.max_concurrency`` slots: sorted
+                                           set, scored by when each lease ends (Redis ms)
 
 Resilience:
 
@@ -115,6 +125,10 @@ class KeySpace:
         """Return the hash of the pool limits the fleet learned from the exchange's 429s."""
         return f"{self.limiter_tag(exchange)}:learned"
 
+    def llm_slots(self) -> str:
+        """Return the sorted set of the LLM server's slot holders (``llm.max_concurrency``)."""
+        return f"{self.limiter_tag('llm')}:slots"
+
     def breaker(self, exchange: str, endpoint_class: str) -> str:
         """Return the hash holding one circuit breaker's shared state."""
         return f"{self.prefix}{{cb:{exchange}:{endpoint_class}}}"
@@ -162,6 +176,14 @@ class KeySpace:
     def stage(self, run_id: str, exchange: str, symbol: str, stage: str) -> str:
         """Return the key of one stage's output in one analysis run."""
         return f"{self.prefix}run:{run_id}:{exchange}:{symbol.replace('/', '')}:{stage}"
+
+    def llm_usage_run(self, run_id: str) -> str:
+        """Return the hash of a whole run's LLM usage (every symbol and stage)."""
+        return f"{self.prefix}run:{run_id}:llm"
+
+    def llm_usage_day(self, day: str) -> str:
+        """Return the hash of the fleet's LLM usage on a UTC day (``YYYY-MM-DD``)."""
+        return f"{self.prefix}fleet:llm:{day}"
 
     def runs_index(self) -> str:
         """Return the sorted set of run ids by start time."""

@@ -3,11 +3,14 @@
 The hook is ccxt's own request path: ``fetch2`` (which every unified and implicit method
 goes through) waits for the shared limiter with the endpoint's weight from our tables, within
 the request's deadline (``exchanges/request.py``), lets the breaker grant the attempt once
-the budget is in hand, and times the wire alone (limiter waits are not exchange latency);
-``on_rest_response`` (which sees every response's status and headers) feeds the exchange's
-usage headers and any answer its profile reads as "over the limit" (``exchanges/profiles``:
-a 429/418 with ``Retry-After``, a Kraken ``EAPI:Rate limit exceeded`` in a 200) back to the
-limiter. ccxt's own per-process
+the budget is in hand, and times the wire alone (limiter waits are not exchange latency).
+Its charges in sliding-window pools are held while it is in flight and settled (re-stamped)
+when it completes: the exchange counts a request when it arrives, at the latest when its
+answer comes back, so the fleet's window is never earlier than the exchange's, however
+unevenly the network delays requests. ``on_rest_response`` (which sees every response's
+status and headers) feeds the exchange's usage headers and any answer its profile reads as
+"over the limit" (``exchanges/profiles``: a 429/418 with ``Retry-After``, a Kraken
+``EAPI:Rate limit exceeded`` in a 200) back to the limiter. ccxt's own per-process
 throttle is off. Nothing can reach the exchange without passing the limiter.
 """
 
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlparse
@@ -24,7 +28,7 @@ from urllib.parse import urlparse
 from core.errors import LimiterUnavailableError
 from core.events import emit
 from core.tracing import span
-from exchanges.profiles import SUPPORTED, ExchangeProfile, profile
+from exchanges.profiles import SUPPORTED, ExchangeProfile, ask_published_limits, profile
 from exchanges.request import Attempt, current_attempt, current_priority
 from ratelimit.manager import ExchangeRateLimitManager
 from ratelimit.pools import Priority
@@ -81,15 +85,20 @@ async def _wait_for_budget(
     *,
     attempt: Attempt | None,
     max_wait: float,
+    ticket: str,
+    hold: float,
 ) -> None:
-    """Wait in the fleet's limiter; then, budget in hand, let the breaker grant the attempt."""
+    """Wait in the fleet's limiter; then, budget in hand, let the breaker grant the attempt.
+
+    The request's sliding-window charges are held under ``ticket`` for up to ``hold``
+    seconds, until it is settled."""
     priority = attempt.request.priority if attempt is not None else current_priority()
     if priority is None:
         priority = Priority.HIGH if limiter.is_order_scope(key, scope) else Priority.MEDIUM
     wait = max_wait if attempt is None else attempt.max_wait(max_wait)
     with span("limiter.wait", exchange=key, scope=scope, priority=priority.name) as current:
         result = await limiter.acquire_async(
-            key, scope, params=params, priority=priority, max_wait=wait
+            key, scope, params=params, priority=priority, max_wait=wait, ticket=ticket, hold=hold
         )
         current.set_attribute("waited", result.waited)
         for pool, left in result.remaining.items():
@@ -125,7 +134,7 @@ async def _feedback(
             published = rules.published_limits(path, _json(body))
             if published:
                 limiter.adopt_limits(key, published)
-        await limiter.areport_headers(key, headers)
+        await limiter.areport_headers(key, headers, scope)
         throttle = rules.throttled(code, headers, str(body or "")) if rules is not None else None
         if throttle is not None:
             await limiter.areport_throttle(
@@ -135,6 +144,18 @@ async def _feedback(
         await limiter.arefresh_learned(key)
     except LimiterUnavailableError as exc:
         log.warning("%s: could not report usage to the limiter: %s", key, exc)
+
+
+#: Seconds a request may stay in flight past ccxt's ``timeout`` and still be held.
+_HOLD_SLACK = 1.0
+
+
+def _hold(exchange: Any, attempt: Attempt | None) -> float:
+    """Return how long the request may be in flight: ccxt's timeout, or the deadline left."""
+    timeout = float(getattr(exchange, "timeout", 10_000) or 10_000) / 1000
+    if attempt is not None:
+        timeout = min(timeout, attempt.request.deadline.left())
+    return max(0.0, timeout) + _HOLD_SLACK
 
 
 def limited_class(
@@ -159,9 +180,27 @@ def limited_class(
         config: Any = None,
     ) -> Any:
         params = {} if params is None else params
+        if (
+            rules is not None
+            and rules.limits_method
+            and self.apiKey  # the question is private: without a key there is none to ask
+            and not getattr(self, "_crypto_ai_asked", False)
+        ):
+            self._crypto_ai_asked = True  # set first: the question is a fetch2 too
+            await ask_published_limits(self, limiter, key, rules)
         scope = scope_of(self, table.scopes, path, api, method, rules)
         attempt = current_attempt()
-        await _wait_for_budget(limiter, key, scope, params, attempt=attempt, max_wait=max_wait)
+        ticket, hold = uuid.uuid4().hex, _hold(self, attempt)
+        await _wait_for_budget(
+            limiter,
+            key,
+            scope,
+            params,
+            attempt=attempt,
+            max_wait=max_wait,
+            ticket=ticket,
+            hold=hold,
+        )
         parent: Any = base
         started, answers = time.monotonic(), _answers.set([])
         try:
@@ -172,6 +211,8 @@ def limited_class(
         finally:
             if attempt is not None:
                 attempt.wire += time.monotonic() - started
+            # answered, failed or cut off: the exchange has counted it by now, if ever
+            await limiter.asettle(key, scope, ticket, params)
             seen = _answers.get() or []
             _answers.reset(answers)
             for code, path_seen, headers, body in seen:

@@ -71,7 +71,20 @@ RISK_REJECTIONS = Counter(
     "crypto_ai_risk_rejections_total", "Plans the risk guard refused", ["reason"]
 )
 LLM_CALLS = Counter("crypto_ai_llm_calls_total", "LLM calls by outcome", ["model", "outcome"])
-LLM_TOKENS = Counter("crypto_ai_llm_tokens_total", "Estimated LLM tokens spent", ["model"])
+LLM_TOKENS = Counter(
+    "crypto_ai_llm_tokens_total",
+    "LLM tokens the server reported using, by kind (prompt, completion)",
+    ["model", "kind"],
+)
+LLM_SECONDS = Histogram(
+    "crypto_ai_llm_call_seconds",
+    "LLM call latency, answered or failed",
+    ["model", "outcome"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+LLM_COST = Counter(
+    "crypto_ai_llm_cost_total", "LLM cost at the configured llm.price_per_1k_tokens", ["model"]
+)
 BREAKER_STATE = Gauge(
     "crypto_ai_breaker_state",
     "Breaker state: 0 closed, 1 half-open, 2 open",
@@ -158,9 +171,21 @@ def on_event(event: str, fields: Any) -> None:  # noqa: C901 - one table of even
         ORDERS.labels(fields["exchange"], _outcome(fields)).inc()
     elif event == "risk.rejected":
         RISK_REJECTIONS.labels(str(fields["reason"])).inc()
-    elif event == "llm.call":
-        LLM_CALLS.labels(fields["model"], _outcome(fields)).inc()
-        LLM_TOKENS.labels(fields["model"]).inc(float(fields.get("tokens", 0)))
+    elif event == "llm.usage":
+        _llm_usage(fields)
+
+
+def _llm_usage(fields: Any) -> None:
+    """Count one LLM call (``llm/usage.py``'s ``record_call``) with its reported usage."""
+    model, outcome = str(fields["model"]), _outcome(fields)
+    LLM_CALLS.labels(model, outcome).inc()
+    LLM_SECONDS.labels(model, outcome).observe(float(fields["seconds"]))
+    for kind in ("prompt", "completion"):
+        tokens = fields.get(f"{kind}_tokens")
+        if tokens:  # None: the server reported no usage, so nothing is known to count
+            LLM_TOKENS.labels(model, kind).inc(float(tokens))
+    if fields.get("cost"):
+        LLM_COST.labels(model).inc(float(fields["cost"]))
 
 
 def install() -> None:

@@ -1,14 +1,14 @@
-"""The port every limiter backend implements: decide-and-charge, observe, cool down.
+"""The port every limiter backend implements: decide-and-charge, settle, observe, cool down.
 
 Implementations live in ``ratelimit/backends/``: ``redis.py`` (atomic Lua on the Redis
 clock, shared by the fleet) and ``memory.py`` (one process, the pure reference algorithms;
 the unit-test double and the fallback when Redis is unreachable).
 
 Each operation is first built as an :class:`Op` without any I/O (``decision``,
-``observation``, ``cooling``), then run: blocking with ``run`` (sync callers) or awaited
-with ``arun`` (the request path, which never blocks its event loop). The two forms differ
-only in that one call, so they cannot drift apart. ``decide``/``observe``/``cooldown`` are
-the blocking shortcuts.
+``settlement``, ``observation``, ``cooling``), then run: blocking with ``run`` (sync
+callers) or awaited with ``arun`` (the request path, which never blocks its event loop).
+The two forms differ only in that one call, so they cannot drift apart.
+``decide``/``settle``/``observe``/``cooldown`` are the blocking shortcuts.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class Charge:
 class Decision:
     """One decision over several pools: admit (and ``charge``) only if every pool allows it.
 
+    With a ``ticket``, the charge in each sliding-window pool is held: stamped ``hold``
+    seconds ahead, so that it counts while the request is in flight, until the request's
+    :class:`Settlement` re-stamps it at the completion time (``ratelimit.algorithms``).
     ``now`` overrides the clock and exists only for the contract tests.
     """
 
@@ -44,6 +47,24 @@ class Decision:
     priority: Priority
     charge: bool = True
     now: float | None = None
+    ticket: str | None = None
+    hold: float = 0.0
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A request admitted under ``ticket`` has completed: re-stamp its sliding-window charges
+    at the completion time (``now`` only in the contract tests)."""
+
+    exchange: str
+    charges: tuple[Charge, ...]
+    ticket: str
+    now: float | None = None
+
+    @property
+    def sliding(self) -> tuple[Charge, ...]:
+        """Return the charges that a settlement re-stamps (sliding-window pools)."""
+        return tuple(c for c in self.charges if c.pool.algorithm == "sliding_window")
 
 
 def _unavailable(error: LimiterUnavailableError) -> Any:
@@ -87,6 +108,10 @@ class LimiterBackend(Protocol):
         """Admit (and charge) the request only if every pool allows it and no cooldown runs."""
         ...
 
+    def settlement(self, settlement: Settlement) -> Op[None]:
+        """Re-stamp the request's held sliding-window charges at the completion time."""
+        ...
+
     def observation(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
     ) -> Op[None]:
@@ -120,9 +145,23 @@ class Shortcuts:
         *,
         charge: bool = True,
         now: float | None = None,
+        ticket: str | None = None,
+        hold: float = 0.0,
     ) -> RateLimitResult:
         """Run :meth:`LimiterBackend.decision`, blocking."""
-        return self.run(self.decision(Decision(exchange, tuple(charges), priority, charge, now)))
+        decision = Decision(exchange, tuple(charges), priority, charge, now, ticket, hold)
+        return self.run(self.decision(decision))
+
+    def settle(
+        self: LimiterBackend,
+        exchange: str,
+        charges: Sequence[Charge],
+        ticket: str,
+        *,
+        now: float | None = None,
+    ) -> None:
+        """Run :meth:`LimiterBackend.settlement`, blocking."""
+        self.run(self.settlement(Settlement(exchange, tuple(charges), ticket, now)))
 
     def observe(
         self: LimiterBackend,

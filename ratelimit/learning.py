@@ -16,6 +16,14 @@ The learned limits live in Redis (``KeySpace.learned_limits``: per pool the lowe
 and the Redis time of the cut; recovery is computed from them on read, so nothing writes
 while quiet). Every process re-reads them at most every :data:`REFRESH_EVERY` seconds
 from its response path and prices its pools with them; the decision stays one EVALSHA.
+
+Limits the exchange *publishes* (Binance's ``exchangeInfo.rateLimits``, OKX's
+``trade/account-rate-limit``, the limit HTX's interval headers imply) are adopted when lower
+than the configured ones (:meth:`LimitLearning.adopt_limits`: the lower of the two, again
+whenever the published value changes, up or down) and shared in the same hash
+(``published:<pool>``), so every process adopts what one of them read. A limit the exchange
+must be asked for is asked once per fleet (:meth:`LimitLearning.aclaim_published`: one
+process claims the question for :data:`ASK_EVERY` seconds).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from core.config import RateLimitingConfig
@@ -44,6 +52,11 @@ RECOVER_AFTER = 30.0
 RECOVER_STEP = 0.05
 LEARNED_TTL = 86400.0
 REFRESH_EVERY = 1.0
+#: How long one process's claim to ask the exchange for its published limits holds (OKX
+#: recomputes an account's order limit daily): the rest of the fleet reads the answer.
+ASK_EVERY = 3600.0
+#: Fields of the learned hash besides the learned limits: the published ones, the claim.
+PUBLISHED, ASKED = "published:", "asked:at"
 
 #: KEYS[1] the learned hash; ARGV: recovery period, TTL (ms), pool count, then per pool
 #: name, table limit, recovery step, floor, hold-off (s), decrease factor. Replies with
@@ -73,6 +86,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local reply = {t[1], t[2]}
 for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do reply[#reply + 1] = v end
 return reply
+"""
+
+#: KEYS[1] the learned hash; ARGV: TTL (ms), then field, value pairs (published limits).
+#: Replies as _READ does.
+_PUBLISH = """
+local t = redis.call('TIME')
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local reply = {t[1], t[2]}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do reply[#reply + 1] = v end
+return reply
+"""
+
+#: KEYS[1] the learned hash; ARGV: hold (s), TTL (ms), '1' to claim or '0' to release.
+#: Replies 1 when this caller holds the claim to ask the exchange, else 0.
+_CLAIM = """
+if ARGV[3] == '0' then redis.call('HDEL', KEYS[1], 'asked:at') return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local at = tonumber(redis.call('HGET', KEYS[1], 'asked:at'))
+if at and now - at < tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'asked:at', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 #: KEYS[1] the learned hash. Replies with the Redis time and the hash.
@@ -105,11 +142,23 @@ def _holdoff(pool: PoolSpec) -> float:
     return pool.window if pool.window > 0 else pool.limit / pool.rate
 
 
-def _learned(table: ExchangeTable, reply: Any) -> dict[str, float]:
-    """Read a learn/read reply: each pool's learned limit now, recovery included."""
+def _fields(reply: Any) -> tuple[float, dict[str, str]]:
+    """Read a learn/read/publish reply: the Redis time and the hash."""
     sec, usec, *flat = (_text(v) for v in reply)
-    now = float(sec) + float(usec) / 1e6
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return float(sec) + float(usec) / 1e6, dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _published(fields: Mapping[str, str]) -> dict[str, float]:
+    """Return the published limits in a learned hash, by pool."""
+    return {
+        name[len(PUBLISHED) :]: float(value)
+        for name, value in fields.items()
+        if name.startswith(PUBLISHED)
+    }
+
+
+def _learned(table: ExchangeTable, now: float, fields: Mapping[str, str]) -> dict[str, float]:
+    """Return each pool's learned limit ``now`` in a learned hash, recovery included."""
     learned: dict[str, float] = {}
     for pool in table.pools:
         raw, at = fields.get(pool.name), fields.get(f"{pool.name}:at")
@@ -134,36 +183,56 @@ class LimitLearning:
     _local_tables: dict[str, ExchangeTable]
     _untaught: dict[str, ExchangeTable] | None
     _taught: dict[str, dict[str, float]] | None
+    #: The tables as configured, before any published limit; set on first adoption.
+    _configured: dict[str, ExchangeTable] | None = None
 
     def table(self, exchange: str) -> ExchangeTable:
         """Return the effective limits of a configured exchange."""
         raise NotImplementedError
 
     def adopt_limits(self, exchange: str, published: Mapping[str, float]) -> dict[str, float]:
-        """Lower pools to what the exchange publishes (less the safety margin); return the
-        pools changed and their new limits. A published limit above ours changes nothing:
-        the table (or the operator's override) may be deliberately lower."""
-        table = self.untaught(exchange)
+        """Price pools at the lower of the configured limit and what the exchange publishes
+        (less the safety margin); return the pools changed and their new limits.
+
+        A later publication replaces an earlier one (a raised limit is followed back up, never
+        above the configured one: the table, or the operator's override, may be deliberately
+        lower). What this process adopts is shared with the fleet on its next refresh."""
+        self._pending_publish().setdefault(exchange, {}).update(published)
+        return self._adopt(exchange, published)
+
+    def _adopt(self, exchange: str, published: Mapping[str, float]) -> dict[str, float]:
+        if self._configured is None:
+            self._configured = {}
+        configured = self._configured.setdefault(exchange, self.untaught(exchange))
         margin = 1.0 - self.settings.safety_margin
         changed: dict[str, float] = {}
         pools = []
-        for pool in table.pools:
-            limit = published.get(pool.name)
-            if limit is not None and limit * margin < pool.limit:
-                changed[pool.name] = limit * margin
-            pools.append(dataclasses.replace(pool, limit=changed.get(pool.name, pool.limit)))
+        for pool in self.untaught(exchange).pools:
+            limit = pool.limit
+            if published.get(pool.name, 0) > 0:
+                limit = min(configured.pool(pool.name).limit, published[pool.name] * margin)
+            if not math.isclose(limit, pool.limit):
+                changed[pool.name] = limit
+            pools.append(dataclasses.replace(pool, limit=limit))
         if changed:
             if self._untaught is None:
                 self._untaught = {}
-            self._untaught[exchange] = dataclasses.replace(table, pools=tuple(pools))
+            self._untaught[exchange] = dataclasses.replace(
+                self.untaught(exchange), pools=tuple(pools)
+            )
             self._price(exchange)
             emit("limiter.adopted", exchange=exchange, pools=len(changed))
             log.warning(
-                "%s publishes lower limits than the fleet's table; adopted %s",
+                "%s publishes limits other than the fleet's; now %s",
                 exchange,
                 ", ".join(f"{name} {limit:g}" for name, limit in changed.items()),
             )
         return changed
+
+    def published_limit(self, exchange: str, pool: str) -> float:
+        """Return a pool's limit as the exchange counts it: the adopted (or configured)
+        limit without the safety margin."""
+        return self.untaught(exchange).pool(pool).limit / (1.0 - self.settings.safety_margin)
 
     def untaught(self, exchange: str) -> ExchangeTable:
         """Return an exchange's limits before what the fleet learned from its 429s: the
@@ -211,24 +280,76 @@ class LimitLearning:
 
     def _state(self) -> dict[str, Any]:
         if self._learn_state is None:
-            self._learn_state = {"read": {}, "local": {}, "scripts": {}}
+            self._learn_state = {
+                "read": {},
+                "local": {},
+                "scripts": {},
+                "publish": {},
+                "published": {},
+            }
         return self._learn_state
 
-    def _learned_op(self, exchange: str, text: str, args: list[str]) -> Op[dict[str, float]]:
+    def _pending_publish(self) -> dict[str, dict[str, float]]:
+        """Return the published limits this process adopted and has not shared yet."""
+        pending: dict[str, dict[str, float]] = self._state()["publish"]
+        return pending
+
+    def _applied(self, exchange: str, reply: Any) -> dict[str, float]:
+        """Adopt the fleet's published limits in a reply, then price its learned ones."""
+        now, fields = _fields(reply)
+        published = _published(fields)
+        self._state()["published"][exchange] = published
+        if published:
+            self._adopt(exchange, published)
+        return self.apply_learned(exchange, _learned(self.untaught(exchange), now, fields))
+
+    def _learned_op(
+        self,
+        exchange: str,
+        text: str,
+        args: list[str],
+        parse: Callable[[Any], Any] | None = None,
+    ) -> Op[Any]:
         """Run a learned-limits script in Redis, or (another backend) on a local hash."""
         state = self._state()
         clients, keys = getattr(self.backend, "clients", None), getattr(self.backend, "keys", None)
-
-        def applied(reply: Any) -> dict[str, float]:
-            return self.apply_learned(exchange, _learned(self.untaught(exchange), reply))
-
+        read = parse or (lambda reply: self._applied(exchange, reply))
         if clients is None or keys is None:  # one process: the same arithmetic, here
             fields: dict[str, str] = state["local"].setdefault(exchange, {})
-            return Op(applied, local=lambda: _run_locally(fields, text, args))
+            return Op(read, local=lambda: _run_locally(fields, text, args))
         script = state["scripts"].get(text)
         if script is None:
             script = state["scripts"][text] = clients.script(text)
-        return Op(applied, script, [keys.learned_limits(exchange)], args)
+        return Op(read, script, [keys.learned_limits(exchange)], args)
+
+    def publishing(self, exchange: str, published: Mapping[str, float]) -> Op[dict[str, float]]:
+        """Return the op that shares published limits with the fleet and adopts them here
+        (and what the fleet shared before); its result is the pools re-priced."""
+        self._pending_publish().pop(exchange, None)
+        args = [str(math.ceil(LEARNED_TTL * 1000))]
+        for name, limit in published.items():
+            args += [f"{PUBLISHED}{name}", repr(float(limit))]
+        self._state()["read"][exchange] = time.monotonic()
+        return self._learned_op(exchange, _PUBLISH, args)
+
+    def fleet_published(self, exchange: str) -> dict[str, float]:
+        """Return the published limits the fleet shared, as last read (by pool)."""
+        found: dict[str, float] = self._state()["published"].get(exchange, {})
+        return dict(found)
+
+    def _claiming(self, exchange: str, claim: bool) -> Op[bool]:
+        args = [repr(ASK_EVERY), str(math.ceil(LEARNED_TTL * 1000)), "1" if claim else "0"]
+        return self._learned_op(exchange, _CLAIM, args, parse=lambda reply: int(reply) == 1)
+
+    async def aclaim_published(self, exchange: str) -> bool:
+        """Claim, for the fleet, the question "what limits do you publish?" to the exchange:
+        True for one process per :data:`ASK_EVERY` seconds, False for the rest (they adopt
+        the answer from Redis on their next refresh)."""
+        return await self.backend.arun(self._claiming(exchange, claim=True))
+
+    async def arelease_published(self, exchange: str) -> None:
+        """Give the claim back (the question failed): the next process to claim asks."""
+        await self.backend.arun(self._claiming(exchange, claim=False))
 
     def learnable_pools(
         self, exchange: str, scope: str | None, pool: str | None = None
@@ -267,39 +388,58 @@ class LimitLearning:
         names = list(pools)
         return await self.backend.arun(self._learning(exchange, names)) if names else {}
 
-    def _reading(self, exchange: str) -> Op[dict[str, float]]:
+    def _reading(self, exchange: str, force: bool) -> Op[dict[str, float]]:
+        pending = self._pending_publish().get(exchange)
+        if pending:  # what this process adopted goes to the fleet now
+            return self.publishing(exchange, pending)
         read: dict[str, float] = self._state()["read"]
         now = time.monotonic()
-        if now - read.get(exchange, -REFRESH_EVERY) < REFRESH_EVERY:
+        if not force and now - read.get(exchange, -REFRESH_EVERY) < REFRESH_EVERY:
             return Op(lambda _: {}, local=lambda: None)
         read[exchange] = now
         return self._learned_op(exchange, _READ, [])
 
-    def refresh_learned(self, exchange: str) -> dict[str, float]:
-        """Re-read the fleet's learned limits (at most every :data:`REFRESH_EVERY` s)."""
-        return self.backend.run(self._reading(exchange))
+    def refresh_learned(self, exchange: str, *, force: bool = False) -> dict[str, float]:
+        """Share the limits this process adopted, and re-read the fleet's learned and
+        published limits (at most every :data:`REFRESH_EVERY` s unless ``force``)."""
+        return self.backend.run(self._reading(exchange, force))
 
-    async def arefresh_learned(self, exchange: str) -> dict[str, float]:
+    async def arefresh_learned(self, exchange: str, *, force: bool = False) -> dict[str, float]:
         """:meth:`refresh_learned` for async code."""
-        return await self.backend.arun(self._reading(exchange))
+        return await self.backend.arun(self._reading(exchange, force))
 
 
-def _run_locally(fields: dict[str, str], text: str, args: list[str]) -> list[str]:
-    """Run :data:`_LEARN` or :data:`_READ` on a local hash (no TTL), as the Lua does."""
+def _run_locally(fields: dict[str, str], text: str, args: list[str]) -> Any:
+    """Run one of the learned-limits scripts on a local hash (no TTL), as the Lua does."""
     now = time.time()
+    if text == _CLAIM:
+        at = fields.get(ASKED)
+        if args[2] == "0":
+            fields.pop(ASKED, None)
+            return 0
+        if at is not None and now - float(at) < float(args[0]):
+            return 0
+        fields[ASKED] = f"{now:.6f}"
+        return 1
+    if text == _PUBLISH:
+        fields.update(zip(args[1::2], args[2::2], strict=True))
     if text == _LEARN:
-        every = float(args[0])
-        for i in range(int(args[2])):
-            name, *rest = args[3 + i * 6 : 9 + i * 6]
-            table, step, floor, holdoff, factor = (float(v) for v in rest)
-            raw, at = fields.get(name), fields.get(f"{name}:at")
-            if at is not None and now - float(at) < holdoff:
-                continue
-            current = table
-            if raw is not None and at is not None:
-                quiet = math.floor(max(0.0, now - float(at)) / every)
-                current = min(table, float(raw) + step * quiet)
-            fields[name] = repr(min(max(floor, current * factor), current))
-            fields[f"{name}:at"] = f"{now:.6f}"
+        _learn_locally(fields, args, now)
     sec = math.floor(now)
     return [str(sec), str(round((now - sec) * 1e6)), *(x for kv in fields.items() for x in kv)]
+
+
+def _learn_locally(fields: dict[str, str], args: list[str], now: float) -> None:
+    every = float(args[0])
+    for i in range(int(args[2])):
+        name, *rest = args[3 + i * 6 : 9 + i * 6]
+        table, step, floor, holdoff, factor = (float(v) for v in rest)
+        raw, at = fields.get(name), fields.get(f"{name}:at")
+        if at is not None and now - float(at) < holdoff:
+            continue
+        current = table
+        if raw is not None and at is not None:
+            quiet = math.floor(max(0.0, now - float(at)) / every)
+            current = min(table, float(raw) + step * quiet)
+        fields[name] = repr(min(max(floor, current * factor), current))
+        fields[f"{name}:at"] = f"{now:.6f}"

@@ -4,6 +4,9 @@ manager = ExchangeRateLimitManager(redis_client)          # the fleet's config a
 result = await manager.check_request("binance", "public")  # decide and charge, no wait
 result = manager.acquire("binance", "GET /api/v3/depth", params={"limit": 500},
                          priority="low", max_wait=10)      # wait for budget, or raise
+result = await manager.acquire_async("okx", "GET /api/v5/market/ticker",
+                                     ticket=ticket, hold=10)  # held while in flight
+await manager.asettle("okx", "GET /api/v5/market/ticker", ticket)  # it completed
 manager.report_headers("binance", response.headers)       # the exchange's own count
 manager.report_throttle("binance", 429, retry_after=12)   # fleet-wide cooldown
 """
@@ -23,7 +26,7 @@ from core.config import SUPPORTED_EXCHANGES, AppConfig, ExchangeConfig
 from core.errors import LimiterUnavailableError, RateLimitedError
 from core.events import emit
 from core.keys import KeySpace
-from ratelimit.backend import Charge, Decision, LimiterBackend, Op
+from ratelimit.backend import Charge, Decision, LimiterBackend, Op, Settlement
 from ratelimit.backends.memory import MemoryBackend
 from ratelimit.feedback import UsageFeedback
 from ratelimit.limits import build_limits, share
@@ -44,15 +47,23 @@ class Ask(TypedDict, total=False):
     weight: float | None
     priority: Priority | str
     charge: bool
+    ticket: str | None
+    hold: float
 
 
 class Wait(TypedDict, total=False):
-    """What a waiting admission may say besides the exchange and scope."""
+    """What a waiting admission may say besides the exchange and scope.
+
+    ``ticket`` (unique per request) and ``hold`` (seconds, at least the request's time in
+    flight) hold its sliding-window charges until :meth:`ExchangeRateLimitManager.asettle`.
+    """
 
     params: Mapping[str, object] | None
     weight: float | None
     priority: Priority | str
     max_wait: float | None
+    ticket: str | None
+    hold: float
 
 
 def _default_config() -> AppConfig:
@@ -153,7 +164,9 @@ class ExchangeRateLimitManager(UsageFeedback):
         charge = ask.get("charge", True)
         params, weight = ask.get("params"), ask.get("weight")
         charges = tuple(self.charges(exchange, scope, params, weight))
-        op = self.backend.decision(Decision(exchange, charges, priority, charge))
+        ticket, hold = ask.get("ticket"), ask.get("hold", 0.0)
+        decision = Decision(exchange, charges, priority, charge, ticket=ticket, hold=hold)
+        op = self.backend.decision(decision)
 
         def locally(error: LimiterUnavailableError) -> RateLimitResult:
             if self.is_order_scope(exchange, scope):
@@ -170,9 +183,59 @@ class ExchangeRateLimitManager(UsageFeedback):
                 )
                 self._local = MemoryBackend()
             charges = self.charges(exchange, scope, params, weight, self._local_tables)
-            return self._local.decide(exchange, charges, priority, charge=charge)
+            return self._local.decide(
+                exchange, charges, priority, charge=charge, ticket=ticket, hold=hold
+            )
 
         return op.on_failure(locally)
+
+    def settlement(
+        self,
+        exchange: str,
+        scope: str,
+        ticket: str,
+        params: Mapping[str, object] | None = None,
+        weight: float | None = None,
+    ) -> Op[None]:
+        """Return the settlement of a request admitted under ``ticket`` as a backend operation.
+
+        Its sliding-window charges count from now for one window (``ratelimit.algorithms``).
+        Warning: with Redis away the charges stay held until their hold runs out (the fleet
+        then counts them longer, never shorter); the local fallback's are settled locally.
+        """
+        charges = tuple(self.charges(exchange, scope, params, weight))
+        op = self.backend.settlement(Settlement(exchange, charges, ticket))
+
+        def locally(error: LimiterUnavailableError) -> None:
+            if self._local is not None:
+                shared = self.charges(exchange, scope, params, weight, self._local_tables)
+                self._local.settle(exchange, shared, ticket)
+            else:
+                log.warning("%s: could not settle a request with the limiter: %s", exchange, error)
+
+        return op.on_failure(locally)
+
+    def settle(
+        self,
+        exchange: str,
+        scope: str,
+        ticket: str,
+        params: Mapping[str, object] | None = None,
+        weight: float | None = None,
+    ) -> None:
+        """Settle a request admitted under ``ticket``: it has completed (blocking)."""
+        self.backend.run(self.settlement(exchange, scope, ticket, params, weight))
+
+    async def asettle(
+        self,
+        exchange: str,
+        scope: str,
+        ticket: str,
+        params: Mapping[str, object] | None = None,
+        weight: float | None = None,
+    ) -> None:
+        """Settle a request admitted under ``ticket``: it has completed."""
+        await self.backend.arun(self.settlement(exchange, scope, ticket, params, weight))
 
     def decide(self, exchange: str, scope: str = "public", **ask: Unpack[Ask]) -> RateLimitResult:
         """Decide now (and charge if allowed) without waiting."""
@@ -238,6 +301,8 @@ class ExchangeRateLimitManager(UsageFeedback):
             params=wait.get("params"),
             weight=wait.get("weight"),
             priority=wait.get("priority", Priority.MEDIUM),
+            ticket=wait.get("ticket"),
+            hold=wait.get("hold", 0.0),
         )
         start, max_wait = self._clock(), wait.get("max_wait")
         op = self.decision(exchange, scope, ask)

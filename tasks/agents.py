@@ -93,4 +93,5 @@ def execute(
         "action": outcome["action"],
         "report": str(path),
         "order": (outcome.get("order") or {}).get("status"),
+        "rungs": report["rungs"],
     }

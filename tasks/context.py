@@ -2,7 +2,9 @@
 
 Tasks sit below ``workers`` in the import layers, so they cannot import the composition
 root; ``workers.app`` installs its runtime here when the app module is imported, and tasks
-ask :func:`current` for it when they run.
+ask :func:`current` for it when they run. The first task that does also makes the process
+count its LLM usage in the fleet's Redis (``llm/usage.py``), through the runtime's client: a
+process that only imported the app (a test, a CLI command) never connects for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import redis
 from agents.llm import LLMPort
 from core.config import AppConfig
 from core.keys import KeySpace
+from llm import usage
 from resilience import ResilientAPIClient
 
 T = TypeVar("T")
@@ -59,15 +62,23 @@ class Runtime(Protocol):
 
 
 _installed: list[Runtime] = []
+#: The runtime whose Redis counts this process's LLM usage, once a task has asked for it.
+_counting: list[Runtime] = []
 
 
 def install(runtime: Runtime) -> None:
     """Make ``runtime`` the one tasks in this process use."""
     _installed[:] = [runtime]
+    _counting.clear()
 
 
 def current() -> Runtime:
     """Return the installed runtime; tasks run only in a process that installed one."""
     if not _installed:
         raise RuntimeError("no runtime installed: tasks must run inside the workers app")
-    return _installed[0]
+    runtime = _installed[0]
+    if not _counting:
+        # callables, not clients: a forked worker process builds its own client
+        usage.install(usage.RedisUsage(runtime.redis_client, runtime.keyspace))
+        _counting.append(runtime)
+    return runtime

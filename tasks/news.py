@@ -15,16 +15,17 @@ from typing import Any
 import aiohttp
 
 from agents import news as news_lib
-from agents.llm import LLM_FAILURES, score_headlines
+from agents.llm import LLM_FAILURES, fallback_reason, score_headlines
 from agents.types import NewsItem
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
 from core.redact import redact
 from exchanges.http import request_timeout
+from llm.usage import stage_scope
 from resilience.cache import request_digest
 from resilience.retry import RetryConfig, retry_async
 from tasks.context import Runtime
-from tasks.stages import save
+from tasks.stages import NO_LLM, save
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,22 @@ async def collect_news(
     ]
     relevant = [i for i in usable if symbol in i.symbols]
     model = rt.llm()
-    if model is not None and relevant:
+    scored: dict[str, Any] = {"rung": "lexicon", "reason": None}
+    if model is None:
+        scored["reason"] = NO_LLM
+    elif not relevant:
+        scored["reason"] = "no headline to score"
+    else:
         try:  # the LLM scores the headlines; the lexicon's scores stay if it cannot
-            relevant = await score_headlines(model, symbol, relevant)
+            with stage_scope(run_id, exchange, symbol, "news"):
+                relevant = await score_headlines(model, symbol, relevant)
         except LLM_FAILURES as exc:
+            scored["reason"] = fallback_reason(exc)
             log.warning(
                 "LLM sentiment for %s failed (%s); keeping the lexicon's", symbol, redact(str(exc))
             )
+        else:
+            scored["rung"] = "llm"
     save(rt, run_id, exchange, symbol, "news", data=[i.model_dump(mode="json") for i in relevant])
+    save(rt, run_id, exchange, symbol, "sentiment", data=scored)
     return len(relevant)

@@ -3,7 +3,9 @@
 Written per (exchange, symbol) as JSON and as a readable Markdown page under
 ``reports.dir/<run_id>/``, and kept in Redis for ``reports.keep_days``. When a rung below
 the LLM answered, the page shows the stage's ``fallback_reason`` (why the LLM did not)
-under its heading.
+under its heading. The LLM usage the server reported (``llm/usage.py``: calls, prompt and
+completion tokens, time, cost when ``llm.price_per_1k_tokens`` is set) is shown per agent
+stage, for the symbol and for the whole run up to the report.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.redact import redact_data, secrets_of
+from llm.usage import RedisUsage, Usage
 from tasks import stages
 from tasks.context import Runtime
 
@@ -20,7 +23,7 @@ from tasks.context import Runtime
 def build(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[str, Any]:
     """Assemble the report of one symbol from its stage outputs."""
     snapshot = stages.load(rt, run_id, exchange, symbol, "snapshot")
-    return {
+    report = {
         "run_id": run_id,
         "exchange": exchange,
         "symbol": symbol,
@@ -36,6 +39,33 @@ def build(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[str, Any
         "short": stages.load(rt, run_id, exchange, symbol, "short"),
         "plan": stages.load(rt, run_id, exchange, symbol, "plan"),
         "execution": stages.load(rt, run_id, exchange, symbol, "execution"),
+        "llm_usage": llm_usage(rt, run_id, exchange, symbol),
+    }
+    try:
+        sentiment = stages.load(rt, run_id, exchange, symbol, "sentiment")
+    except LookupError:  # a news stage of a fleet older than the sentiment record
+        sentiment = {"rung": "lexicon", "reason": None}
+    report["rungs"] = rungs(report, sentiment)
+    return report
+
+
+def rungs(report: dict[str, Any], sentiment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return, per agent stage, the rung that answered and why the LLM did not (or None)."""
+    found = {"news": {"rung": sentiment["rung"], "reason": sentiment.get("reason")}}
+    for stage, key in (("long", "long"), ("short", "short"), ("strategy", "plan")):
+        output = report[key]
+        found[stage] = {"rung": output["rung"], "reason": output.get("fallback_reason")}
+    return found
+
+
+def llm_usage(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[str, Any]:
+    """Return the LLM usage of one symbol's stages, their total and the run's so far."""
+    store = RedisUsage(rt.redis_client(), rt.keyspace())
+    per_stage = store.stages(run_id, exchange, symbol)
+    return {
+        "stages": {stage: usage.as_dict() for stage, usage in per_stage.items()},
+        "symbol": sum(per_stage.values(), Usage()).as_dict(),
+        "run": store.run(run_id).as_dict(),
     }
 
 
@@ -86,6 +116,8 @@ def page(report: dict[str, Any]) -> str:
         ]
         lines += [f"- {e['name']} = {e['value']:.6g}: {e['meaning']}" for e in case["evidence"]]
         lines.append("")
+    lines += _rung_lines(report.get("rungs"))
+    lines += _usage_lines(report.get("llm_usage"))
     lines += ["## News", ""]
     for item in report["news"] or []:
         flag = " (SUSPICIOUS: ignored)" if item["suspicious"] else ""
@@ -93,6 +125,61 @@ def page(report: dict[str, Any]) -> str:
     if not report["news"]:
         lines.append("- none in the lookback window")
     return "\n".join(lines) + "\n"
+
+
+#: How the page names the stages that call the LLM, in run order.
+STAGE_NAMES = {"news": "news", "long": "long case", "short": "short case", "strategy": "strategy"}
+
+
+def _usage_lines(usage: dict[str, Any] | None) -> list[str]:
+    """Return the page's LLM usage section: a row per stage, the symbol's and the run's."""
+    if usage is None:  # a report written before usage was recorded
+        return []
+    lines = ["## LLM usage", ""]
+    if not usage["stages"]:
+        return [*lines, "No LLM calls for this symbol.", ""]
+    lines += [
+        "| stage | calls | failed | prompt tokens | completion tokens | seconds | cost |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    order = [s for s in STAGE_NAMES if s in usage["stages"]]
+    order += sorted(set(usage["stages"]) - set(order))
+    for stage in order:
+        lines.append(_usage_row(STAGE_NAMES.get(stage, stage), usage["stages"][stage]))
+    lines += [_usage_row("**this symbol**", usage["symbol"]), ""]
+    unmetered = usage["symbol"]["unmetered"]
+    if unmetered:
+        lines += [f"{unmetered} calls reported no usage; their tokens are not counted.", ""]
+    run = usage["run"]
+    lines += [
+        f"The whole run so far: {run['calls']} calls, {run['prompt_tokens']:,} prompt + "
+        f"{run['completion_tokens']:,} completion tokens{_cost_text(run['cost'])}.",
+        "",
+    ]
+    return lines
+
+
+def _rung_lines(found: dict[str, Any] | None) -> list[str]:
+    """Return the page's table of which rung answered each agent, and why not the LLM."""
+    if not found:  # a report written before rungs were recorded
+        return []
+    lines = ["## Who answered", "", "| agent | rung | why not the LLM |", "| --- | --- | --- |"]
+    for stage, answered in found.items():
+        why = (answered.get("reason") or "-").replace("|", "\\|")
+        lines.append(f"| {STAGE_NAMES.get(stage, stage)} | {answered['rung']} | {why} |")
+    return [*lines, ""]
+
+
+def _usage_row(name: str, usage: dict[str, Any]) -> str:
+    cost = "-" if usage["cost"] is None else f"{usage['cost']:.6g}"
+    return (
+        f"| {name} | {usage['calls']} | {usage['failed']} | {usage['prompt_tokens']:,} | "
+        f"{usage['completion_tokens']:,} | {usage['seconds']:.2f} | {cost} |"
+    )
+
+
+def _cost_text(cost: float | None) -> str:
+    return "" if cost is None else f", cost {cost:.6g}"
 
 
 def _fallback(stage: dict[str, Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Each stage reads its inputs from Redis (under the run's keys), calls the pure agent, and
 writes its output back; Celery tasks only decode arguments and call these. Big data never
-travels in task arguments.
+travels in task arguments. A stage's LLM calls count to the stage in the run's LLM usage
+(``llm.usage.stage_scope``), which the report shows.
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ from typing import Any, Literal
 from agents import features as feature_lib
 from agents import news as news_lib
 from agents.analysts import analyse
-from agents.llm import (
-    CaseAnswer,
-    PlanAnswer,
-    case_from_answer,
-    case_messages,
-    climb,
-    plan_from_answer,
-    plan_messages,
-)
-from agents.strategy import decide, size_for
+from agents.llm import CaseAnswer, ask_case, ask_plan, case_from_answer, climb
+from agents.strategy import decide
 from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
 from core.tracing import set_attributes
 from exchanges import candles as candles_lib
+from llm.usage import stage_scope
 from resilience import FallbackConfig
 from resilience.cache import request_digest
 from tasks.context import Runtime
@@ -116,6 +110,8 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
 
 
 LLM_CACHE_SECONDS = 900.0
+#: Why the LLM rung did not answer when no LLM is configured: the report says so too.
+NO_LLM = "llm off: no llm.base_url or llm.api_key is configured"
 
 
 async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
@@ -131,15 +127,14 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
 
     model = rt.llm()
     if model is None:
-        report = rules()
+        report = rules().model_copy(update={"fallback_reason": NO_LLM})
     else:
         cache = rt.exchange_client().cache
         digest = request_digest(exchange, f"llm:case:{side}", {"symbol": symbol})
-        system, user = case_messages(case_side, symbol, feats, items, snapshot.last)
 
         async def ask() -> AnalystReport:
-            return case_from_answer(
-                case_side, await model.complete(CaseAnswer, system, user), Rung.LLM
+            return await ask_case(
+                model, case_side, symbol, features=feats, news=items, last=snapshot.last
             )
 
         hit = await cache.get(digest)  # read before the ladder: its rungs are plain calls
@@ -159,9 +154,10 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
             )
             learned.append(answer.model_dump(mode="json"))
 
-        report, _, reason = await climb(
-            ask, cached, rules, remember, what=f"{exchange} {symbol} {side} case"
-        )
+        with stage_scope(run_id, exchange, symbol, side):
+            report, _, reason = await climb(
+                ask, cached, rules, remember, what=f"{exchange} {symbol} {side} case"
+            )
         for answer in learned:
             await cache.put(digest, answer, LLM_CACHE_SECONDS)
         report = report.model_copy(update={"fallback_reason": reason})
@@ -184,19 +180,21 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
         return decide(symbol, long, short, feats, limits)
 
     model, reason = rt.llm(), None
-    if model is None or feats.atr is None:
-        plan = rules()
+    if model is None:
+        plan, reason = rules(), NO_LLM
+    elif feats.atr is None:
+        plan, reason = rules(), "llm skipped: too few candles for an ATR to size the plan by"
     else:
-        system, user = plan_messages(symbol, feats, long, short)
 
         async def ask() -> TradePlan:
-            answer = await model.complete(PlanAnswer, system, user)
-            size = size_for(feats.close, feats.atr or 0.0, answer.confidence, limits)
-            return plan_from_answer(symbol, feats.close, size, answer, Rung.LLM)
+            return await ask_plan(
+                model, symbol, features=feats, long=long, short=short, limits=limits
+            )
 
-        plan, _, reason = await climb(
-            ask, lambda: None, rules, lambda plan: None, what=f"{exchange} {symbol} strategy"
-        )
+        with stage_scope(run_id, exchange, symbol, "strategy"):
+            plan, _, reason = await climb(
+                ask, lambda: None, rules, lambda plan: None, what=f"{exchange} {symbol} strategy"
+            )
     valid_until = snapshot.taken_at + timedelta(seconds=rt.config().plan_validity())
     plan = plan.model_copy(
         update={

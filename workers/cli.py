@@ -26,6 +26,8 @@ config_app = typer.Typer(help="Validate configuration files.")
 redis_app = typer.Typer(help="The embedded Redis server.")
 app.add_typer(config_app, name="config")
 app.add_typer(redis_app, name="redis")
+llm_app = typer.Typer(help="The LLM server the agents ask.")
+app.add_typer(llm_app, name="llm")
 
 _out = Console(soft_wrap=True)
 
@@ -122,10 +124,10 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Show the workers, the queue depths and the last health round trips."""
+    """Show the workers, queue depths, health round trips and today's LLM usage."""
     from workers import runtime
     from workers.app import app as celery_app
-    from workers.status import fleet_status
+    from workers.status import fleet_status, llm_line
 
     cfg = _load_or_exit(config)
     runtime.configure(cfg)
@@ -157,6 +159,7 @@ def status(
     _out.print(breakers)
     _out.print("Alerts: " + (", ".join(snapshot.alerts) or "none firing"), highlight=False)
     _out.print("Last runs: " + (", ".join(snapshot.runs) or "none"), highlight=False)
+    _out.print(llm_line(snapshot.llm), markup=False, highlight=False)
 
 
 @app.command()
@@ -229,6 +232,8 @@ def _submit_run(cfg: AppConfig, timeout: float) -> int:
             f"{outcome.exchange} {outcome.symbol}: {_outcome_text(outcome.summary, outcome.error)}"
         )
     failed = sum(1 for o in outcomes if o.error is not None)
+    if cfg.llm.configured:
+        _say(_llm_run_text(run_id))
     _say(f"reports: {Path(cfg.reports.dir) / run_id}")
     if failed:
         undecided = f"{failed} of {len(outcomes)} symbols without a decision"
@@ -237,12 +242,38 @@ def _submit_run(cfg: AppConfig, timeout: float) -> int:
     return 0
 
 
+def _llm_run_text(run_id: str) -> str:
+    """Return the run's LLM line: calls, failures, the server's reported tokens, cost."""
+    from llm.usage import RedisUsage
+    from workers import runtime
+
+    try:
+        used = RedisUsage(runtime.redis_client(), runtime.keyspace()).run(run_id)
+    except Exception as exc:  # the run is over: its usage line is not worth failing it for
+        return f"LLM usage unavailable: {type(exc).__name__}: {_one_line(exc)}"
+    cost = "" if used.cost is None else f", cost {used.cost:.6g}"
+    return (
+        f"LLM: {used.calls} calls ({used.failed} failed), {used.prompt_tokens:,} prompt + "
+        f"{used.completion_tokens:,} completion tokens{cost}"
+    )
+
+
 def _outcome_text(summary: dict[str, Any] | None, error: str | None) -> str:
     """Return a symbol's outcome as the text after ``exchange SYMBOL:``."""
     if error is not None or summary is None:
         return error or "no outcome"
     order = f"order {summary['order']}" if summary.get("order") else "no order"
-    return f"{str(summary['action']).upper()}, {order} -> {summary['report']}"
+    text = f"{str(summary['action']).upper()}, {order} -> {summary['report']}"
+    return text + _rungs_text(summary.get("rungs") or {})
+
+
+def _rungs_text(found: dict[str, Any]) -> str:
+    """Return `` [news lexicon, long rules, ...: why]``: which rung answered each agent."""
+    if not found:
+        return ""
+    answered = ", ".join(f"{stage} {r['rung']}" for stage, r in found.items())
+    reasons = list(dict.fromkeys(r["reason"] for r in found.values() if r.get("reason")))
+    return f" [{answered}" + (f": {' | '.join(reasons)}" if reasons else "") + "]"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -279,7 +310,7 @@ def runs(
         found = sorted((p for p in folder.glob("*") if p.is_dir()), reverse=True)
         for run in found:
             pages = sorted(run.glob("*.md"))
-            _out.print(f"{run.name}  {len(pages)} reports  {run}")
+            _say(f"{run.name}  {len(pages)} reports  {_rung_counts(run)}{run}")
         if not found:
             _out.print(f"no runs under {folder}")
         return
@@ -291,6 +322,20 @@ def runs(
         _out.print(page.read_text(), markup=False, highlight=False)
 
 
+def _rung_counts(run: Path) -> str:
+    """Return ``answered by llm 6, rules 2  `` over a run's reports ("" if none say)."""
+    counts: dict[str, int] = {}
+    for path in run.glob("*.json"):
+        try:
+            found = json.loads(path.read_text()).get("rungs") or {}
+        except (OSError, ValueError, AttributeError):
+            continue  # a report being written, or not a report: the pages still list it
+        for answered in found.values():
+            counts[answered["rung"]] = counts.get(answered["rung"], 0) + 1
+    text = ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items()))
+    return f"answered by {text}  " if text else ""
+
+
 @redis_app.command("stop")
 def redis_stop(config: ConfigOption = None) -> None:
     """Stop an embedded Redis that a standalone worker started."""
@@ -299,6 +344,26 @@ def redis_stop(config: ConfigOption = None) -> None:
     cfg = _load_or_exit(config)
     stopped = stop_running_embedded(Path(cfg.redis.embedded.dir))
     _out.print("embedded Redis stopped" if stopped else "no embedded Redis is running")
+
+
+@llm_app.command("check")
+def llm_check(config: ConfigOption = None) -> None:
+    """Probe the configured LLM server: each structured-output way, a sample, latency, context.
+
+    Exits 1 when the way the config uses does not answer, 2 when no LLM is configured.
+    """
+    import asyncio
+
+    from llm.check import check, render
+
+    cfg = _load_or_exit(config)
+    if not cfg.llm.configured:
+        print("no LLM is configured (llm.base_url or llm.api_key)", file=sys.stderr)
+        raise typer.Exit(2)
+    report = asyncio.run(check(cfg.llm))
+    _out.print(render(report), markup=False, highlight=False)
+    if not report.works:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""What the fleet is doing: workers, queue depths and the last health round trips."""
+"""What the fleet is doing: workers, queue depths, the last health round trips, LLM usage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from celery import Celery
 
 from core.config import PRIORITY_QUEUES, AppConfig
 from core.keys import KeySpace
+from llm.usage import RedisUsage
 from monitoring.alerts import AlertEngine
 from monitoring.queues import budgets, queue_depths
 from ratelimit.manager import ExchangeRateLimitManager
@@ -29,6 +30,7 @@ class FleetStatus:
     budgets: dict[str, dict[str, float]] = field(default_factory=dict)
     alerts: dict[str, Any] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
+    llm: dict[str, Any] = field(default_factory=dict)
     taken_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,6 +54,39 @@ def last_health(client: redis.Redis, keys: KeySpace) -> dict[str, dict[str, str]
     return health
 
 
+def llm_today(client: redis.Redis, keys: KeySpace, config: AppConfig) -> dict[str, Any]:
+    """Return the fleet's LLM usage today (UTC): calls, tokens, cost, the budget left."""
+    today = RedisUsage(client, keys).day()
+    budget = config.llm.budget_per_day
+    return {
+        **today.as_dict(),
+        "budget_per_day": budget,
+        "budget_left": None if budget is None else max(0, budget - today.tokens),
+    }
+
+
+def llm_line(today: dict[str, Any]) -> str:
+    """Return the day's LLM usage (:func:`llm_today`) as the one line status prints."""
+    calls = int(today.get("calls", 0))
+    if calls:
+        failed = f" ({today['failed']} failed)" if today.get("failed") else ""
+        text = (
+            f"{calls} calls{failed}, {today['prompt_tokens']:,} prompt + "
+            f"{today['completion_tokens']:,} completion tokens, "
+            f"{float(today['seconds']) / calls:.2f}s per call"
+        )
+        if today.get("unmetered"):
+            text += f", {today['unmetered']} without reported usage"
+        if today.get("cost") is not None:
+            text += f", cost {float(today['cost']):.4f}"
+    else:
+        text = "no calls"
+    budget = today.get("budget_per_day")
+    if budget is not None:
+        text += f"; budget {budget:,} tokens, {today['budget_left']:,} left"
+    return f"LLM today (UTC): {text}"
+
+
 def fleet_status(
     app: Celery, client: redis.Redis, keys: KeySpace, redis_label: str, config: AppConfig
 ) -> FleetStatus:
@@ -71,4 +106,5 @@ def fleet_status(
         budgets=budgets(ExchangeRateLimitManager(client, config)),
         alerts=AlertEngine(client, keys, config.monitoring.alerts).active(),
         runs=runs,
+        llm=llm_today(client, keys, config),
     )

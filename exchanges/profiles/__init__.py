@@ -10,12 +10,20 @@ The limit table itself is ``ratelimit/exchange_limits/<ccxt id>.py``; the sandbo
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ratelimit.manager import ExchangeRateLimitManager
+
+log = logging.getLogger(__name__)
 
 #: The exchanges the fleet supports, by ccxt id.
 SUPPORTED = ("binance", "okx", "kraken", "coinbase", "htx")
@@ -68,6 +76,10 @@ class ExchangeProfile:
     #: Reads the limits the exchange publishes from that response (path, parsed JSON body):
     #: pool name -> limit, for the pools whose window matches the table's; {} otherwise.
     published_limits: Callable[[str, Any], dict[str, float]] = lambda path, body: {}
+    #: The ccxt method that asks the exchange for that response, when nothing the fleet
+    #: calls anyway reads it (OKX's account rate limit; Binance's comes with load_markets):
+    #: asked once per fleet at start (:func:`ask_published_limits`).
+    limits_method: str | None = None
     #: True when ccxt's ``create_order`` needs a price for a market buy (it spends
     #: ``amount * price`` of the quote currency: HTX); the gate passes the reference price.
     market_buy_price: bool = False
@@ -86,6 +98,44 @@ class ExchangeProfile:
         if not re.match(self.client_order_pattern, cid):
             raise ValueError(f"{self.ccxt_id}: client order id {cid!r} does not fit its pattern")
         return cid
+
+
+async def ask_published_limits(
+    exchange: Any,
+    limiter: ExchangeRateLimitManager,
+    key: str,
+    rules: ExchangeProfile,
+    wait: float = 5.0,
+) -> dict[str, float]:
+    """Ask the exchange for the limits it publishes, once per fleet; return the limits in
+    force afterwards (none without ``rules.limits_method``).
+
+    ``exchange`` is the process's limited ccxt instance: its answer passes the limiter's
+    feedback, which adopts what is lower than the configured limits and shares it. A process
+    that does not win the fleet's claim waits (at most ``wait`` seconds) for what the fleet
+    adopted, and asks itself if the claim is given back meanwhile.
+    Warning: a failed question is logged and given back (this process does not ask again);
+    the configured table stays in force.
+    """
+    if rules.limits_method is None:
+        return {}
+    # asked once per instance: the question is itself a request, which must not ask again
+    exchange._crypto_ai_asked = True
+    deadline = time.monotonic() + wait
+    while True:
+        if await limiter.aclaim_published(key):
+            try:
+                await getattr(exchange, rules.limits_method)()
+            except Exception as exc:  # any failure: the configured table stays in force
+                log.warning("%s: could not read its published limits: %s", key, exc)
+                await limiter.arelease_published(key)
+            break
+        await limiter.arefresh_learned(key, force=True)
+        if limiter.fleet_published(key) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    await limiter.arefresh_learned(key, force=True)
+    return {p.name: p.limit for p in limiter.table(key).pools}
 
 
 def profile(ccxt_id: str) -> ExchangeProfile:

@@ -13,11 +13,16 @@ with code ``50011`` ("Too Many Requests") and no ``Retry-After``; ``50061`` is t
 sub-account's order rate limit. Limits are per endpoint per 2 s, so a cooldown of one
 window (2 s) is what the fleet waits when no ``Retry-After`` comes.
 ``GET /api/v5/trade/account-rate-limit`` (ccxt's implicit ``privateGetTradeAccountRateLimit``;
-no unified method) publishes the account's new-order budget per 2 s (``accRateLimit``), read
-here so the fleet adopts it when lower than its table's ``ACCOUNT_ORDERS``. OKX publishes
-no per-endpoint limit and sends no usage headers: a 50011 to a request the fleet admitted
-cuts the limit of that request's own pool (its scope's; ``ratelimit/feedback.py``, AIMD),
-fleet-wide, so a table higher than the account's real limits converges.
+no unified method; ``okx.py`` line 372, ``'trade/account-rate-limit': {'cost': 1}``)
+publishes the account's new-order budget per 2 s (``accRateLimit``, "Current sub-account
+rate limit per 2 seconds"; ``nextAccRateLimit``, ``fillRatio`` and ``mainFillRatio`` are
+``""`` below VIP 5; docs: "Get account rate limit"), read here so the fleet adopts it when
+lower than its table's ``ACCOUNT_ORDERS``: one process of the fleet asks at start
+(``limits_method``, ``exchanges.profiles.ask_published_limits``), the rest adopt its answer.
+OKX publishes no per-endpoint limit and sends no usage headers: a 50011 to a request the
+fleet admitted cuts the limit of that request's own pool (its scope's;
+``ratelimit/learning.py``, AIMD), fleet-wide, so a table higher than the account's real
+limits converges.
 """
 
 from __future__ import annotations
@@ -106,5 +111,6 @@ PROFILE = ExchangeProfile(
     throttled=_throttled,
     limits_path="/trade/account-rate-limit",
     published_limits=_published,
+    limits_method="privateGetTradeAccountRateLimit",
     request_path=_request_path,
 )

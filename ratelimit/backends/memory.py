@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ratelimit import algorithms
-from ratelimit.backend import Charge, Decision, Op, Shortcuts
+from ratelimit.backend import Charge, Decision, Op, Settlement, Shortcuts
 from ratelimit.pools import PoolSpec, RateLimitResult
 
 T = TypeVar("T")
@@ -39,6 +39,10 @@ class MemoryBackend(Shortcuts):
     def decision(self, decision: Decision) -> Op[RateLimitResult]:
         """Admit (and charge) only if every pool allows it and no cooldown runs."""
         return Op(_same, local=lambda: self._decide(decision))
+
+    def settlement(self, settlement: Settlement) -> Op[None]:
+        """Re-stamp the request's held sliding-window charges at the completion time."""
+        return Op(_same, local=lambda: self._settle(settlement))
 
     def observation(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None
@@ -77,12 +81,24 @@ class MemoryBackend(Shortcuts):
                 if not check.allowed and (denied is None or check.retry_after > retry_after):
                     retry_after, denied = max(retry_after, check.retry_after), c.pool.name
             if denied is None and charge:
+                ticket, hold = decision.ticket or "", decision.hold if decision.ticket else 0.0
                 for c in charges:
                     key = (exchange, c.pool.name)
+                    state = self._states.get(key, {})
                     self._states[key] = algorithms.charge(
-                        c.pool, self._states.get(key, {}), now, c.weight
+                        c.pool, state, now, c.weight, ticket=ticket, hold=hold
                     )
             return RateLimitResult(denied is None, retry_after, remaining, denied, at=now)
+
+    def _settle(self, settlement: Settlement) -> None:
+        with self._lock:
+            now = self._clock() if settlement.now is None else settlement.now
+            for c in settlement.sliding:
+                key = (settlement.exchange, c.pool.name)
+                state = self._states.get(key, {})
+                self._states[key] = algorithms.settle(
+                    c.pool, state, now, c.weight, settlement.ticket
+                )
 
     def _observe(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], now: float | None

@@ -18,7 +18,7 @@ import redis.asyncio
 
 from core.errors import LimiterUnavailableError
 from core.keys import KeySpace
-from ratelimit.backend import Charge, Decision, Op, Shortcuts
+from ratelimit.backend import Charge, Decision, Op, Settlement, Shortcuts
 from ratelimit.backends.clients import RedisClients, sync_client
 from ratelimit.pools import PoolSpec, Priority, RateLimitResult
 
@@ -54,6 +54,7 @@ class RedisBackend(Shortcuts):
         self.client = self.clients.sync
         self.keys = keys or KeySpace()
         self._acquire = self.clients.script(_script_text("acquire.lua"))
+        self._settle = self.clients.script(_script_text("settle.lua"))
         self._observe = self.clients.script(_script_text("observe.lua"))
         self._cooldown = self.clients.script(_script_text("cooldown.lua"))
 
@@ -105,8 +106,28 @@ class RedisBackend(Shortcuts):
         """Admit (and charge) only if every pool allows it and no cooldown runs."""
         d = decision
         keys, pool_args = self._layout(d.exchange, d.charges, d.priority)
-        args = ["" if d.now is None else _fmt(d.now), str(len(d.charges)), "1" if d.charge else "0"]
+        args = [
+            "" if d.now is None else _fmt(d.now),
+            str(len(d.charges)),
+            "1" if d.charge else "0",
+            d.ticket or "",
+            _fmt(d.hold),
+        ]
         return Op(lambda reply: _result(d.charges, reply), self._acquire, keys, args + pool_args)
+
+    def settlement(self, settlement: Settlement) -> Op[None]:
+        """Re-stamp the request's held sliding-window charges at the completion time."""
+        s, keys = settlement, []
+        if not s.sliding:
+            return Op(lambda reply: None, local=lambda: None)
+        args = ["" if s.now is None else _fmt(s.now), str(len(s.sliding)), s.ticket]
+        for c in s.sliding:
+            keys += [
+                self.keys.pool_state(s.exchange, c.pool.name),
+                self.keys.pool_aux(s.exchange, c.pool.name),
+            ]
+            args += [_fmt(c.pool.window), _fmt(c.weight)]
+        return Op(lambda reply: None, self._settle, keys, args)
 
     def observation(
         self, exchange: str, usage: Sequence[tuple[PoolSpec, float]], *, now: float | None = None

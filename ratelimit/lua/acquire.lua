@@ -10,7 +10,11 @@
 --                      a time in seconds only in the contract tests
 -- ARGV[2]              number of pools n
 -- ARGV[3]              '1' to charge when allowed, '0' to only check
--- ARGV[4+6(i-1)+0..5]  pool i: algorithm, limit, window, rate, weight, reserve
+-- ARGV[4]              ticket: '' for none; else sliding-window charges are held under it
+--                      (member '<ticket>:<weight>', stamped now + hold) until settle.lua
+--                      re-stamps them when the request completes
+-- ARGV[5]              hold, seconds (with a ticket)
+-- ARGV[6+6(i-1)+0..5]  pool i: algorithm, limit, window, rate, weight, reserve
 --
 -- Returns {allowed 0/1, retry_after, now, denied pool index (0 = none), cooldown 0/1,
 --          remaining_1 .. remaining_n}; numbers as strings so fractions survive.
@@ -24,6 +28,8 @@ else
 end
 local n = tonumber(ARGV[2])
 local do_charge = ARGV[3] == '1'
+local ticket = ARGV[4]
+local hold = ticket ~= '' and tonumber(ARGV[5]) or 0
 local INF = math.huge
 
 local function fmt(x)
@@ -54,7 +60,7 @@ if cooldown > 0 then
 end
 
 local function pool(i)
-  local b = 4 + 6 * (i - 1)
+  local b = 6 + 6 * (i - 1)
   return {
     algo = ARGV[b], limit = tonumber(ARGV[b + 1]), window = tonumber(ARGV[b + 2]),
     rate = tonumber(ARGV[b + 3]), weight = tonumber(ARGV[b + 4]), reserve = tonumber(ARGV[b + 5]),
@@ -129,7 +135,8 @@ local function check(p)
     for j = 1, #batch, 2 do
       freed = freed + tonumber(string.match(batch[j], ':(.+)$'))
       if p.value - freed + need <= p.limit then
-        return false, tonumber(batch[j + 1]) + p.window - now, p.limit - p.value
+        -- a held charge expires one window after it is settled, at the earliest now
+        return false, math.min(tonumber(batch[j + 1]), now) + p.window - now, p.limit - p.value
       end
     end
     offset = offset + 128
@@ -154,12 +161,14 @@ local function charge(p)
       redis.call('PEXPIRE', p.key, math.ceil(((p.window_id + 1) * p.window - now) * 1000) + 1000)
     end
   else
-    local seq = redis.call('HINCRBY', p.aux, 'seq', 1)
-    redis.call('ZADD', p.key, fmt(now), seq .. ':' .. fmt(p.weight))
+    local id = ticket
+    if id == '' then id = redis.call('HINCRBY', p.aux, 'seq', 1) end
+    redis.call('ZADD', p.key, fmt(now + hold), id .. ':' .. fmt(p.weight))
     redis.call('HSET', p.aux, 'sum', fmt(p.value + p.weight))
-    local ttl = math.ceil(p.window * 1000) + 1000
-    redis.call('PEXPIRE', p.key, ttl)
-    redis.call('PEXPIRE', p.aux, ttl)
+    -- only lengthened: another process's held charge may need longer than this one
+    local ttl = math.ceil((p.window + hold) * 1000) + 1000
+    if redis.call('PTTL', p.key) < ttl then redis.call('PEXPIRE', p.key, ttl) end
+    if redis.call('PTTL', p.aux) < ttl then redis.call('PEXPIRE', p.aux, ttl) end
   end
 end
 

@@ -57,8 +57,10 @@ for i = 1, n do
       total = used
     end
     redis.call('HSET', aux, 'sum', fmt(total))
-    redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
-    redis.call('PEXPIRE', aux, math.ceil(window * 1000) + 1000)
+    -- never shorten a key's life: an in-flight entry (held ahead of now) may need longer
+    local ttl = math.ceil(window * 1000) + 1000
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+    if redis.call('PTTL', aux) < ttl then redis.call('PEXPIRE', aux, ttl) end
   end
 end
 return n

@@ -484,16 +484,20 @@ class Okx(Dialect):
         return path.price_at(now) if path is not None else 0.0
 
     async def account_rate_limit(self, request: web.Request) -> web.Response:
-        """GET /api/v5/trade/account-rate-limit: the account's new-order budget per 2 s."""
+        """GET /api/v5/trade/account-rate-limit: the account's new-order budget per 2 s.
+
+        As OKX answers an account below VIP 5 ("Get account rate limit"): ``accRateLimit``
+        the enforced budget (``account_orders_per_2s``), the fill ratios and the next
+        period's limit ``""``, ``ts`` the current time."""
         self._signed(request)
         limit = self.limits.limit_of_orders()
         return _ok(
             [
                 {
                     "accRateLimit": str(limit),
-                    "fillRatio": "0",
-                    "mainFillRatio": "0",
-                    "nextAccRateLimit": str(limit),
+                    "fillRatio": "",
+                    "mainFillRatio": "",
+                    "nextAccRateLimit": "",
                     "ts": _ms(time.time()),
                 }
             ]

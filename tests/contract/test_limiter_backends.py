@@ -46,7 +46,7 @@ def _sequence(seed: int, steps: int = 300) -> list[tuple[float, float, Priority]
 
 
 def _run(backend: object, pools: list[PoolSpec], seed: int) -> list[tuple[object, ...]]:
-    decisions = []
+    decisions: list[tuple[object, ...]] = []
     for now, weight, priority in _sequence(seed):
         charges = [Charge(p, weight) for p in pools]
         r = backend.decide("ex", charges, priority, now=now)  # type: ignore[attr-defined]
@@ -122,3 +122,62 @@ def test_observed_usage_raises_the_count(backend: object) -> None:
     backend.observe("ex", [(pool, 10)], now=62.0)  # type: ignore[attr-defined]
     lower = backend.decide("ex", [Charge(pool, 5)], Priority.HIGH, now=62.0)  # type: ignore[attr-defined]
     assert lower.allowed, "a lower reported count must not lower ours"
+
+
+def _run_held(backend: object, pool: PoolSpec, seed: int) -> list[tuple[object, ...]]:
+    """Decide held requests and settle admitted ones in a seeded order; return every answer."""
+    rng = random.Random(seed)
+    decisions: list[tuple[object, ...]] = []
+    in_flight: list[tuple[str, float]] = []
+    for step, (now, weight, priority) in enumerate(_sequence(seed)):
+        if in_flight and rng.random() < 0.4:
+            ticket, held = in_flight.pop(rng.randrange(len(in_flight)))
+            backend.settle("ex", [Charge(pool, held)], ticket, now=now)  # type: ignore[attr-defined]
+            continue
+        ticket, hold = f"t{step}", rng.choice([0.0, 0.2, 3.0])
+        r = backend.decide(  # type: ignore[attr-defined]
+            "ex", [Charge(pool, weight)], priority, now=now, ticket=ticket, hold=hold
+        )
+        if r.allowed:
+            in_flight.append((ticket, weight))
+        decisions.append((r.allowed, round(r.retry_after, 9), tuple(r.remaining.values())))
+    return decisions
+
+
+@pytest.mark.parametrize("algorithm", list(POOLS))
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_held_and_settled_requests_match_the_reference(
+    backend: object, algorithm: str, seed: int
+) -> None:
+    reference = _run_held(MemoryBackend(), POOLS[algorithm], seed)
+    assert _run_held(backend, POOLS[algorithm], seed) == reference
+    assert any(d[0] for d in reference) and not all(d[0] for d in reference)
+
+
+def test_a_held_request_counts_until_one_window_after_it_is_settled(backend: object) -> None:
+    pool = PoolSpec("ticker", "sliding_window", 2, window=2.0)
+    decide, settle = backend.decide, backend.settle  # type: ignore[attr-defined]
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=100.0, ticket="a", hold=10).allowed
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=100.1, ticket="b", hold=10).allowed
+    # in flight past the window: both still count, and freeing one takes a window at least
+    waiting = decide("ex", [Charge(pool, 1)], Priority.HIGH, now=103.0, charge=False)
+    assert not waiting.allowed and waiting.retry_after == pytest.approx(2.0)
+    settle("ex", [Charge(pool, 1)], "a", now=103.5)  # answered at 103.5: counts until 105.5
+    settle("ex", [Charge(pool, 1)], "b", now=104.0)
+    assert not decide("ex", [Charge(pool, 1)], Priority.HIGH, now=105.4, charge=False).allowed
+    early = decide("ex", [Charge(pool, 1)], Priority.HIGH, now=104.5, charge=False)
+    assert early.retry_after == pytest.approx(1.0)
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=105.6).allowed
+    assert not decide("ex", [Charge(pool, 1)], Priority.HIGH, now=105.9).allowed
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=106.1).allowed
+
+
+def test_settling_a_request_that_outlived_its_hold_counts_it_again(backend: object) -> None:
+    pool = PoolSpec("ticker", "sliding_window", 1, window=2.0)
+    decide = backend.decide  # type: ignore[attr-defined]
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=10.0, ticket="slow", hold=1).allowed
+    # held for 1 s past its admission, it expired at 13 s: the request still in flight
+    assert decide("ex", [Charge(pool, 1)], Priority.HIGH, now=13.5, charge=False).allowed
+    backend.settle("ex", [Charge(pool, 1)], "slow", now=14.0)  # type: ignore[attr-defined]
+    refused = decide("ex", [Charge(pool, 1)], Priority.HIGH, now=15.0, charge=False)
+    assert not refused.allowed and refused.retry_after == pytest.approx(1.0)

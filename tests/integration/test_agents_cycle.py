@@ -191,6 +191,27 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
     assert [n["title"] for n in from_api] == ["Bitcoin ETF inflows surge"]
     assert api_calls == ["t0ken"], "one API call for the whole fleet, with the token"
     assert (tmp_path / "reports" / found[0]["run_id"] / "binance_BTCUSDT.md").exists()
+    # with no LLM configured, every agent's report and the run's output say so and why
+    off = "llm off: no llm.base_url or llm.api_key is configured"
+    for report in found:
+        assert set(report["rungs"]) == {"news", "long", "short", "strategy"}, report["rungs"]
+        assert report["rungs"]["news"] == {"rung": "lexicon", "reason": off}
+        assert all(r["reason"] == off for r in report["rungs"].values()), report["rungs"]
+    lines = [line for line in output.splitlines() if line.startswith("binance ")]
+    assert len(lines) == 3 and all("[news lexicon, long rules, short rules, " in x for x in lines)
+    assert all(x.endswith(f": {off}]") for x in lines), lines
+    page = (tmp_path / "reports" / found[0]["run_id"] / "binance_BTCUSDT.md").read_text()
+    assert f"| long case | rules | {off} |" in page
+    listed = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "runs", "--config", str(config)],
+        cwd=REPO_ROOT,
+        env=fleet.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "3 reports" in listed.stdout and "answered by " in listed.stdout, listed
+    assert "lexicon 3" in listed.stdout and "rules " in listed.stdout, listed.stdout
 
 
 def test_sigkill_during_execution_leaves_exactly_one_order(
@@ -265,8 +286,8 @@ def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
     case = {
         "thesis": "momentum holds",
         "confidence": 0.66,
-        "invalidation": 1.0,
-        "evidence": [{"name": "trend", "value": 0.001, "meaning": "slope"}],
+        "invalidation": None,
+        "evidence": [],
     }
     with FakeOpenAI() as llm, running_sandbox(starting_balances={"USDT": 10000}) as sb:
         # the analysts answer on the schema; the strategist answers off it (no action)

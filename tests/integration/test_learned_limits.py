@@ -5,7 +5,10 @@ The fleet's table says 4x what the exchange allows. Binance publishes its limit
 its first market-data call, and 4 processes offering twice the real budget get no 429 and
 no 418. OKX publishes no per-endpoint limit: the fleet learns it from the 429s (AIMD in
 ``ratelimit/feedback.py``), fleet-wide, and the 429s stop within a few windows, with no
-lockout.
+lockout; its account order limit (``trade/account-rate-limit``) is asked once per fleet at
+start and adopted by every process. HTX's interval headers (``Remain``/``Expire``) raise the
+fleet's count to what the exchange counted (another client spending the same key) and,
+from the fleet's only request of an interval, teach a limit lower than the table's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from core.config import AppConfig
@@ -197,3 +201,200 @@ def test_an_okx_fleet_configured_four_times_too_high_learns_the_limit_from_its_4
     # and still uses a fair share of the real budget: the medium-priority share (80%) of
     # the learned limit, 3 of every 5 with the table's 18 halved twice to 4.5
     assert admitted >= 0.5 * budget, (admitted, budget)
+
+
+HTX_OPEN = "GET /v1/order/openOrders"
+HTX_OPEN_LIMIT = 50  # HTX's openOrders budget per UID and 2 s: the table's and the sandbox's
+OUTSIDER = 30  # what a client outside the fleet spends of it, on the same key
+
+
+def htx_config(url: str, namespace: str) -> dict[str, Any]:
+    return {
+        "redis": {"key_prefix": namespace},
+        "exchanges": {"htx": {"base_url": url}},
+        "performance": {"caching": {"enabled": False}, "batch_processing": {"enabled": False}},
+    }
+
+
+def poll_htx(redis_url: str, config: dict[str, Any], go: str, out: str) -> None:
+    """Say ready, wait for the window ``go`` names, then ask for open orders back to back
+    until it and the next one are over."""
+    client = ResilientAPIClient(
+        redis.Redis.from_url(redis_url), AppConfig.model_validate(config), coalesce=False
+    )
+    fc = FallbackConfig(timeout=10, cache_enabled=False)
+    ask = {"symbol": "BTC/USDT"}
+
+    async def run() -> dict[str, Any]:
+        ok = errors = 0
+        await client.resilient_request("htx", "fetch_open_orders", ask, fc)  # accounts loaded
+        Path(out + ".ready").touch()
+        while not Path(go).exists() or not Path(go).read_text():
+            await asyncio.sleep(0.005)
+        window = float(Path(go).read_text())  # the outsider's interval began here
+        try:
+            while time.time() < window + 4.0:
+                try:
+                    await client.resilient_request("htx", "fetch_open_orders", ask, fc)
+                    ok += 1
+                except Exception:  # counted; the test reads the sandbox
+                    errors += 1
+        finally:
+            await client.close()
+        return {"ok": ok, "errors": errors}
+
+    Path(out).write_text(json.dumps(asyncio.run(run())))
+
+
+def test_an_htx_fleet_follows_the_count_the_exchange_reports_when_another_client_spends(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    from exchanges.ccxt_factory import make_exchange
+    from ratelimit.manager import ExchangeRateLimitManager
+
+    with running_sandbox(dialect="htx") as sb:
+        config = htx_config(sb.url, namespace)
+        cfg = AppConfig.model_validate(config)
+        limiter = ExchangeRateLimitManager(redis_client, cfg)
+        go, outs = tmp_path / "go", [tmp_path / f"htx-{i}.json" for i in range(4)]
+        procs = [
+            SPAWN.Process(target=poll_htx, args=(redis_url, config, str(go), str(o))) for o in outs
+        ]
+        for p in procs:
+            p.start()
+        # the outsider: ccxt on the same key, not through the fleet's limiter
+        outsider = make_exchange("htx", cfg.exchanges["htx"])
+
+        async def spend() -> float:
+            await outsider.load_markets()
+            await outsider.load_accounts()
+            deadline = time.time() + 60
+            while not all(Path(f"{o}.ready").exists() for o in outs) and time.time() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(2.0 - time.time() % 2.0 + 0.01)  # an interval begins
+            window = time.time() // 2.0 * 2.0
+            for _ in range(OUTSIDER):
+                await outsider.fetch_open_orders("BTC/USDT")
+            go.write_text(str(window))
+            await asyncio.sleep(window + 1.9 - time.time())
+            await outsider.close()
+            return window
+
+        window = asyncio.run(spend())
+        # the fleet's count of the outsider's interval, near its end (nothing admitted since)
+        check = limiter.decide("htx", HTX_OPEN, charge=False, priority="high")
+        pool = limiter.table("htx").pool("OPEN_ORDERS")
+        fleet_count = pool.limit - check.remaining["OPEN_ORDERS"] - 1
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        results = [json.loads(o.read_text()) for o in outs]
+        stats = admin(sb.url, "stats")
+    key = stats["clients"]["sandbox-key"]
+    used = key["used_by_window"]
+    counted = {int(k.split(":")[1]) - int(window // 2): n for k, n in used.items() if "open" in k}
+    print(f"exchange's count by interval {counted}; the fleet's {fleet_count}; {results}")
+    assert all(r["ok"] > 0 for r in results), results
+    # the exchange counted the outsider's 30 and the fleet's requests; the fleet's shared
+    # count followed it (answers are reported at most every 0.25 s per process until the
+    # pool is 80% used: at most one answer per process not yet in it), so the fleet sent
+    # only what the exchange said was left
+    assert OUTSIDER < counted[0] <= HTX_OPEN_LIMIT
+    assert fleet_count >= counted[0] - len(procs), (fleet_count, counted)
+    # and nothing was refused, then or in the interval after (the fleet alone)
+    assert key["limited"] == 0 and stats["violations"] == 0, key["limited_at"]
+    assert counted[1] <= HTX_OPEN_LIMIT
+
+
+OKX_ORDERS_TABLE = 1000  # new orders per 2 s a sub-account may place (the table's)
+OKX_ORDERS_REAL = OKX_ORDERS_TABLE // 4  # what this account's sandbox allows
+
+
+def start_okx(redis_url: str, config: dict[str, Any], go: str, out: str) -> None:
+    """Start as a fleet process does on OKX: ask for its published limits, at ``go``."""
+    from exchanges.ccxt_factory import make_exchange
+    from exchanges.profiles import ask_published_limits, profile
+    from ratelimit.manager import ExchangeRateLimitManager
+
+    cfg = AppConfig.model_validate(config)
+    limiter = ExchangeRateLimitManager(redis.Redis.from_url(redis_url), cfg)
+    ex = make_exchange("okx", cfg.exchanges["okx"], limiter=limiter)
+
+    async def run() -> dict[str, Any]:
+        before = limiter.table("okx").pool("ACCOUNT_ORDERS").limit
+        Path(out + ".ready").touch()
+        while not Path(go).exists():
+            await asyncio.sleep(0.005)
+        try:
+            # the first request of a process asks (exchanges/limited.py); asking again reads
+            # what the fleet adopted
+            await ex.fetch_ticker("BTC/USDT")
+            limits = await ask_published_limits(ex, limiter, "okx", profile("okx"))
+        finally:
+            await ex.close()
+        return {"before": before, "after": limits["ACCOUNT_ORDERS"]}
+
+    Path(out).write_text(json.dumps(asyncio.run(run())))
+
+
+def test_an_okx_fleet_adopts_the_account_order_limit_okx_publishes_at_start_once(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    limits = {"overrides": {"account_orders_per_2s": OKX_ORDERS_REAL}}
+    with running_sandbox(dialect="okx", symbols=SYMBOLS, limits=limits) as sb:
+        config = {"redis": {"key_prefix": namespace}, "exchanges": {"okx": {"base_url": sb.url}}}
+        go, outs = tmp_path / "go", [tmp_path / f"okx-start-{i}.json" for i in range(3)]
+        procs = [
+            SPAWN.Process(target=start_okx, args=(redis_url, config, str(go), str(o))) for o in outs
+        ]
+        for p in procs:
+            p.start()
+        deadline = time.time() + 60
+        while not all(Path(f"{o}.ready").exists() for o in outs) and time.time() < deadline:
+            time.sleep(0.02)
+        go.touch()  # the three start at once
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        results = [json.loads(o.read_text()) for o in outs]
+        stats = admin(sb.url, "stats")
+    margin = 0.9  # rate_limiting.safety_margin's default
+    # the fleet asked once, and every process prices new orders at what OKX published
+    asked = stats["clients"]["127.0.0.1"]["requests_by_endpoint"]
+    assert asked.get("GET /api/v5/trade/account-rate-limit") == 1, asked
+    assert all(r["before"] == OKX_ORDERS_TABLE * margin for r in results), results
+    assert all(r["after"] == OKX_ORDERS_REAL * margin for r in results), results
+
+
+def test_an_htx_limit_lower_than_the_table_is_read_from_its_headers_and_shared(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    from exchanges.ccxt_factory import make_exchange
+    from ratelimit.manager import ExchangeRateLimitManager
+
+    real = 20  # the account's openOrders budget per 2 s; the table says 50
+    with running_sandbox(dialect="htx", limits={"overrides": {"open_orders_per_2s": real}}) as sb:
+        cfg = AppConfig.model_validate(htx_config(sb.url, namespace))
+        limiter = ExchangeRateLimitManager(redis_client, cfg)
+        before = limiter.table("htx").pool("OPEN_ORDERS").limit
+        ex = make_exchange("htx", cfg.exchanges["htx"], limiter=limiter)
+
+        async def ask() -> None:
+            try:
+                await ex.load_markets()
+                await ex.fetch_open_orders("BTC/USDT")  # the fleet's first of its interval
+            finally:
+                await ex.close()
+
+        asyncio.run(ask())
+        other = ExchangeRateLimitManager(redis_client, cfg)  # another process of the fleet
+        other.refresh_learned("htx")
+        stats = admin(sb.url, "stats")
+    margin = 0.9
+    assert before == HTX_OPEN_LIMIT * margin
+    # remaining 19 after the fleet's only request: the exchange counts against 20
+    assert limiter.table("htx").pool("OPEN_ORDERS").limit == pytest.approx(real * margin)
+    assert other.table("htx").pool("OPEN_ORDERS").limit == pytest.approx(real * margin)
+    # the other pools keep the table's limits
+    assert limiter.table("htx").pool("PLACE").limit == pytest.approx(100 * margin)
+    assert stats["violations"] == 0

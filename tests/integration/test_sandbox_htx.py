@@ -319,10 +319,12 @@ def test_private_endpoints_count_per_uid_and_endpoint_with_htx_headers() -> None
 def test_the_profile_reads_htxs_throttle_answers() -> None:
     rules = profile("htx")
     soon = str(int((time.time() + 1.5) * 1000))
-    spent = rules.throttled(
-        200, {"X-HB-RateLimit-Requests-Remain": "0", "X-HB-RateLimit-Requests-Expire": soon}, "{}"
-    )
-    assert spent is not None and 1.0 < (spent.retry_after or 0) <= 1.5
+    # the last request of an interval: the pool is used up (its count follows), no overrun
+    spent = {"X-HB-RateLimit-Requests-Remain": "0", "X-HB-RateLimit-Requests-Expire": soon}
+    assert rules.throttled(200, spent, '{"status":"ok","data":[]}') is None
+    refused = '{"status":"error","err-code":"base-request-exceed-frequency-limit"}'
+    over = rules.throttled(200, spent, refused)
+    assert over is not None and over.pool is None and 1.0 < (over.retry_after or 0) <= 1.5
     left = {"X-HB-RateLimit-Requests-Remain": "7", "X-HB-RateLimit-Requests-Expire": soon}
     assert rules.throttled(200, left, '{"status":"ok","data":[]}') is None
     body = '{"status":"error","err-code":"invalid-parameter","err-msg":"request limit"}'

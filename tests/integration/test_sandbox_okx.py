@@ -291,6 +291,7 @@ def test_private_budgets_count_per_user_and_the_account_order_limit_is_reported(
         try:
             await ex.load_markets()
             rate = await ex.privateGetTradeAccountRateLimit()
+            seen["rate"] = rate
             seen["accRateLimit"] = rate["data"][0]["accRateLimit"]
             for _ in range(2):
                 await ex.fetch_balance()
@@ -311,6 +312,13 @@ def test_private_budgets_count_per_user_and_the_account_order_limit_is_reported(
         seen = asyncio.run(scenario(sb.url))
         stats = admin(sb.url, "stats")
     assert seen["accRateLimit"] == "2"
+    # as OKX documents it ("Get account rate limit") for an account below VIP 5
+    rate = seen["rate"]
+    assert (rate["code"], rate["msg"], len(rate["data"])) == ("0", "", 1)
+    row = rate["data"][0]
+    assert set(row) == {"accRateLimit", "fillRatio", "mainFillRatio", "nextAccRateLimit", "ts"}
+    assert row["fillRatio"] == row["mainFillRatio"] == row["nextAccRateLimit"] == ""
+    assert abs(int(row["ts"]) / 1000 - time.time()) < 60
     assert seen["throttle"] == Throttle(200, 2.0, "ACCOUNT_ORDERS")
     assert stats["orders"] == {"sandbox-key": 2}
     assert stats["violations"] == 2
