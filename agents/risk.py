@@ -26,6 +26,8 @@ class RiskState:
     market_price: float
     position: float = 0.0
     open_orders: int = 0
+    #: Today's (UTC) P&L from the position ledger: realised today plus open positions'
+    #: unrealised P&L (resilience/account.py).
     daily_pnl: float = 0.0
     kill_switch: bool = False
 

@@ -277,6 +277,13 @@ class WatchItem(Section):
 #: schema nor the chat format's few tokens per message are counted, by the charge or here.
 CHARS_PER_TOKEN = 4
 DEFAULT_ANSWER_TOKENS = 600
+#: Seconds an agent stage that may ask the LLM (news, the cases, the strategy) has before the
+#: worker cancels it (tasks/agents.py). One LLM call, its slot and budget waits included,
+#: lasts at most ``llm.timeout``; ``LLM_STAGE_RESERVE`` of the stage stays for the rest of it
+#: (the stage's reads, the rules rung, saving), so an LLM that times out still falls to the
+#: rules inside the stage instead of failing the run.
+AGENT_STAGE_SECONDS = 120.0
+LLM_STAGE_RESERVE = 30.0
 #: The characters of the largest call the agents make, an analyst's case: the filled-in
 #: agents/prompts/case.txt (about 680), the features as JSON at full float precision (about
 #: 470) and the 20 newest headlines an LLM prompt shows (agents/llm.py, ``MAX_HEADLINES``;
@@ -404,11 +411,24 @@ class RiskLimits(Section):
     max_price_deviation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.02
 
 
+class PaperConfig(Section):
+    """The paper wallet of paper mode against a real exchange (docs/POSITIONS.md).
+
+    Paper fills take the book's touch (the ask for a buy, the bid for a sell), moved
+    ``slippage_bps`` against the order, and pay ``fee_rate`` of their cost in the quote.
+    """
+
+    starting_balances: dict[str, NonNegativeFloat] = {"USDT": 10000.0}
+    slippage_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 5.0
+    fee_rate: Annotated[float, Field(ge=0.0, le=0.05)] = 0.001
+
+
 class TradingConfig(Section):
     """Paper or live, and the risk limits no decision can pass."""
 
     mode: Literal["paper", "live"] = "paper"
     risk: RiskLimits = RiskLimits()
+    paper: PaperConfig = PaperConfig()
     #: A plan may be executed this long after its market data was taken: by default this
     #: share of the analysis schedule's interval (``plan_validity_seconds`` overrides it).
     plan_validity_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
@@ -516,6 +536,7 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
             )
     problems += _visibility_problems(config)
     problems += _llm_budget_problems(config)
+    problems += _llm_timeout_problems(config)
     if config.trading.mode == "live":
         for key, exchange in config.exchanges.items():
             if exchange.enabled and not exchange.has_keys:
@@ -541,6 +562,22 @@ def _visibility_problems(config: AppConfig) -> list[tuple[str, str]]:
                 f"when a worker dies: it must be longer than task_time_limit "
                 f"({celery.task_time_limit}s) plus the longest exchange request "
                 f"({request:g}s, performance.connection_pooling connect + read timeout)",
+            )
+        )
+    return problems
+
+
+def _llm_timeout_problems(config: AppConfig) -> list[tuple[str, str]]:
+    """Return the problem of an LLM timeout longer than an agent stage can wait for it."""
+    problems: list[tuple[str, str]] = []
+    if config.llm.configured and config.llm.timeout > AGENT_STAGE_SECONDS - LLM_STAGE_RESERVE:
+        problems.append(
+            (
+                "llm.timeout",
+                f"{config.llm.timeout:g}s is longer than an agent stage can wait for the LLM "
+                f"({AGENT_STAGE_SECONDS - LLM_STAGE_RESERVE:g}s of its {AGENT_STAGE_SECONDS:g}s): "
+                "a call that slow would fail the stage instead of falling to the rules; set "
+                "llm.max_tokens to bound the answer, or use a faster model",
             )
         )
     return problems

@@ -23,7 +23,6 @@ Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the sl
     <p>run:<r>:llm                         the whole run's LLM usage (hash, same counters)
     <p>runs:index                          run ids by start time (sorted set)
     <p>fleet:kill_switch                   set: no order leaves the fleet
-    <p>fleet:equity:<x>:<day>              the first equity seen on a UTC day (daily P&L)
 
 Monitoring and scheduling:
 
@@ -45,6 +44,35 @@ Orders (the order gate, ``resilience/orders.py``; ``<c>`` a client order id):
     <p>{order:<x>}:symbol:<s>              the lease of the one order in flight per symbol
     <p>{order:<x>}:last                    when each symbol's last order was sent (hash)
     <p>orders:audit                        every order decision of the gate (capped stream)
+
+Reconciliation (``tasks/reconcile.py``; one hash tag per exchange account):
+
+    <p>{recon:<x>}:orders                  every fleet order by client order id: its last
+                                           known status, symbol, side, exchange id (hash
+                                           of JSON; final ones are never asked again)
+    <p>{recon:<x>}:pending                 the client order ids whose last known status is
+                                           not final: open, partially filled, unknown (set)
+    <p>{recon:<x>}:ids                     client order id by the exchange's order id
+                                           (hash), to name the fills
+    <p>{recon:<x>}:trades                  the last fill seen per symbol: its time (ms)
+                                           and the trade ids at that time (hash of JSON)
+    <p>{recon:<x>}:cursor                  ``audit``: the last ``orders:audit`` entry
+                                           indexed; ``records``: when the execution
+                                           records were indexed (once, on the first run)
+    <p>{recon:<x>}:lock                    the one reconciliation running (string, TTL)
+
+The position ledger (``resilience/ledger.py``; one hash tag per exchange account, so one
+WATCH/MULTI transaction covers a fill's keys on Redis Cluster):
+
+    <p>{ledger:<x>}:positions              open positions by symbol (hash of JSON)
+    <p>{ledger:<x>}:fill:<c>               how much of an order's fill is applied: filled,
+                                           cost, fee, base_fee (JSON, 30 days TTL)
+    <p>{ledger:<x>}:realized:<day>         P&L realised per symbol on a UTC day
+                                           (``YYYY-MM-DD``; hash of floats, 8 days TTL)
+    <p>{ledger:<x>}:history                closed positions, newest first (capped list)
+    <p>{ledger:<x>}:marks                  the last price seen per symbol: price, at (hash)
+    <p>{ledger:<x>}:wallet                 the paper wallet's balances per asset (hash)
+    <p>ledger:exchanges                    the exchanges the ledger has written (set)
 
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
 Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config):
@@ -189,9 +217,37 @@ class KeySpace:
         """Return the sorted set of run ids by start time."""
         return f"{self.prefix}runs:index"
 
-    def daily_equity(self, exchange: str, day: str) -> str:
-        """Return the key holding the first equity seen on a UTC day (``YYYY-MM-DD``)."""
-        return f"{self.prefix}fleet:equity:{exchange}:{day}"
+    def ledger_tag(self, exchange: str) -> str:
+        """Return the hash tag shared by one exchange account's ledger keys."""
+        return f"{self.prefix}{{ledger:{exchange}}}"
+
+    def ledger_positions(self, exchange: str) -> str:
+        """Return the hash of an exchange account's open positions by symbol (JSON)."""
+        return f"{self.ledger_tag(exchange)}:positions"
+
+    def ledger_fill(self, exchange: str, client_order_id: str) -> str:
+        """Return the record of how much of one order's fill the ledger has applied."""
+        return f"{self.ledger_tag(exchange)}:fill:{client_order_id}"
+
+    def ledger_realized(self, exchange: str, day: str) -> str:
+        """Return the hash of P&L realised per symbol on a UTC day (``YYYY-MM-DD``)."""
+        return f"{self.ledger_tag(exchange)}:realized:{day}"
+
+    def ledger_history(self, exchange: str) -> str:
+        """Return the capped list of an exchange account's closed positions, newest first."""
+        return f"{self.ledger_tag(exchange)}:history"
+
+    def ledger_marks(self, exchange: str) -> str:
+        """Return the hash of the last price the ledger saw per symbol."""
+        return f"{self.ledger_tag(exchange)}:marks"
+
+    def ledger_wallet(self, exchange: str) -> str:
+        """Return the hash of the paper wallet's balances per asset."""
+        return f"{self.ledger_tag(exchange)}:wallet"
+
+    def ledger_exchanges(self) -> str:
+        """Return the set of exchanges the ledger has written."""
+        return f"{self.prefix}ledger:exchanges"
 
     def order_claim(self, exchange: str, client_order_id: str) -> str:
         """Return the claim of one client order id (who sends it, then its outcome)."""
@@ -236,6 +292,34 @@ class KeySpace:
     def reconcile_summary(self, exchange: str) -> str:
         """Return the key of the last reconciliation summary of ``exchange``."""
         return f"{self.prefix}fleet:reconcile:{exchange}"
+
+    def reconcile_tag(self, exchange: str) -> str:
+        """Return the hash tag shared by one exchange account's reconciliation keys."""
+        return f"{self.prefix}{{recon:{exchange}}}"
+
+    def reconcile_orders(self, exchange: str) -> str:
+        """Return the hash of the fleet's orders by client order id (last known status)."""
+        return f"{self.reconcile_tag(exchange)}:orders"
+
+    def reconcile_pending(self, exchange: str) -> str:
+        """Return the set of client order ids whose last known status is not final."""
+        return f"{self.reconcile_tag(exchange)}:pending"
+
+    def reconcile_ids(self, exchange: str) -> str:
+        """Return the hash of client order ids by the exchange's order id."""
+        return f"{self.reconcile_tag(exchange)}:ids"
+
+    def reconcile_trades(self, exchange: str) -> str:
+        """Return the hash of the last fill seen per symbol (time and trade ids)."""
+        return f"{self.reconcile_tag(exchange)}:trades"
+
+    def reconcile_cursor(self, exchange: str) -> str:
+        """Return the hash of how far the index has read its sources (audit, records)."""
+        return f"{self.reconcile_tag(exchange)}:cursor"
+
+    def reconcile_lock(self, exchange: str) -> str:
+        """Return the lease of the one reconciliation of ``exchange`` running."""
+        return f"{self.reconcile_tag(exchange)}:lock"
 
     def stage_pattern(self, exchange: str, stage: str) -> str:
         """Return the SCAN pattern of ``stage``'s outputs on ``exchange`` in every run."""

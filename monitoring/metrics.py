@@ -107,6 +107,27 @@ QUEUE_DEPTH = Gauge(
     "crypto_ai_queue_depth", "Messages waiting per queue", ["queue"], multiprocess_mode="max"
 )
 
+# set by the order gate after each fill it applies (resilience/orders.py, event "position");
+# the latest write of any process is the ledger's state
+POSITION_AMOUNT = Gauge(
+    "crypto_ai_position_amount",
+    "Open position per symbol in the ledger (base units; 0 when flat)",
+    ["exchange", "symbol"],
+    multiprocess_mode="mostrecent",
+)
+UNREALIZED_PNL = Gauge(
+    "crypto_ai_unrealized_pnl",
+    "Unrealised P&L of the open positions at the last fill's price (quote currency)",
+    ["exchange"],
+    multiprocess_mode="mostrecent",
+)
+REALIZED_PNL_TODAY = Gauge(
+    "crypto_ai_realized_pnl_today",
+    "P&L realised today (UTC) in the ledger (quote currency)",
+    ["exchange"],
+    multiprocess_mode="mostrecent",
+)
+
 
 def prepare_directory(directory: Path) -> None:
     """Empty (or create) the multiprocess directory before the fleet starts."""
@@ -173,6 +194,10 @@ def on_event(event: str, fields: Any) -> None:  # noqa: C901 - one table of even
         RISK_REJECTIONS.labels(str(fields["reason"])).inc()
     elif event == "llm.usage":
         _llm_usage(fields)
+    elif event == "position":
+        POSITION_AMOUNT.labels(fields["exchange"], fields["symbol"]).set(float(fields["amount"]))
+        UNREALIZED_PNL.labels(fields["exchange"]).set(float(fields["unrealized"]))
+        REALIZED_PNL_TODAY.labels(fields["exchange"]).set(float(fields["realized_today"]))
 
 
 def _llm_usage(fields: Any) -> None:

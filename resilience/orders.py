@@ -20,7 +20,11 @@ For a create or an amendment, in this order:
 5. **paper** against an exchange that is not a sandbox: a simulated fill at the book's
    touch, nothing sent; **sandbox** and **live**: the order is looked up by client order
    id, then sent; an unknown outcome is reconciled by client order id before any resend;
-6. every decision is appended to the ``orders:audit`` stream.
+6. every fill the gate learns (the order's answer, a paper fill, an order found or
+   reconciled by client order id) is applied to the position ledger
+   (``resilience/ledger.py``) once, before the symbol's lease is released; in paper mode
+   the ledger is the paper wallet, which refuses a fill it cannot pay;
+7. every decision is appended to the ``orders:audit`` stream.
 
 Cancels skip the kill switch and the risk guard (they only reduce risk) but not paper
 mode. Raw REST writes (``"POST /api/v3/order"``) are refused except cancels: the gate
@@ -48,6 +52,7 @@ from core.events import emit
 from exchanges.endpoints import Endpoint
 from resilience.account import read_risk_state
 from resilience.leases import Lease, wait_while_held
+from resilience.ledger import Ledger, PlanRef, fill_from_order
 from resilience.order_request import GateAnswer, Mode, OrderRequest, order_mode, summary
 from resilience.paper import simulated_fill
 
@@ -55,7 +60,7 @@ if TYPE_CHECKING:
     from exchanges.request import Request
     from resilience.client import ResilientAPIClient
 
-__all__ = ["GateAnswer", "OrderGate", "OrderRequest", "order_mode", "summary"]
+__all__ = ["GateAnswer", "OrderGate", "OrderRequest", "PlanRef", "order_mode", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +75,20 @@ class OrderGate:
     def __init__(self, client: ResilientAPIClient) -> None:
         self.client = client
         self.clients, self.keys = client.clients, client.keys
+        #: The position ledger every fill of this gate is applied to.
+        self.ledger = Ledger(client.clients, client.keys)
         # the holder renews its leases before every exchange call, so a lease only has to
         # outlive one request: a dead holder's lease lapses soon after its last request ended
         self.send_seconds = client.gateway.timeout_ms / 1000
         self.lease_seconds = self.send_seconds + 2.0
         self.wait_seconds = self.lease_seconds * 4
 
-    async def submit(self, request: OrderRequest) -> GateAnswer:
-        """Pass one write through the gate; refusals come back as ``approved=False``."""
+    async def submit(self, request: OrderRequest, plan: PlanRef | None = None) -> GateAnswer:
+        """Pass one write through the gate; refusals come back as ``approved=False``.
+
+        ``plan`` is what a position this order opens records (run, stop, take-profit,
+        horizon); without it, the run id is read from an ``execution:<run>`` origin.
+        """
         mode = order_mode(self.client, request.exchange)
         endpoint = Endpoint.parse(request.endpoint)
         try:
@@ -86,7 +97,7 @@ class OrderGate:
             elif endpoint.cancel:
                 answer = await self._cancel(request, mode)
             else:
-                answer = await self._create(request, mode)
+                answer = await self._create(request, mode, plan)
         except OrderRefusedError as refused:
             answer = GateAnswer(False, None, "refused", mode, refused.reasons)
             emit("risk.rejected", reason=refused.reasons[0].split(" ")[0])
@@ -122,7 +133,9 @@ class OrderGate:
         data, source = await self.client.writes.send(self._request(request, dict(request.params)))
         return GateAnswer(True, data, source, mode)
 
-    async def _create(self, request: OrderRequest, mode: Mode) -> GateAnswer:
+    async def _create(
+        self, request: OrderRequest, mode: Mode, plan: PlanRef | None = None
+    ) -> GateAnswer:
         now = datetime.now(UTC)
         if request.valid_until is not None and now > request.valid_until:
             raise OrderRefusedError(
@@ -145,7 +158,9 @@ class OrderGate:
         # Any other failure leaves the order's existence unknown: the claim stays until it
         # lapses, so the next delivery waits and then looks the order up before sending.
         try:
-            answer = await self._under_symbol_lease(request, mode, cid, claim, lookup=known_id)
+            answer = await self._under_symbol_lease(
+                request, mode, cid, claim, lookup=known_id, plan=plan
+            )
         except GiveUpError:  # refused by the gate or by the exchange: nothing was placed
             await claim.release()
             raise
@@ -168,7 +183,14 @@ class OrderGate:
         return None
 
     async def _under_symbol_lease(
-        self, request: OrderRequest, mode: Mode, cid: str, claim: Lease, *, lookup: bool
+        self,
+        request: OrderRequest,
+        mode: Mode,
+        cid: str,
+        claim: Lease,
+        *,
+        lookup: bool,
+        plan: PlanRef | None = None,
     ) -> GateAnswer:
         symbol_lease = Lease(
             self.clients,
@@ -195,9 +217,12 @@ class OrderGate:
                 )
                 if found is not None:
                     log.info("order %s already exists on %s; not placing it again", cid, mode)
-                    return GateAnswer(True, summary(found), "found", mode)
+                    answer = GateAnswer(True, recorded(found), "found", mode)
+                    return await self._apply_fill(request, answer, plan)
             await self._refuse_if_overtaken(request)
-            return await self._checked_send(request, mode, cid, (claim, symbol_lease))
+            answer = await self._checked_send(request, mode, cid, (claim, symbol_lease))
+            # under the symbol's lease: the next order of the symbol sees this fill
+            return await self._apply_fill(request, answer, plan)
         finally:
             await asyncio.shield(symbol_lease.release())
 
@@ -220,7 +245,9 @@ class OrderGate:
     ) -> GateAnswer:
         client, amount = self.client, float(request.amount or 0.0)
         rules = client.profile(request.exchange)
-        state, ticker = await read_risk_state(client, request.exchange, request.symbol, mode)
+        state, ticker = await read_risk_state(
+            client, self.ledger, request.exchange, request.symbol, mode
+        )
         entry = request.price or request.reference or state.market_price
         intent = TradePlan(
             action=cast(Literal["buy", "sell"], request.side),
@@ -244,7 +271,7 @@ class OrderGate:
         if size <= 0:
             raise OrderRefusedError(f"size {decision.size:g} rounds to 0 on {request.exchange}")
         if mode == "paper":
-            order = simulated_fill(request, cid, size, ticker)
+            order = simulated_fill(request, cid, size, ticker, client.config.trading.paper)
             return GateAnswer(True, order, "paper", mode, decision.reasons, size)
 
         async def still_ours() -> None:
@@ -260,7 +287,38 @@ class OrderGate:
         sent = self._request(request, params)
         data, source = await client.writes.send(sent, still_ours)
         data = await client.writes.completed(sent, data)
-        return GateAnswer(True, summary(data), source, mode, decision.reasons, size)
+        return GateAnswer(True, recorded(data), source, mode, decision.reasons, size)
+
+    async def _apply_fill(
+        self, request: OrderRequest, answer: GateAnswer, plan: PlanRef | None
+    ) -> GateAnswer:
+        """Apply the answer's fill to the ledger (once per fill; see resilience/ledger.py)."""
+        fill = fill_from_order(request.symbol, answer.order or {})
+        if fill is None:  # nothing filled (yet): a later answer or reconciliation adds it
+            return answer
+        if plan is None and request.origin.startswith("execution:"):
+            plan = PlanRef(run_id=request.origin.split(":", 1)[1])
+        paper = self.client.config.trading.paper
+        applied = await self.ledger.aapply_fill(
+            request.exchange,
+            request.symbol,
+            fill,
+            plan=plan,
+            mode=answer.mode,
+            wallet=dict(paper.starting_balances) if answer.mode == "paper" else None,
+        )
+        if applied.applied:
+            opened = await self.ledger.apositions(request.exchange)
+            marks = {request.symbol: fill.average}
+            emit(
+                "position",
+                exchange=request.exchange,
+                symbol=request.symbol,
+                amount=applied.position.amount if applied.position else 0.0,
+                unrealized=sum(p.unrealized(marks.get(p.symbol, p.entry)) for p in opened),
+                realized_today=await self.ledger.arealized_today(request.exchange),
+            )
+        return answer
 
     async def _mark_sent(self, request: OrderRequest) -> None:
         last_key = self.keys.order_last(request.exchange)
@@ -294,3 +352,14 @@ class OrderGate:
             exchange=request.exchange,
             outcome=entry["status"] if answer.approved else answer.source,
         )
+
+
+def recorded(order: dict[str, Any]) -> dict[str, Any]:
+    """Return the fields of an order the fleet records: :func:`summary` and its fees."""
+    fees = order.get("fees") or ([order["fee"]] if order.get("fee") else [])
+    kept = [
+        {"cost": f.get("cost"), "currency": f.get("currency")}
+        for f in fees
+        if isinstance(f, dict) and f.get("cost") is not None
+    ]
+    return {**summary(order), "fees": kept}

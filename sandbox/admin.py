@@ -1,4 +1,4 @@
-"""A small client for the sandbox's admin endpoints (stats, faults), for tests and benchmarks."""
+"""A small client for the sandbox's admin endpoints (stats, faults, price), for tests."""
 
 from __future__ import annotations
 
@@ -18,3 +18,8 @@ def admin(url: str, path: str, method: str = "GET", body: Any = None) -> Any:
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - sandbox URL
         return json.loads(response.read())
+
+
+def set_price(url: str, symbol: str, price: float) -> Any:
+    """Move ``symbol``'s last trade price to ``price`` now (fires the stops it crosses)."""
+    return admin(url, "price", "PUT", {"symbol": symbol, "price": price})

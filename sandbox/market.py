@@ -6,6 +6,11 @@ same seed gives the same market; or a replay of a candle file an operator suppli
 minute the price moves linearly from open to close. Market time runs ``speed`` times faster
 than the wall clock from the moment the sandbox starts; before that there are
 ``history_days`` of candles. Tickers, klines, books and trades are all read off that path.
+
+The trade tape has one trade every ``TRADE_INTERVAL`` seconds at the path's price, and the
+last price is the path's price now. :meth:`PricePath.set_price` moves the whole path from a
+moment on (the admin API's ``PUT /sandbox/price``): the price jumps there, candles show the
+jump, and the walk goes on from the new level.
 """
 
 from __future__ import annotations
@@ -15,11 +20,17 @@ import hashlib
 import math
 import random
 import time
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from itertools import pairwise
 from pathlib import Path
 
 MINUTE = 60.0
+#: Seconds between two trades of the tape (``PricePath.trades``).
+TRADE_INTERVAL = 0.7
+_EPSILON = 1e-9
 
 #: Start price, tick size and lot step of the symbols the sandbox knows by default.
 SYMBOL_META: dict[str, tuple[float, str, str]] = {
@@ -87,6 +98,8 @@ class PricePath:
         self._rng = random.Random(f"{seed}:{symbol}")  # noqa: S311 - a seeded simulation
         self._replay = replay
         self._candles: list[Candle] = []
+        self._shift_times: list[float] = []
+        self._shift_factors: list[float] = []
 
     def _extend_to(self, minute: int) -> None:
         while self.first_minute + len(self._candles) <= minute:
@@ -114,23 +127,139 @@ class PricePath:
             volume,
         )
 
-    def minute_candle(self, minute: int) -> Candle:
-        """Return the finished (or, for the current minute, complete-to-be) candle."""
+    def _raw_candle(self, minute: int) -> Candle:
         if minute < self.first_minute:
             raise ValueError(f"{self.symbol}: no candles before {self.first_minute * MINUTE:.0f}")
         self._extend_to(minute)
         return self._candles[minute - self.first_minute]
 
-    def price_at(self, t: float) -> float:
-        """Return the price at market time ``t``."""
-        candle = self.minute_candle(int(t // MINUTE))
+    def _raw_price(self, t: float) -> float:
+        candle = self._raw_candle(int(t // MINUTE))
         frac = (t - candle.open_time) / MINUTE
         return candle.open + (candle.close - candle.open) * frac
+
+    def _factor(self, t: float) -> float:
+        index = bisect_right(self._shift_times, t)
+        return self._shift_factors[index - 1] if index else 1.0
+
+    def _shifts_inside(self, start: float, end: float) -> list[float]:
+        """Return the times of price moves strictly after ``start`` and before ``end``."""
+        first = bisect_right(self._shift_times, start)
+        last = bisect_right(self._shift_times, end - 1e-9)
+        return self._shift_times[first:last]
+
+    def set_price(self, t: float, price: float) -> None:
+        """Move the price to ``price`` from market time ``t`` on; the walk goes on from there.
+
+        Warning: a move cannot go back in time: ``t`` earlier than the last move counts as it.
+        """
+        if price <= 0:
+            raise ValueError(f"{self.symbol}: a price must be positive, got {price}")
+        t = max(t, self._shift_times[-1]) if self._shift_times else t
+        factor = price / self._raw_price(t)
+        if self._shift_times and self._shift_times[-1] == t:
+            self._shift_factors[-1] = factor
+        else:
+            self._shift_times.append(t)
+            self._shift_factors.append(factor)
+
+    def _pieces(self, start: float, end: float) -> list[tuple[float, float]]:
+        """Return the prices at the ends of each straight piece of the path in [start, end]."""
+        cuts = [start, *self._shifts_inside(start, end), end]
+        ends = []
+        for a, b in pairwise(cuts):
+            factor = self._factor(a)
+            ends.append((self._raw_price(a) * factor, self._raw_price(b) * factor))
+        return ends
+
+    def minute_candle(self, minute: int) -> Candle:
+        """Return the finished (or, for the current minute, complete-to-be) candle."""
+        raw = self._raw_candle(minute)
+        start, end = raw.open_time, raw.open_time + MINUTE
+        factor = self._factor(start)
+        if not self._shifts_inside(start, end):
+            return Candle(
+                start,
+                raw.open * factor,
+                raw.high * factor,
+                raw.low * factor,
+                raw.close * factor,
+                raw.volume,
+            )
+        return self._jump_candle(raw, end)
+
+    def _jump_candle(self, raw: Candle, until: float) -> Candle:
+        """Return the candle of a minute in which the price was moved, as seen at ``until``."""
+        start = raw.open_time
+        frac = (until - start) / MINUTE
+        pieces = self._pieces(start, until)
+        factors = [
+            self._factor(start),
+            *(self._factor(t) for t in self._shifts_inside(start, until)),
+        ]
+        wick_up = (raw.high - max(raw.open, raw.close)) * max(factors) * frac
+        wick_down = (min(raw.open, raw.close) - raw.low) * min(factors) * frac
+        prices = [p for piece in pieces for p in piece]
+        return Candle(
+            start,
+            pieces[0][0],
+            max(prices) + wick_up,
+            min(prices) - wick_down,
+            pieces[-1][1],
+            raw.volume * frac,
+        )
+
+    def price_at(self, t: float) -> float:
+        """Return the price at market time ``t``."""
+        return self._raw_price(t) * self._factor(t)
+
+    def price_range(self, start: float, end: float) -> tuple[float, float]:
+        """Return the lowest and highest price the path takes in [start, end] (no wicks)."""
+        prices = [p for piece in self._pieces(start, end) for p in piece]
+        return min(prices), max(prices)
+
+    def tape(self, start: float, end: float) -> Iterator[tuple[float, float]]:
+        """Yield (time, price) of each trade in (start, end], then ``end`` (the last price)."""
+        n = math.floor(start / TRADE_INTERVAL)
+        last = start
+        while (n + 1) * TRADE_INTERVAL <= end:
+            n += 1
+            last = n * TRADE_INTERVAL
+            if last > start:
+                yield last, self.price_at(last)
+        if end > last:
+            yield end, self.price_at(end)
+
+    def first_beyond(
+        self, start: float, end: float, below: float | None, above: float | None
+    ) -> tuple[float, float] | None:
+        """Return the first tape point in (start, end] at or below ``below`` or at or above
+        ``above`` (either may be None), as (time, price); None if the tape never gets there.
+        """
+
+        def reached(low: float, high: float) -> bool:
+            return (below is not None and low <= below * (1 + _EPSILON)) or (
+                above is not None and high >= above * (1 - _EPSILON)
+            )
+
+        t0 = start
+        while t0 < end:
+            t1 = min(end, (math.floor(t0 / MINUTE) + 1) * MINUTE)
+            if reached(*self.price_range(t0, t1)):
+                for t, price in self.tape(t0, t1):
+                    is_trade = abs(t / TRADE_INTERVAL - round(t / TRADE_INTERVAL)) < 1e-6
+                    if (t1 < end and not is_trade) or not reached(price, price):
+                        continue
+                    return t, price
+            t0 = t1
+        return None
 
     def partial(self, candle: Candle, now: float) -> Candle:
         """Return ``candle`` as seen at ``now`` (the current minute is still forming)."""
         if candle.open_time + MINUTE <= now:
             return candle
+        if self._shifts_inside(candle.open_time, now + 1e-9):
+            return self._jump_candle(self._raw_candle(int(candle.open_time // MINUTE)), now)
         frac = max(0.0, (now - candle.open_time) / MINUTE)
         price = candle.open + (candle.close - candle.open) * frac
         high = max(candle.open, price) + (candle.high - max(candle.open, candle.close)) * frac

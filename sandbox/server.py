@@ -5,7 +5,8 @@ Unmodified ccxt talks to it when the exchange's URLs point here. The dialect (by
 shared here: the price paths, the paper accounts and matching engine, fault injection,
 request counting and the admin endpoints under ``/sandbox/`` (they spend no limit):
 ``GET /sandbox/stats``, ``PUT``/``DELETE /sandbox/faults``, ``POST /sandbox/reset-limits``,
-``GET /sandbox/news.rss``.
+``GET /sandbox/news.rss``, and ``PUT /sandbox/price`` (move a symbol's price now, which fires
+the stop orders it crosses, so tests can cross a stop deterministically).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Sandbox:
         r.add_delete("/sandbox/faults", self.clear_faults)
         r.add_post("/sandbox/reset-limits", self.reset_limits)
         r.add_get("/sandbox/news.rss", self.news)
+        r.add_put("/sandbox/price", self.set_price)
 
     # -- the gateway: params, limits, faults, errors -------------------------------------------
 
@@ -175,3 +177,30 @@ class Sandbox:
         """GET /sandbox/news.rss: headlines tied to the price path."""
         text = rss(list(self.paths.values()), self.clock.now())
         return web.Response(text=text, content_type="application/rss+xml")
+
+    async def set_price(self, request: web.Request) -> web.Response:
+        """PUT /sandbox/price {symbol, price}: move the last trade price there now.
+
+        The path jumps to ``price`` and walks on from it; stops it crosses fire and resting
+        orders it reaches fill, on this call. ``symbol`` is ``BTC/USDT`` or ``BTCUSDT``.
+        """
+        try:
+            body = await request.json()
+            name, price = str(body["symbol"]).replace("/", ""), float(body["price"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json({"error": f"expected {{symbol, price}}: {exc}"}, 400)
+        path = self.paths.get(name)
+        if path is None or not price > 0:
+            return _json({"error": f"unknown symbol {body['symbol']!r} or price <= 0"}, 400)
+        now = self.clock.now()
+        self.exchange.settle(now)
+        before = {o.order_id: o.status for o in self.exchange.orders.values() if o.is_open}
+        path.set_price(now, price)
+        self.exchange.settle(now + 1e-6)
+        moved = [
+            {"orderId": o.order_id, "clientOrderId": o.client_order_id, "status": o.status}
+            for o in self.exchange.orders.values()
+            if o.order_id in before
+            and (o.status != before[o.order_id] or o.update_ms >= int(now * 1000))
+        ]
+        return _json({"symbol": name, "price": path.price_at(now), "orders": moved})

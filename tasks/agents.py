@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import shared_task
 
+from core.config import AGENT_STAGE_SECONDS
 from core.tracing import continued, current_ids
 from tasks import context, execution, failures, news, reports, stages
 
@@ -39,7 +40,9 @@ def collect_news(
     with _stage(
         "news.collect", "agent.news", run_id, exchange, symbol, traceparent=traceparent
     ) as rt:
-        return rt.run_async(news.collect_news(rt, run_id, exchange, symbol, decided_at), 120)
+        return rt.run_async(
+            news.collect_news(rt, run_id, exchange, symbol, decided_at), AGENT_STAGE_SECONDS
+        )
 
 
 @shared_task(name="market.snapshot")
@@ -61,7 +64,7 @@ def analyse_case(
     with _stage(
         "analysis.case", f"agent.{side}", run_id, exchange, symbol, traceparent=traceparent
     ) as rt:
-        return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), 120)
+        return rt.run_async(stages.analyst(rt, run_id, exchange, symbol, side), AGENT_STAGE_SECONDS)
 
 
 @shared_task(name="strategy.decide")
@@ -72,7 +75,7 @@ def decide(
     with _stage(
         "strategy.decide", "agent.strategy", run_id, exchange, symbol, traceparent=traceparent
     ) as rt:
-        return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), 120)
+        return rt.run_async(stages.strategy(rt, run_id, exchange, symbol), AGENT_STAGE_SECONDS)
 
 
 @shared_task(name="execution.execute", acks_late=True)

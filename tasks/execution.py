@@ -2,7 +2,9 @@
 
 The gate (``resilience/orders.py``) is the one mechanism every order of the fleet passes:
 paper mode, the plan's deadline, the client order id claim, the risk guard, the audit
-record. This stage only turns the plan into the gate's request and records the outcome.
+record, the fill applied to the position ledger (``resilience/ledger.py``). This stage only
+turns the plan into the gate's request and records the outcome, with the symbol's position
+before and after it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from core.tracing import span
 from exchanges.profiles import ExchangeProfile
 from exchanges.request import request_priority
 from ratelimit.pools import Priority
-from resilience.orders import OrderRequest, order_mode
+from resilience.orders import OrderRequest, PlanRef, order_mode
 from tasks.context import Runtime
 from tasks.stages import load, save
 
@@ -55,16 +57,21 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     client = rt.exchange_client()
     # what an order here does: paper (simulated), sandbox or live (docs/ORDERS.md)
     outcome: dict[str, Any] = {"action": plan.action, "mode": order_mode(client, exchange)}
+    ledger = client.orders.ledger
+    before = await ledger.aposition(exchange, symbol)
+    held = before.as_dict() if before else None
     if plan.action == "hold":
         outcome["risk"] = {"approved": False, "reasons": ["hold"]}
+        outcome["position"] = {"before": held, "after": held}
         save(rt, run_id, exchange, symbol, "execution", data=outcome)
         return outcome
     request = order_request(run_id, exchange, plan, client.profile(exchange))
+    opens = PlanRef(run_id, plan.stop_loss, plan.take_profit, plan.horizon)
     with (
         span("order", exchange=exchange, symbol=symbol, side=plan.action) as current,
         request_priority(Priority.HIGH),  # the pools' high-priority reserve is for this
     ):
-        answer = await client.orders.submit(request)
+        answer = await client.orders.submit(request, opens)
         current.set_attributes(
             {
                 "client_order_id": str(request.client_order_id),
@@ -75,5 +82,10 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     outcome["risk"] = {"approved": answer.approved, "size": answer.size, "reasons": answer.reasons}
     if answer.approved and answer.order is not None:
         outcome["order"] = {**answer.order, "source": answer.source}
+    after = await ledger.aposition(exchange, symbol)
+    outcome["position"] = {
+        "before": held,
+        "after": after.as_dict() if after else None,
+    }
     save(rt, run_id, exchange, symbol, "execution", data=outcome)
     return outcome

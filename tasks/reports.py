@@ -5,7 +5,8 @@ Written per (exchange, symbol) as JSON and as a readable Markdown page under
 the LLM answered, the page shows the stage's ``fallback_reason`` (why the LLM did not)
 under its heading. The LLM usage the server reported (``llm/usage.py``: calls, prompt and
 completion tokens, time, cost when ``llm.price_per_1k_tokens`` is set) is shown per agent
-stage, for the symbol and for the whole run up to the report.
+stage, for the symbol and for the whole run up to the report. The symbol's position in the
+ledger before and after the execution (``resilience/ledger.py``) is shown under the order.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def page(report: dict[str, Any]) -> str:
             f"at {order['average']} ({order['source']}).",
             "",
         ]
+    lines += _position_lines(execution.get("position"))
     for side in ("long", "short"):
         case = report[side]
         lines += [
@@ -129,6 +131,26 @@ def page(report: dict[str, Any]) -> str:
 
 #: How the page names the stages that call the LLM, in run order.
 STAGE_NAMES = {"news": "news", "long": "long case", "short": "short case", "strategy": "strategy"}
+
+
+def _position_lines(position: dict[str, Any] | None) -> list[str]:
+    """Return the page's lines of the symbol's position before and after the execution."""
+    if position is None:  # a report written before the ledger existed
+        return []
+    return [
+        f"Position before: {_position_text(position.get('before'))}.",
+        f"Position after: {_position_text(position.get('after'))}.",
+        "",
+    ]
+
+
+def _position_text(held: dict[str, Any] | None) -> str:
+    if not held:
+        return "none"
+    return (
+        f"{held['side']} {held['amount']:.8g} at {held['entry']:.8g} (fees {held['fees']:.6g}, "
+        f"realised {held['realized_pnl']:.6g}, opened {held['opened_at']} by run {held['run_id']})"
+    )
 
 
 def _usage_lines(usage: dict[str, Any] | None) -> list[str]:

@@ -127,7 +127,7 @@ def status(
     """Show the workers, queue depths, health round trips and today's LLM usage."""
     from workers import runtime
     from workers.app import app as celery_app
-    from workers.status import fleet_status, llm_line
+    from workers.status import fleet_status, llm_line, positions_line
 
     cfg = _load_or_exit(config)
     runtime.configure(cfg)
@@ -160,6 +160,7 @@ def status(
     _out.print("Alerts: " + (", ".join(snapshot.alerts) or "none firing"), highlight=False)
     _out.print("Last runs: " + (", ".join(snapshot.runs) or "none"), highlight=False)
     _out.print(llm_line(snapshot.llm), markup=False, highlight=False)
+    _out.print(positions_line(snapshot.positions), markup=False, highlight=False)
 
 
 @app.command()
@@ -334,6 +335,36 @@ def _rung_counts(run: Path) -> str:
             counts[answered["rung"]] = counts.get(answered["rung"], 0) + 1
     text = ", ".join(f"{rung} {n}" for rung, n in sorted(counts.items()))
     return f"answered by {text}  " if text else ""
+
+
+@app.command()
+def positions(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Show the ledger's open positions: entry, last price, exits, protection and P&L."""
+    import asyncio
+
+    from workers import runtime
+    from workers.status import position_rows
+
+    cfg = _load_or_exit(config)
+    runtime.configure(cfg)
+    rows = asyncio.run(position_rows(runtime.redis_client(), cfg))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    names = ["exchange", "symbol", "side", "amount", "entry", "last", "stop_loss"]
+    names += ["take_profit", "protection", "unrealized_pnl", "realized_pnl", "opened_at", "run_id"]
+    table = Table(*names, title="Positions (last: t = fresh ticker, m = last mark, e = entry)")
+    for row in rows:
+        cells = {**row, "last": f"{row['last']:.8g} {row['last_source'][0]}"}
+        table.add_row(*(c if isinstance(c, str) else _cell(c) for c in map(cells.get, names)))
+    _out.print(table if rows else "no open positions")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.8g}" if isinstance(value, float) else str(value)
 
 
 @redis_app.command("stop")

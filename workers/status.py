@@ -1,4 +1,4 @@
-"""What the fleet is doing: workers, queue depths, the last health round trips, LLM usage."""
+"""What the fleet is doing: workers, queue depths, health round trips, LLM usage, positions."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from monitoring.alerts import AlertEngine
 from monitoring.queues import budgets, queue_depths
 from ratelimit.manager import ExchangeRateLimitManager
 from resilience.breaker import ENDPOINT_CLASSES, SharedBreaker
+from resilience.ledger import Ledger
 
 
 @dataclass
@@ -31,6 +32,7 @@ class FleetStatus:
     alerts: dict[str, Any] = field(default_factory=dict)
     runs: list[str] = field(default_factory=list)
     llm: dict[str, Any] = field(default_factory=dict)
+    positions: dict[str, dict[str, float]] = field(default_factory=dict)
     taken_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -87,6 +89,33 @@ def llm_line(today: dict[str, Any]) -> str:
     return f"LLM today (UTC): {text}"
 
 
+def positions_today(client: redis.Redis, keys: KeySpace, config: AppConfig) -> dict[str, Any]:
+    """Return per exchange: open positions, exposure and unrealised P&L at the last marks,
+    and the P&L realised today (UTC), from the position ledger."""
+    ledger = Ledger(client, keys)
+    found: dict[str, Any] = {}
+    for exchange in sorted({*config.exchanges, *ledger.exchanges()}):
+        held, marks = ledger.positions(exchange), ledger.marks(exchange)
+        prices = {p.symbol: marks[p.symbol].price if p.symbol in marks else p.entry for p in held}
+        found[exchange] = {
+            "open": len(held),
+            "exposure": sum(p.amount * prices[p.symbol] for p in held),
+            "unrealized_pnl": sum(p.unrealized(prices[p.symbol]) for p in held),
+            "realized_pnl_today": ledger.realized_today(exchange),
+        }
+    return found
+
+
+def positions_line(positions: dict[str, Any]) -> str:
+    """Return the ledger's summary (:func:`positions_today`) as the one line status prints."""
+    parts = [
+        f"{exchange} {p['open']} open, exposure {p['exposure']:.2f}, unrealised "
+        f"{p['unrealized_pnl']:+.2f}, realised today {p['realized_pnl_today']:+.2f}"
+        for exchange, p in positions.items()
+    ]
+    return "Positions (at last marks): " + ("; ".join(parts) or "none")
+
+
 def fleet_status(
     app: Celery, client: redis.Redis, keys: KeySpace, redis_label: str, config: AppConfig
 ) -> FleetStatus:
@@ -107,4 +136,60 @@ def fleet_status(
         alerts=AlertEngine(client, keys, config.monitoring.alerts).active(),
         runs=runs,
         llm=llm_today(client, keys, config),
+        positions=positions_today(client, keys, config),
     )
+
+
+#: How long ``crypto-ai positions`` waits for a fresh ticker before showing the last mark.
+TICKER_SECONDS = 10.0
+
+
+async def position_rows(client: redis.Redis, config: AppConfig) -> list[dict[str, Any]]:
+    """Return one row per open position, valued at a fresh ticker (or the last mark).
+
+    ``last_source`` says which: ``ticker`` (read now through the fleet's client), ``mark``
+    (the last price the ledger saw: the exchange could not be reached) or ``entry``.
+    """
+    from core.errors import CryptoAIError
+    from resilience import ResilientAPIClient
+    from resilience.fallback import FallbackConfig
+
+    keys = KeySpace(config.redis.key_prefix)
+    ledger, api = Ledger(client, keys), ResilientAPIClient(client, config)
+    fresh = FallbackConfig(level="none", timeout=TICKER_SECONDS)
+    rows = []
+    try:
+        for held in ledger.positions():
+            mark = ledger.marks(held.exchange).get(held.symbol)
+            last, source = (mark.price, "mark") if mark else (held.entry, "entry")
+            if held.exchange in config.exchanges:
+                try:
+                    params = {"symbol": held.symbol}
+                    answer = await api.resilient_request(
+                        held.exchange, "fetch_ticker", params, fresh
+                    )
+                    last, source = float(answer.data["last"]), "ticker"
+                except (CryptoAIError, KeyError, TypeError, ValueError):
+                    pass  # unreachable or unreadable: the ledger's last mark stands
+            protection = (held.protection or {}).get("kind")
+            rows.append(
+                {
+                    "exchange": held.exchange,
+                    "symbol": held.symbol,
+                    "side": held.side,
+                    "amount": held.amount,
+                    "entry": held.entry,
+                    "last": last,
+                    "last_source": source,
+                    "stop_loss": held.stop_loss,
+                    "take_profit": held.take_profit,
+                    "protection": protection,
+                    "unrealized_pnl": held.unrealized(last),
+                    "realized_pnl": held.realized_pnl,
+                    "opened_at": held.opened_at,
+                    "run_id": held.run_id,
+                }
+            )
+    finally:
+        await api.close()
+    return rows

@@ -52,8 +52,27 @@ BINANCE = ExchangeTable(
         "GET /api/v3/openOrders": _binance_read(6),
         "GET /api/v3/allOrders": _binance_read(20),
         "GET /api/v3/myTrades": _binance_read(20),
+        # order lists (OCO): one request, two orders against the order counts; "New Order
+        # list - OCO (TRADE)" weight 1, "Query Order list" 4, "Query Open Order lists" 6,
+        # "Query all Order lists" 20, "Cancel Order list" 1 (Binance spot REST docs)
+        "POST /api/v3/orderList/oco": {_W: 1, _RAW: 1, _O10: 2, _O1D: 2},
+        "POST /api/v3/order/oco": {_W: 1, _RAW: 1, _O10: 2, _O1D: 2},
+        "GET /api/v3/orderList": _binance_read(4),
+        "GET /api/v3/openOrderList": _binance_read(6),
+        "GET /api/v3/allOrderList": _binance_read(20),
+        "DELETE /api/v3/orderList": _binance_read(1),
     },
-    order_scopes=frozenset({"order", "cancel", "POST /api/v3/order", "DELETE /api/v3/order"}),
+    order_scopes=frozenset(
+        {
+            "order",
+            "cancel",
+            "POST /api/v3/order",
+            "DELETE /api/v3/order",
+            "POST /api/v3/orderList/oco",
+            "POST /api/v3/order/oco",
+            "DELETE /api/v3/orderList",
+        }
+    ),
     param_weights={
         "GET /api/v3/depth": ("limit", ((100, 5), (500, 25), (1000, 50), (5000, 250))),
     },

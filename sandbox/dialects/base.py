@@ -3,9 +3,10 @@
 The shared parts live in :class:`sandbox.server.Sandbox`: the price paths and the clock
 (``sandbox/market.py``), the accounts and the matching engine (``sandbox/matching.py``,
 which speaks neutral params: ``symbol`` as the path key such as ``BTCUSDT``, ``side``
-``BUY``/``SELL``, ``type`` ``MARKET``/``LIMIT``, ``quantity``, ``price``,
-``quoteOrderQty``, ``newClientOrderId``; ``find``/``cancel`` by ``orderId`` or
-``origClientOrderId``), the fault injector, request counting and the admin endpoints.
+``BUY``/``SELL``, ``type`` ``MARKET``/``LIMIT`` (or Binance's ``LIMIT_MAKER`` and stop kinds
+with ``stopPrice``, ``sandbox/order_kinds.py``), ``quantity``, ``price``, ``quoteOrderQty``,
+``newClientOrderId``; ``find``/``cancel`` by ``orderId`` or ``origClientOrderId``), the fault
+injector, request counting and the admin endpoints.
 
 A dialect adds its routes, reads its requests' params and account, enforces its exchange's
 published limit model, and renders errors, faults and stats the way its exchange does.

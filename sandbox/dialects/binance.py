@@ -6,7 +6,11 @@ maps error codes) and Binance's spot API docs (general info, limits, errors: cod
 RAW_REQUESTS per 5 minutes) and per account (ORDERS per 10 s and per day), answered with
 429 plus ``Retry-After`` and 418 bans for clients that keep sending (``binance_limits.py``);
 signatures are HMAC-SHA256 over query + body (``binance_auth.py``); the views are
-``binance_views.py``.
+``binance_views.py``. Orders: LIMIT, MARKET, LIMIT_MAKER and the stop kinds STOP_LOSS(_LIMIT)
+and TAKE_PROFIT(_LIMIT) (``sandbox/order_kinds.py``); OCO lists on ``POST
+/api/v3/orderList/oco`` and the older ``POST /api/v3/order/oco``, read with ``GET
+/api/v3/orderList``, ``openOrderList``, ``allOrderList`` and cancelled with ``DELETE
+/api/v3/orderList`` (``sandbox/order_lists.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from ratelimit.tables import BINANCE, scope_weights
 from sandbox.dialects import binance_views as views
 from sandbox.dialects.base import PARAMS, TOTAL, Dialect, json_response
 from sandbox.dialects.binance_auth import check_signed
-from sandbox.dialects.binance_limits import LimitEnforcer
+from sandbox.dialects.binance_limits import ORDER_COUNTS, ORDER_LIST_WEIGHTS, LimitEnforcer
 from sandbox.errors import ApiError
 from sandbox.market import PricePath
+from sandbox.order_kinds import STOP_KINDS
+from sandbox.order_lists import OrderList, is_executing, legacy_legs_of, legs_of, report
+from sandbox.order_lists import find as find_list
+from sandbox.order_lists import place as place_list
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
@@ -55,11 +63,17 @@ class Binance(Dialect):
             "/api/v3/openOrders": self.open_orders,
             "/api/v3/allOrders": self.all_orders,
             "/api/v3/myTrades": self.my_trades,
+            "/api/v3/orderList": self.get_order_list,
+            "/api/v3/openOrderList": self.open_order_lists,
+            "/api/v3/allOrderList": self.all_order_lists,
         }.items():
             router.add_get(path, handler)
         router.add_post("/api/v3/order", self.new_order)
         router.add_get("/api/v3/order", self.get_order)
         router.add_delete("/api/v3/order", self.cancel_order)
+        router.add_post("/api/v3/orderList/oco", self.new_oco)
+        router.add_post("/api/v3/order/oco", self.new_legacy_oco)
+        router.add_delete("/api/v3/orderList", self.cancel_order_list)
 
     def account_of(self, request: web.Request) -> str | None:
         """Return the ``X-MBX-APIKEY`` header."""
@@ -68,8 +82,8 @@ class Binance(Dialect):
     def admit(self, request: web.Request, endpoint: str, ip: str) -> dict[str, str]:
         """Charge the request's weight per IP (and the order count per account)."""
         weight = self._weight(endpoint, request[PARAMS])
-        is_order = endpoint == "POST /api/v3/order"
-        return self.limits.admit(ip, weight, self.account_of(request), is_order)
+        orders = ORDER_COUNTS.get(endpoint, 0)
+        return self.limits.admit(ip, weight, self.account_of(request), orders > 0, orders)
 
     def usage_headers(self, ip: str, account: str | None) -> dict[str, str]:
         """Return ``X-MBX-USED-WEIGHT-1M`` and the order counts."""
@@ -124,6 +138,8 @@ class Binance(Dialect):
         self.limits.reset()
 
     def _weight(self, endpoint: str, params: dict[str, str]) -> float:
+        if endpoint in ORDER_LIST_WEIGHTS:
+            return ORDER_LIST_WEIGHTS[endpoint]
         try:
             return scope_weights(BINANCE, endpoint, params)["REQUEST_WEIGHT"]
         except KeyError:
@@ -261,13 +277,13 @@ class Binance(Dialect):
         key = self._signed(request)
         params = request[PARAMS]
         order = self.sandbox.exchange.place(key, params, self.sandbox.clock.now())
+        hidden = ("icebergQty",) if order.type in STOP_KINDS else ("stopPrice", "icebergQty")
         body = {
             k: v
             for k, v in order.report().items()
             if k
             not in (
-                "stopPrice",
-                "icebergQty",
+                *hidden,
                 "time",
                 "updateTime",
                 "isWorking",
@@ -319,6 +335,7 @@ class Binance(Dialect):
         """GET /api/v3/allOrders for one symbol."""
         key = self._signed(request)
         symbol = self._path(request[PARAMS]) and request[PARAMS]["symbol"]
+        self.sandbox.exchange.settle(self.sandbox.clock.now())
         return json_response(
             [
                 o.report()
@@ -338,3 +355,67 @@ class Binance(Dialect):
                 if t["account"] == key and t["symbol"] == symbol
             ]
         )
+
+    # -- signed: order lists (OCO) -------------------------------------------------------------
+
+    async def new_oco(self, request: web.Request) -> web.Response:
+        """POST /api/v3/orderList/oco (``aboveType``/``belowType`` legs)."""
+        return self._place_list(request, legs_of(request[PARAMS]))
+
+    async def new_legacy_oco(self, request: web.Request) -> web.Response:
+        """POST /api/v3/order/oco (``price`` LIMIT_MAKER leg, ``stopPrice`` stop leg)."""
+        return self._place_list(request, legacy_legs_of(request[PARAMS]))
+
+    def _place_list(self, request: web.Request, legs: list[dict[str, str]]) -> web.Response:
+        key = self._signed(request)
+        self._path(request[PARAMS])
+        listed = place_list(
+            self.sandbox.exchange, key, request[PARAMS], legs, self.sandbox.clock.now()
+        )
+        return json_response(report(self.sandbox.exchange, listed, with_legs=True))
+
+    async def get_order_list(self, request: web.Request) -> web.Response:
+        """GET /api/v3/orderList by orderListId or origClientOrderId (the list's client id)."""
+        key = self._signed(request)
+        self.sandbox.exchange.settle(self.sandbox.clock.now())
+        listed = find_list(self.sandbox.exchange, key, request[PARAMS], "origClientOrderId")
+        return json_response(report(self.sandbox.exchange, listed))
+
+    async def open_order_lists(self, request: web.Request) -> web.Response:
+        """GET /api/v3/openOrderList: the account's lists that still have an open leg."""
+        key = self._signed(request)
+        self.sandbox.exchange.settle(self.sandbox.clock.now())
+        return json_response(
+            [report(self.sandbox.exchange, o) for o in self._lists(key) if self._executing(o)]
+        )
+
+    async def all_order_lists(self, request: web.Request) -> web.Response:
+        """GET /api/v3/allOrderList: every list of the account."""
+        key = self._signed(request)
+        self.sandbox.exchange.settle(self.sandbox.clock.now())
+        return json_response([report(self.sandbox.exchange, o) for o in self._lists(key)])
+
+    async def cancel_order_list(self, request: web.Request) -> web.Response:
+        """DELETE /api/v3/orderList by orderListId or listClientOrderId."""
+        key = self._signed(request)
+        self._path(request[PARAMS])
+        now = self.sandbox.clock.now()
+        exchange = self.sandbox.exchange
+        exchange.settle(now)
+        try:
+            listed = find_list(exchange, key, request[PARAMS], "listClientOrderId")
+        except ApiError as exc:
+            if exc.code == -2013:
+                raise ApiError(400, -2011, "Unknown order list sent.") from None
+            raise
+        if listed.symbol != request[PARAMS]["symbol"] or not self._executing(listed):
+            raise ApiError(400, -2011, "Unknown order list sent.")
+        exchange.cancel_legs(exchange.orders[listed.order_ids[0]], now)
+        exchange.save()
+        return json_response(report(exchange, listed, with_legs=True))
+
+    def _lists(self, key: str) -> list[OrderList]:
+        return [o for o in self.sandbox.exchange.lists.values() if o.account == key]
+
+    def _executing(self, listed: OrderList) -> bool:
+        return is_executing(self.sandbox.exchange, listed)

@@ -2,9 +2,10 @@
 
 REQUEST_WEIGHT per minute and RAW_REQUESTS per 5 minutes per IP; ORDERS per 10 s and per day
 per account (API key); windows aligned to the clock and multiplied by ``time_scale`` for fast
-tests. Over a limit: 429 with ``Retry-After`` and code -1003 (-1015 for orders). A client that
-keeps sending while told to wait (``ban_after`` requests inside ``Retry-After``, so that a few
-requests already in flight are not punished) gets 418 and a ban that doubles each time.
+tests; an OCO counts two orders. Over a limit: 429 with ``Retry-After`` and code -1003 (-1015
+for orders). A client that keeps sending while told to wait (``ban_after`` requests inside
+``Retry-After``, so that a few requests already in flight are not punished) gets 418 and a
+ban that doubles each time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,23 @@ from dataclasses import dataclass, field
 
 from core.config import SandboxLimits
 from sandbox.errors import ApiError
+
+#: Weights (REQUEST_WEIGHT) of the order list endpoints, from their Binance spot API doc pages,
+#: for endpoints the fleet's limit table (``ratelimit/exchange_limits/binance.py``) lacks.
+ORDER_LIST_WEIGHTS = {
+    "POST /api/v3/orderList/oco": 1.0,
+    "POST /api/v3/order/oco": 1.0,
+    "GET /api/v3/orderList": 4.0,
+    "GET /api/v3/openOrderList": 6.0,
+    "GET /api/v3/allOrderList": 20.0,
+    "DELETE /api/v3/orderList": 1.0,
+}
+#: How many orders each order-placing endpoint adds to the ORDERS counts.
+ORDER_COUNTS = {
+    "POST /api/v3/order": 1,
+    "POST /api/v3/orderList/oco": 2,
+    "POST /api/v3/order/oco": 2,
+}
 
 
 @dataclass
@@ -51,8 +69,12 @@ class LimitEnforcer:
         """Return the counters of one client IP."""
         return self.clients.setdefault(ip, ClientStats())
 
-    def admit(self, ip: str, weight: float, account: str | None, is_order: bool) -> dict[str, str]:
-        """Charge the request or raise ApiError (429/418); return the usage headers."""
+    def admit(
+        self, ip: str, weight: float, account: str | None, is_order: bool, orders: int = 1
+    ) -> dict[str, str]:
+        """Charge the request (``orders`` new orders if ``is_order``) or raise ApiError (429/418);
+        return the usage headers.
+        """
         now = self.clock()
         stats = self.client(ip)
         stats.requests += 1
@@ -71,7 +93,7 @@ class LimitEnforcer:
             message = "Too many requests; current limit of raw requests is exceeded."
             self._too_many(stats, (raw_window + 1) * self.raw_window - now, message)
         if is_order and account:
-            self._check_orders(account, now)
+            self._check_orders(account, now, orders)
         stats.weight_history[window] = used + weight
         if len(stats.weight_history) > 1000:
             del stats.weight_history[min(stats.weight_history)]
@@ -109,18 +131,18 @@ class LimitEnforcer:
         stats.retry_until = max(stats.retry_until, self.clock() + wait)
         raise self._error(429, wait, -1003, msg)
 
-    def _check_orders(self, account: str, now: float) -> None:
+    def _check_orders(self, account: str, now: float, orders: int) -> None:
         counts = self.orders.setdefault(account, {})
         limits = (self.limits.orders_per_10s, self.limits.orders_per_day)
         names = ("TEN_SECONDS", "DAY")
         keys = [(i, int(now // w)) for i, w in enumerate(self.order_windows)]
         for (i, window), limit, name in zip(keys, limits, names, strict=True):
-            if counts.get((i, window), 0) + 1 > limit:
+            if counts.get((i, window), 0) + orders > limit:
                 wait = (window + 1) * self.order_windows[i] - now
                 message = f"Too many new orders; current limit is {limit} orders per {name}."
                 raise self._error(429, wait, -1015, message)
         for key in keys:
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + orders
         for key in [k for k in counts if k not in keys]:
             del counts[key]
 

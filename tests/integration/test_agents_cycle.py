@@ -318,11 +318,13 @@ def test_with_an_llm_the_report_says_which_rung_answered_each_agent(
 def test_after_the_daily_loss_limit_no_new_buys_leave_the_fleet(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    from datetime import UTC, datetime
+    from core.keys import KeySpace
+    from resilience.ledger import Fill, Ledger
 
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    # the account was worth 20,000 USDT this morning; it holds 10,000 now: a 10,000 loss
-    redis_client.set(f"{namespace}fleet:equity:binance:{day}", "20000")
+    # a round trip today that lost 10,000 USDT: the ledger's realised P&L for the day
+    ledger = Ledger(redis_client, KeySpace(namespace))
+    ledger.apply_fill("binance", "ETH/USDT", Fill("cai-a", "buy", 10.0, 2000.0))
+    ledger.apply_fill("binance", "ETH/USDT", Fill("cai-b", "sell", 10.0, 1000.0))
     with running_sandbox(
         starting_balances={"USDT": 10000},
         candles_file=str(uptrend(tmp_path)),

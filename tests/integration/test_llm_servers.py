@@ -1,9 +1,10 @@
 """Every OpenAI-compatible server people run, as the test server emulates its documented ways.
 
 The adapter is asked over real HTTP against each server profile (tests/integration/
-fake_openai.py) and each structured-output way; two fleet runs (real workers, the sandbox)
-end with a report for every symbol: llama-cpp-python behind one slot, and answers cut at
-the length limit where langchain raises nothing itself.
+fake_openai.py) and each structured-output way. Fleet runs (real workers, the sandbox) end
+with a report for every symbol: one fleet meeting every server profile in turn and then
+slow tokens, llama-cpp-python behind one slot, and answers cut at the length limit where
+langchain raises nothing itself.
 """
 
 from __future__ import annotations
@@ -374,3 +375,53 @@ def test_a_fleet_whose_prompted_answers_are_cut_falls_to_rules_and_says_why(
         for stage in ("long", "short", "plan"):
             assert report[stage]["rung"] == "rules", report[stage]
             assert report[stage]["fallback_reason"].startswith(cut), report[stage]
+
+
+def test_one_fleet_meets_every_server_in_turn_and_each_run_completes(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """One run per server profile, then one against slow tokens, on the same workers.
+
+    The workers remember per server which ways it refused, so a later profile that also
+    refuses the way they fell back to makes them fall again within the call; every run ends
+    with a report for every symbol, and the report names the rung and why.
+    """
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    profiles = ["openai", "vllm", "ollama", "llama_server", "llama_cpp_python", "lmstudio"]
+    done: dict[str, list[dict[str, Any]]] = {}
+    with (
+        FakeOpenAI(profiles[0], by_schema=ANSWERS) as server,
+        running_sandbox(starting_balances={"USDT": 10000}, symbols=symbols) as sb,
+    ):
+        settings = {"base_url": server.url, "model": "local", "timeout": 4}
+        config = cycle.write_config(tmp_path, sb.url, symbols, llm=settings)
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
+            fleet.start("agents", concurrency=4)
+            for behaviour in [*profiles, "slow"]:
+                if behaviour == "slow":  # 1 s per token: no answer within llm.timeout
+                    server.behaviour.token_delay = 1.0
+                else:
+                    server.behaviour.profile = behaviour
+                seen = {p.parent.name for p in (tmp_path / "reports").glob("*/*.json")}
+                run = cycle.analyse(fleet.env(), config)
+                output, _ = run.communicate(timeout=180)
+                assert run.returncode == 0, (behaviour, output)
+                new = [r for r in cycle.reports(tmp_path) if r["run_id"] not in seen]
+                assert sorted(r["symbol"] for r in new) == symbols, (behaviour, output)
+                done[behaviour] = new
+        used = {(r.get("response_format") or {}).get("type") for r in server.behaviour.requests}
+    for behaviour in profiles:
+        for report in done[behaviour]:
+            for stage in ("long", "short", "strategy"):
+                answered = report["rungs"][stage]
+                assert answered == {"rung": "llm", "reason": None}, (behaviour, stage, answered)
+    timed_out = "llm timed out: "
+    for report in done["slow"]:
+        for stage in ("long", "short", "strategy"):
+            answered = report["rungs"][stage]
+            # the cases fall to the LLM's answers of the runs before (cached); the plan to rules
+            below = ("cache",) if stage != "strategy" else ("rules", "abstain")
+            assert answered["rung"] in below, (stage, answered)
+            assert answered["reason"].startswith(timed_out), answered
+    # llama-cpp-python refused json_schema, LM Studio then refused json_object
+    assert {"json_schema", "json_object"} <= used, used

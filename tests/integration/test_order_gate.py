@@ -26,6 +26,7 @@ from core.config import AppConfig
 from core.errors import OrderRefusedError
 from core.keys import KeySpace
 from resilience import ResilientAPIClient
+from resilience.ledger import Ledger
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 from tests.integration.workers import WorkerFleet, worker_fleet
 
@@ -150,6 +151,13 @@ def test_paper_mode_sends_no_order_on_any_path(
     audit = redis_client.xrange(KeySpace(namespace).order_audit())
     modes = {fields[b"mode"] for _, fields in audit}
     assert modes == {b"paper"} and len(audit) == 6
+    # every path's paper fill is in the paper wallet, once
+    ledger = Ledger(redis_client, KeySpace(namespace))
+    btc = ledger.position("binance", "BTC/USDT")
+    assert btc is not None and btc.amount == pytest.approx(3 * 0.0005) and len(btc.fills) == 3
+    eth = ledger.position("binance", "ETH/USDT")
+    assert eth is not None and eth.run_id == "paper-run" and eth.amount == report["order"]["filled"]
+    assert ledger.wallet("binance")["BTC"] == pytest.approx(0.0015)
 
 
 def test_the_risk_guard_and_the_kill_switch_hold_on_every_path(

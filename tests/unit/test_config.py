@@ -329,3 +329,16 @@ def test_an_llm_budget_smaller_than_one_prompt_is_refused(tmp_path: Path) -> Non
     assert "llm.tokens_per_minute: 99 is smaller than one prompt" in env_message
     # without an LLM the budget is never spent: nothing to refuse
     assert load_config(write(tmp_path, "llm:\n  tokens_per_minute: 500\n"), env={})
+
+
+def test_an_llm_timeout_an_agent_stage_cannot_wait_out_is_refused_in_one_line() -> None:
+    from core.config import AGENT_STAGE_SECONDS, LLM_STAGE_RESERVE, cross_reference_problems
+
+    slow = AppConfig.model_validate({"llm": {"base_url": "http://127.0.0.1:1", "timeout": 300}})
+    problems = dict(cross_reference_problems(slow))
+    assert "300s is longer than an agent stage can wait" in problems["llm.timeout"]
+    fits = AGENT_STAGE_SECONDS - LLM_STAGE_RESERVE
+    ok = AppConfig.model_validate({"llm": {"base_url": "http://127.0.0.1:1", "timeout": fits}})
+    assert "llm.timeout" not in dict(cross_reference_problems(ok))
+    # no LLM configured: its timeout is never used
+    assert "llm.timeout" not in dict(cross_reference_problems(AppConfig(llm={"timeout": 300})))
