@@ -29,8 +29,11 @@ typecheck: $(BIN)/.installed
 imports: $(BIN)/.installed
 	$(BIN)/lint-imports
 
+# two test processes (PYTEST_WORKERS=1 runs them one at a time): most tests wait on real
+# workers, sockets and windows, so two share two cores well (about 7 min against 13)
+PYTEST_WORKERS ?= 2
 pytest: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 # long runs kept out of the default suite: 20 trials of each order-duplication scenario
 stress: $(BIN)/.installed
