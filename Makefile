@@ -39,6 +39,8 @@ pytest: $(BIN)/.installed
 stress: $(BIN)/.installed
 	ORDER_TRIALS=20 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/integration/test_order_gate.py -k "concurrent or dead_worker"
+	SHUTDOWN_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/integration/test_shutdown.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

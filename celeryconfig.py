@@ -107,6 +107,8 @@ def celery_settings(config: AppConfig, broker_url: str) -> dict[str, Any]:
         "task_default_queue": "medium",
         "task_default_exchange": "medium",
         "task_default_routing_key": "medium",
+        # the protective exits' watch (tasks/protection.py; on high by its name's tier)
+        "imports": ("tasks.protection",),
         "task_routes": (TierRouter(config.celery.dedicated_exchanges),),
         "task_create_missing_queues": True,
         "task_time_limit": config.celery.task_time_limit,

@@ -13,6 +13,7 @@ From Python (with the fleet's workers running)::
     task_id = await system.submit_trading_request(
         exchange="binance", endpoint="/api/v3/ticker/price", params={"symbol": "BTCUSDT"},
         priority="high")
+    price = await system.get_result(task_id, timeout=30)   # or raises the task's error
     status = await system.get_system_status()   # queue_stats, circuit_breakers, workers
 """
 
@@ -62,6 +63,22 @@ class MultiExchangeTradingSystem:
             "exchange.request", args=[exchange, endpoint, params or {}], queue=queue
         )
         return str(result.id)
+
+    async def get_result(self, task_id: str, timeout: float | None = 30.0) -> Any:
+        """Wait for a submitted task; return its result or raise the error it failed with.
+
+        Raises ``celery.exceptions.TimeoutError`` when it has not finished in ``timeout``
+        seconds (None: wait for ever); the task keeps running and can be waited for again.
+        """
+        from tasks.runs import release
+
+        if not self._started:
+            raise RuntimeError("call await system.start() first")
+        result = self.app.AsyncResult(task_id)
+        try:
+            return await asyncio.to_thread(result.get, timeout=timeout, propagate=True)
+        finally:
+            release(result)
 
     async def get_system_status(self) -> dict[str, Any]:
         """Return queue depths, circuit breakers and workers, as ``crypto-ai status`` shows."""

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.types import Evidence, Features
+from agents.types import Evidence, Features, Target
 
 #: A price in an answer: positive and finite (the stop of -1 a small model wrote is not one).
 Price = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -119,6 +119,8 @@ class PlanAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     action: Literal["buy", "sell", "hold"]
+    #: What to do with the position shown (None: the rules choose, ``agents.strategy.aim``).
+    target: Target | None = None
     confidence: float = Field(ge=0.0, le=1.0)
     stop_loss: Price | None
     take_profit: Price | None
@@ -210,14 +212,34 @@ def _exit_problem(
     return None
 
 
+#: Targets whose order opens nothing, so their answer's exits are not used (spot: a reverse
+#: is a close).
+EXITLESS_TARGETS = ("hold", "reduce", "close", "reverse")
+
+
+def target_problem(answer: PlanAnswer, allowed: Sequence[str], held: str) -> str | None:
+    """Return why the answer's target is not one the position allows, or None.
+
+    ``allowed`` comes from ``agents.strategy.allowed_targets``; ``held`` names the position.
+    An answer without a target passes: the rules choose it.
+    """
+    if answer.target is None or answer.target in allowed:
+        return None
+    return (
+        f"target {answer.target} of a {answer.action} is not allowed on {held} "
+        f"(allowed: {', '.join(allowed)})"
+    )
+
+
 def exits_problem(answer: PlanAnswer, entry: float, atr: float | None) -> str | None:
     """Return why a buy's or sell's exits are missing, on the wrong side, or too far, or None.
 
     A buy's stop lies below the entry and its take-profit above, each within its ATR band
     (``STOP_ATR``, ``TAKE_PROFIT_ATR``); a sell's mirror them. Without an ATR only the sides
-    are checked. A hold has no exits to check.
+    are checked. A hold has no exits to check, and neither has a target that only holds,
+    reduces or closes the position (its exits are the position's).
     """
-    if answer.action == "hold":
+    if answer.action == "hold" or answer.target in EXITLESS_TARGETS:
         return None
     return _exit_problem("stop_loss", answer.stop_loss, answer.action, entry, atr) or (
         _exit_problem("take_profit", answer.take_profit, answer.action, entry, atr)

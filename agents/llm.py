@@ -20,16 +20,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.answers import (
+    EXITLESS_TARGETS,
     CaseAnswer,
     PlanAnswer,
     evidence_problem,
     exits_problem,
     invalidation_problem,
+    target_problem,
 )
 from agents.messages import (
     MAX_HEADLINES,
@@ -40,8 +43,8 @@ from agents.messages import (
     prompt,
     quoted_headline,
 )
-from agents.strategy import size_for
-from agents.types import AnalystReport, Features, NewsItem, Rung, TradePlan
+from agents.strategy import allowed_targets, expires_at, is_live, size_for
+from agents.types import AnalystReport, Features, Holding, NewsItem, Rung, TradePlan
 from core.config import RiskLimits
 from core.errors import BackOffError, CryptoAIError, RateLimitedError, RetryableError
 
@@ -304,19 +307,36 @@ def plan_from_answer(
             confidence=answer.confidence,
             rationale=answer.rationale,
             rung=rung,
+            target=answer.target,
         )
+    # a target without exits (close, reduce) is aimed at the position, not entered
+    exits = answer.target not in EXITLESS_TARGETS
     return TradePlan(
         action=answer.action,
         symbol=symbol,
         size=size,
         entry=entry,
-        stop_loss=answer.stop_loss,
-        take_profit=answer.take_profit,
+        stop_loss=answer.stop_loss if exits else None,
+        take_profit=answer.take_profit if exits else None,
         horizon=answer.horizon,
         confidence=answer.confidence,
         rationale=answer.rationale,
         rung=rung,
+        target=answer.target,
     )
+
+
+def position_message(holding: Holding | None, now: datetime) -> str:
+    """Return the user message's section showing the position held, as quoted JSON data."""
+    if holding is None:
+        shown: dict[str, Any] = {"side": "flat"}
+    else:
+        until = expires_at(holding)
+        shown = holding.model_dump(mode="json", exclude={"run_id"}) | {
+            "plan_expires_at": until.isoformat(timespec="minutes") if until else None,
+            "plan_live": is_live(holding, now),
+        }
+    return "\nPOSITION (JSON, data only):\n" + json.dumps(shown, default=str)
 
 
 async def ask_case(
@@ -342,17 +362,28 @@ async def ask_plan(
     long: AnalystReport,
     short: AnalystReport,
     limits: RiskLimits,
+    holding: Holding | None = None,
+    now: datetime | None = None,
 ) -> TradePlan:
     """Return the LLM's plan, its exits checked against the ATR before the desk sizes it.
+
+    The LLM is shown ``holding`` (the position, as data) and may answer a target for it;
+    a target the position does not allow (``agents.strategy.allowed_targets``) is refused.
+    The caller aims the plan at the position (``agents.strategy.aim``).
 
     Warning: the ATR must be known; without one there is no stop to check, and the caller
     leaves the plan to the rules.
     """
     if features.atr is None or features.atr <= 0:
         raise LLMCheckError("plan: no ATR to check the exits against")
+    now = now or datetime.now(UTC)
     system, user = plan_messages(symbol, features, long, short)
-    answer = await llm.complete(PlanAnswer, system, user)
-    problem = exits_problem(answer, features.close, features.atr)
+    answer = await llm.complete(PlanAnswer, system, user + position_message(holding, now))
+    allowed = allowed_targets(answer.action, holding, now)
+    held = "no position" if holding is None else f"a {holding.side} position"
+    problem = exits_problem(answer, features.close, features.atr) or target_problem(
+        answer, allowed, held
+    )
     if problem:
         raise LLMCheckError(f"plan: {problem}")
     size = size_for(features.close, features.atr, answer.confidence, limits)

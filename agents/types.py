@@ -105,8 +105,34 @@ class AnalystReport(Model):
     fallback_reason: str | None = None
 
 
+#: What a plan does to the symbol's position (docs/POSITIONS.md, "Decisions"): ``open`` a
+#: new one, ``add`` to it, ``hold`` it (or stay flat), ``reduce`` it, ``close`` it, or
+#: ``reverse`` it (spot: there is no short, so a reverse is a close).
+Target = Literal["open", "add", "hold", "reduce", "close", "reverse"]
+
+
+class Holding(Model):
+    """The position a strategy decides with: what the ledger holds of the symbol."""
+
+    side: Literal["long", "short"]
+    amount: Annotated[float, Field(gt=0.0)]
+    entry: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    horizon: str | None = None
+    opened_at: datetime | None = None
+    run_id: str | None = None
+    #: How its exits are protected: ``exchange``, ``watch`` or None.
+    protection: str | None = None
+
+
 class TradePlan(Model):
-    """What the strategy decided: buy, sell or hold, how much, with which exits."""
+    """What the strategy decided: buy, sell or hold, how much, with which exits.
+
+    ``action`` and ``size`` are the order the execution stage sends (a close is a sell of
+    the position's amount); ``target`` says what that does to the position the strategy saw
+    (``position``), and ``signal`` what the cases alone said.
+    """
 
     action: Literal["buy", "sell", "hold"]
     symbol: str
@@ -123,6 +149,12 @@ class TradePlan(Model):
     #: When the data the plan rests on was taken, and after which moment no order may act on it.
     decided_at: datetime | None = None
     valid_until: datetime | None = None
+    #: What the plan does to the position (None: a plan decided without the ledger).
+    target: Target | None = None
+    #: The position the strategy saw when it decided (None: flat).
+    position: Holding | None = None
+    #: What the cases alone said (buy, sell or hold), before the position was weighed.
+    signal: Literal["buy", "sell", "hold"] | None = None
 
     @model_validator(mode="after")
     def _exits_on_the_right_side(self) -> TradePlan:

@@ -235,6 +235,8 @@ class CeleryConfig(Section):
     result_expires: PositiveInt = 86400
     worker_concurrency: PositiveInt | None = None
     dedicated_exchanges: list[str] = []
+    #: Seconds a stopping fleet gives running tasks (warm shutdown) before it kills workers.
+    shutdown_grace_seconds: PositiveFloat = 30.0
 
     @model_validator(mode="after")
     def _timeouts_consistent(self) -> CeleryConfig:
@@ -249,14 +251,41 @@ class CeleryConfig(Section):
         return self
 
 
+#: Tasks that claim a time slot per run and so take the schedule's ``every`` as a kwarg.
+SLOT_TASKS = frozenset({"analysis.run"})
+
+
 class ScheduleEntry(Section):
-    """One celery beat entry: a task run every N seconds on a queue."""
+    """One celery beat entry: a task run every N seconds on a queue.
+
+    A slot task (``analysis.run``) gets ``kwargs.every`` from ``every``: write it once.
+    """
 
     task: str
     every: PositiveFloat
     queue: Literal["high", "medium", "low"] | None = None
     kwargs: dict[str, str | int | float | bool] = {}
     enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_written_once(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("task") not in SLOT_TASKS:
+            return data
+        kwargs = data.get("kwargs") or {}
+        if not isinstance(kwargs, dict) or "every" not in data:
+            return data  # the field validators name what is wrong
+        given, every = kwargs.get("every"), data["every"]
+        if given is None:
+            if isinstance(every, bool) or not isinstance(every, int | float):
+                return data  # `every` is checked as a field; the task reads it from the config
+            return {**data, "kwargs": {**kwargs, "every": every}}
+        if isinstance(given, bool) or not isinstance(given, int | float) or given != every:
+            raise ValueError(
+                f"kwargs.every ({given!r}) differs from every ({every!r}); "
+                "write every alone, the task gets it from there"
+            )
+        return data
 
 
 class WatchItem(Section):
@@ -423,12 +452,28 @@ class PaperConfig(Section):
     fee_rate: Annotated[float, Field(ge=0.0, le=0.05)] = 0.001
 
 
+class ProtectionConfig(Section):
+    """The protective exits of open positions (docs/POSITIONS.md, "Protection").
+
+    ``watch_seconds``: how often the fleet watch (``protection.watch`` on ``high``) checks
+    the watched positions' stops, take-profits and horizons; ``stop_limit_bps``: how far
+    below its stop an exchange-native stop-limit sells; ``list_check_seconds``: how often an
+    exchange-protected position's order list is read when the price has not reached a leg.
+    """
+
+    enabled: bool = True
+    watch_seconds: PositiveFloat = 5.0
+    stop_limit_bps: Annotated[float, Field(ge=0.0, le=1000.0)] = 50.0
+    list_check_seconds: PositiveFloat = 30.0
+
+
 class TradingConfig(Section):
     """Paper or live, and the risk limits no decision can pass."""
 
     mode: Literal["paper", "live"] = "paper"
     risk: RiskLimits = RiskLimits()
     paper: PaperConfig = PaperConfig()
+    protection: ProtectionConfig = ProtectionConfig()
     #: A plan may be executed this long after its market data was taken: by default this
     #: share of the analysis schedule's interval (``plan_validity_seconds`` overrides it).
     plan_validity_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
@@ -440,10 +485,17 @@ def _default_schedules() -> dict[str, ScheduleEntry]:
         f"health-{queue}": ScheduleEntry(task="health.ping", every=60.0, queue=queue)
         for queue in PRIORITY_QUEUES
     }
-    analysis = ScheduleEntry(task="analysis.run", every=300.0, queue="low", kwargs={"every": 300.0})
+    analysis = ScheduleEntry(task="analysis.run", every=300.0, queue="low")
     reconcile = ScheduleEntry(task="reconcile.orders", every=600.0, queue="high")
     alerts = ScheduleEntry(task="monitor.alerts", every=30.0, queue="high")
-    return {**health, "analysis": analysis, "reconcile": reconcile, "alerts": alerts}
+    protection = ScheduleEntry(task="protection.watch", every=5.0, queue="high")
+    return {
+        **health,
+        "analysis": analysis,
+        "reconcile": reconcile,
+        "alerts": alerts,
+        "protection": protection,
+    }
 
 
 class AppConfig(Section):
@@ -483,6 +535,12 @@ class AppConfig(Section):
         if "schedules" not in self.model_fields_set and "alerts" in self.schedules:
             every = self.monitoring.alerts.evaluation_interval
             self.schedules["alerts"] = self.schedules["alerts"].model_copy(update={"every": every})
+        if "schedules" not in self.model_fields_set and "protection" in self.schedules:
+            every = self.trading.protection.watch_seconds
+            entry = self.schedules["protection"]
+            self.schedules["protection"] = entry.model_copy(
+                update={"every": every, "enabled": self.trading.protection.enabled}
+            )
         return self
 
     def queues(self) -> tuple[str, ...]:
@@ -537,6 +595,7 @@ def cross_reference_problems(config: AppConfig) -> list[tuple[str, str]]:
     problems += _visibility_problems(config)
     problems += _llm_budget_problems(config)
     problems += _llm_timeout_problems(config)
+    problems += _flower_problems(config)
     if config.trading.mode == "live":
         for key, exchange in config.exchanges.items():
             if exchange.enabled and not exchange.has_keys:
@@ -565,6 +624,25 @@ def _visibility_problems(config: AppConfig) -> list[tuple[str, str]]:
             )
         )
     return problems
+
+
+#: Addresses only this machine can reach: Flower may go without a password there.
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _flower_problems(config: AppConfig) -> list[tuple[str, str]]:
+    """Return the problem of a Flower others can reach without a password."""
+    flower = config.monitoring.flower
+    if flower.enabled and flower.basic_auth is None and flower.address not in LOOPBACK:
+        return [
+            (
+                "monitoring.flower.basic_auth",
+                f"Flower listens on {flower.address}, which other machines can reach: set "
+                "user:password (FLOWER_BASIC_AUTH), or keep monitoring.flower.address at "
+                "127.0.0.1",
+            )
+        ]
+    return []
 
 
 def _llm_timeout_problems(config: AppConfig) -> list[tuple[str, str]]:

@@ -84,12 +84,18 @@ def _read_yaml(file: Path) -> dict[str, Any]:
         raise ConfigError(str(file), [("", "file not found")]) from None
     except OSError as exc:
         raise ConfigError(str(file), [("", f"cannot read the file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        problem = f"not a UTF-8 text file (byte 0x{byte} at offset {exc.start}); expected YAML"
+        raise ConfigError(str(file), [("", problem)]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        # a reader error (a control character) spans lines: the render keeps one per problem
+        problem = " ".join(str(problem).split())
         raise ConfigError(str(file), [("", f"not valid YAML: {where}{problem}")]) from None
     if data is None:
         return {}

@@ -46,9 +46,13 @@ class ConfigError(CryptoAIError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        """Return the error as the lines an operator reads."""
+        """Return the error as an operator reads it: one line for one problem (the file, the
+        field, what was wrong), else a head line and one line per problem."""
         count = len(self.problems)
-        head = f"invalid configuration in {self.source} ({count} problem{'s' * (count != 1)}):"
+        if count == 1:
+            ((path, message),) = self.problems
+            return f"invalid configuration in {self.source}: {path or '<root>'}: {message}"
+        head = f"invalid configuration in {self.source} ({count} problems):"
         lines = [f"  {path or '<root>'}: {message}" for path, message in self.problems]
         return "\n".join([head, *lines])
 

@@ -22,7 +22,10 @@ Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the sl
                                            seconds, cost; same TTL as the outputs)
     <p>run:<r>:llm                         the whole run's LLM usage (hash, same counters)
     <p>runs:index                          run ids by start time (sorted set)
-    <p>fleet:kill_switch                   set: no order leaves the fleet
+    <p>fleet:kill_switch                   set: no order leaves the fleet (JSON: who, when;
+                                           ``crypto-ai kill``, cleared by ``kill --off``)
+    <p>fleet:kill:audit                    every ``crypto-ai kill``: who, when, the orders
+                                           cancelled, the positions closed (capped stream)
 
 Monitoring and scheduling:
 
@@ -72,7 +75,15 @@ WATCH/MULTI transaction covers a fill's keys on Redis Cluster):
     <p>{ledger:<x>}:history                closed positions, newest first (capped list)
     <p>{ledger:<x>}:marks                  the last price seen per symbol: price, at (hash)
     <p>{ledger:<x>}:wallet                 the paper wallet's balances per asset (hash)
+    <p>{ledger:<x>}:exits                  why each symbol's last position was closed by
+                                           the fleet: reason, order, at (hash of JSON)
     <p>ledger:exchanges                    the exchanges the ledger has written (set)
+
+Protective exits (``resilience/exits.py``, ``tasks/protection.py``):
+
+    <p>protection:lock                     the one fleet watch running (string, TTL)
+    <p>protection:checked:<x>              when each symbol's exchange protection was last
+                                           read (hash of epoch seconds)
 
 Rate limiter (one hash tag per exchange account, so one Lua call can touch all its pools on
 Redis Cluster; ``<x>`` is the exchange's key under ``exchanges:`` in the config):
@@ -245,6 +256,18 @@ class KeySpace:
         """Return the hash of the paper wallet's balances per asset."""
         return f"{self.ledger_tag(exchange)}:wallet"
 
+    def ledger_exits(self, exchange: str) -> str:
+        """Return the hash of why each symbol's last position was closed by the fleet."""
+        return f"{self.ledger_tag(exchange)}:exits"
+
+    def protection_lock(self) -> str:
+        """Return the lease of the one fleet watch running."""
+        return f"{self.prefix}protection:lock"
+
+    def protection_checked(self, exchange: str) -> str:
+        """Return the hash of when each symbol's exchange protection was last read."""
+        return f"{self.prefix}protection:checked:{exchange}"
+
     def ledger_exchanges(self) -> str:
         """Return the set of exchanges the ledger has written."""
         return f"{self.prefix}ledger:exchanges"
@@ -268,6 +291,10 @@ class KeySpace:
     def kill_switch(self) -> str:
         """Return the key that, when set, stops every order."""
         return f"{self.prefix}fleet:kill_switch"
+
+    def kill_audit(self) -> str:
+        """Return the stream of every kill switch change, with what it cancelled and closed."""
+        return f"{self.prefix}fleet:kill:audit"
 
     def queue(self, queue: str, step: int = 0) -> str:
         """Return kombu's list of ``queue``'s messages at priority ``step`` (0: the bare name)."""

@@ -35,6 +35,9 @@ PRIVATE = frozenset(
         "/api/v3/openOrders",
         "/api/v3/allOrders",
         "/api/v3/myTrades",
+        "/api/v3/orderList",
+        "/api/v3/openOrderList",
+        "/api/v3/allOrderList",
     }
 )
 HTTP_METHODS = ("GET", "POST", "DELETE", "PUT")

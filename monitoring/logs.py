@@ -10,10 +10,13 @@ the handlers of the root logger redact again (:func:`install`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -21,6 +24,7 @@ import redis
 from core.config import AppConfig
 from core.redact import MASK, redact, secrets_of
 from core.tracing import current_ids
+from monitoring import metrics
 
 __all__ = [
     "REDACTED",
@@ -105,36 +109,117 @@ class TraceContextFilter(logging.Filter):
 
 
 class RedisLogHandler(logging.Handler):
-    """Push each record as JSON to a capped Redis list (newest first)."""
+    """Push each record as JSON to a capped Redis list (newest first).
 
-    def __init__(self, client: redis.Redis, key: str, max_entries: int, level: int = logging.INFO):
+    While Redis is away the records wait in memory, at most ``buffer_size`` of them, and
+    are sent when it answers again. Beyond the bound the oldest are dropped and counted
+    (:attr:`dropped`, ``crypto_ai_log_records_dropped_total``); one line on stderr says when
+    dropping starts and one when Redis is back. After a failed send the handler waits
+    ``retry_interval`` seconds before trying again, so logging never waits on a dead Redis
+    more than once per interval.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        max_entries: int,
+        level: int = logging.INFO,
+        *,
+        buffer_size: int | None = None,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(level)
         self.client, self.key, self.max_entries = client, key, max_entries
+        self.pending: deque[str] = deque(maxlen=buffer_size or max_entries)
+        self.retry_interval, self.clock = retry_interval, clock
+        self.dropped = 0
+        self._down_since: float | None = None
+        self._next_try = 0.0
+        self._dropping = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Store the record; a Redis failure never breaks the caller."""
+        """Store the record (or keep it until Redis answers); never break the caller."""
         try:
-            trace_id, span_id = current_ids()
-            entry = {
-                "ts": time.time(),
-                "level": record.levelname,
-                "logger": record.name,
-                "process": record.process,
-                "message": redact(record.getMessage()),
-            }
-            if trace_id:
-                entry["trace_id"], entry["span_id"] = trace_id, span_id
-            exception = record.exc_text
-            if not exception and record.exc_info and record.exc_info[1] is not None:
-                exception = logging.Formatter().formatException(record.exc_info)
-            if exception:
-                entry["exception"] = redact(exception)
+            entry = self._entry(record)
+        except Exception:  # a bad record (format string) is reported as logging reports it
+            self.handleError(record)
+            return
+        if len(self.pending) == self.pending.maxlen:
+            self._send()  # Redis may be back: send the kept records before dropping any
+        if len(self.pending) == self.pending.maxlen:
+            self._drop_oldest()
+        self.pending.append(entry)
+        self._send()
+
+    def flush(self) -> None:
+        """Send the records kept while Redis was away, if it answers now."""
+        with self.lock if self.lock else contextlib.nullcontext():
+            self._next_try = 0.0
+            self._send()
+
+    def _entry(self, record: logging.LogRecord) -> str:
+        trace_id, span_id = current_ids()
+        entry = {
+            "ts": time.time(),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.process,
+            "message": redact(record.getMessage()),
+        }
+        if trace_id:
+            entry["trace_id"], entry["span_id"] = trace_id, span_id
+        exception = record.exc_text
+        if not exception and record.exc_info and record.exc_info[1] is not None:
+            exception = logging.Formatter().formatException(record.exc_info)
+        if exception:
+            entry["exception"] = redact(exception)
+        return json.dumps(entry)
+
+    def _send(self) -> None:
+        if not self.pending or self.clock() < self._next_try:
+            return
+        entries = list(self.pending)
+        try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.lpush(self.key, json.dumps(entry))
+            pipe.lpush(self.key, *entries)  # oldest first, so the newest ends at the head
             pipe.ltrim(self.key, 0, self.max_entries - 1)
             pipe.execute()
-        except Exception:  # the log must not take the process down with Redis
-            self.handleError(record)
+        except (redis.RedisError, OSError):  # Redis is away: keep the records for later
+            self._down_since = self._down_since or self.clock()
+            self._next_try = self.clock() + self.retry_interval
+            return
+        for _ in entries:
+            self.pending.popleft()
+        if self._down_since is not None:
+            self._recovered(len(entries))
+
+    def _drop_oldest(self) -> None:
+        self.pending.popleft()
+        self.dropped += 1
+        metrics.LOG_RECORDS_DROPPED.inc()
+        if not self._dropping:
+            self._dropping = True
+            _warn(
+                f"Redis log copy ({self.key}): Redis unreachable, {self.pending.maxlen} "
+                "records kept; dropping the oldest from now on"
+            )
+
+    def _recovered(self, sent: int) -> None:
+        if self._dropping:
+            _warn(
+                f"Redis log copy ({self.key}): Redis is back; sent {sent} kept records, "
+                f"{self.dropped} dropped in all"
+            )
+        self._down_since, self._dropping = None, False
+
+
+def _warn(line: str) -> None:
+    # the real stderr: a worker's sys.stderr is a proxy that logs, which would come back here
+    stream = sys.__stderr__
+    if stream is not None:
+        print(f"WARNING {line}", file=stream, flush=True)
 
 
 def install(logger: logging.Logger, config: AppConfig, client: redis.Redis, key: str) -> None:

@@ -66,6 +66,10 @@ BATCHED = Counter(
     ["exchange", "endpoint"],
 )
 RETRIES = Counter("crypto_ai_retries_total", "Retried exchange calls", ["exchange", "endpoint"])
+LOG_RECORDS_DROPPED = Counter(
+    "crypto_ai_log_records_dropped_total",
+    "Log records the Redis log copy dropped while Redis was away (oldest first)",
+)
 ORDERS = Counter("crypto_ai_orders_total", "Orders by outcome", ["exchange", "outcome"])
 RISK_REJECTIONS = Counter(
     "crypto_ai_risk_rejections_total", "Plans the risk guard refused", ["reason"]

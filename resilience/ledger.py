@@ -18,6 +18,7 @@ API (sync; the ``a``-prefixed twins are coroutines on the running loop's client)
     ledger.positions(exchange=None) -> list[Position]          # every exchange when None
     ledger.apply_fill(exchange, symbol, fill, plan=..., mode=..., wallet=...) -> Applied
     ledger.set_protection(exchange, symbol, kind, order_ids) -> Position | None
+    ledger.exits(exchange) -> dict[str, dict]                 # why the fleet closed each
     ledger.realized_today(exchange) -> float                  # UTC day, closed and reduced
     ledger.daily_pnl(exchange, prices) -> float               # realised today + unrealised
     ledger.history(exchange) -> list[Position]                # closed, newest first
@@ -321,6 +322,24 @@ class Ledger:
                 except redis.exceptions.WatchError:
                     continue
         raise RetryableError(f"ledger of {exchange} {symbol}: too many concurrent writers")
+
+    async def arecord_exit(self, exchange: str, symbol: str, record: dict[str, Any]) -> None:
+        """Record why the fleet closed ``symbol``'s position (reason, order, at)."""
+        value = json.dumps({**record, "at": _now_iso()})
+        await self.clients.aio().hset(self.keys.ledger_exits(exchange), symbol, value)
+
+    def exits(self, exchange: str) -> dict[str, dict[str, Any]]:
+        """Return why each symbol's last position was closed by the fleet."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.ledger_exits(exchange)))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def aset_protection(
+        self, exchange: str, symbol: str, kind: Kind | None, order_ids: Iterable[str] = ()
+    ) -> Position | None:
+        """Record how the open position of ``symbol`` is protected (see set_protection)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.set_protection, exchange, symbol, kind, order_ids)
 
     # -- the transaction -----------------------------------------------------------------
 

@@ -27,7 +27,12 @@ For a create or an amendment, in this order:
 7. every decision is appended to the ``orders:audit`` stream.
 
 Cancels skip the kill switch and the risk guard (they only reduce risk) but not paper
-mode. Raw REST writes (``"POST /api/v3/order"``) are refused except cancels: the gate
+mode. So do **exits** (``exit_reason``: ``resilience/exits.py`` closing a position) and
+**protective orders** (:meth:`OrderGate.protect`: an exchange-native stop/take-profit of a
+position): they are reduce-only, never more than the ledger's position, and paper mode still
+simulates an exit. Before a sell is sent, the position's exchange protection is cancelled
+(its legs lock the amount the sell needs); the fleet watch protects what is left.
+Raw REST writes (``"POST /api/v3/order"``) are refused except cancels: the gate
 cannot read an exchange-specific order body; send ``create_order`` instead.
 """
 
@@ -37,6 +42,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -83,11 +89,15 @@ class OrderGate:
         self.lease_seconds = self.send_seconds + 2.0
         self.wait_seconds = self.lease_seconds * 4
 
-    async def submit(self, request: OrderRequest, plan: PlanRef | None = None) -> GateAnswer:
+    async def submit(
+        self, request: OrderRequest, plan: PlanRef | None = None, *, exit_reason: str | None = None
+    ) -> GateAnswer:
         """Pass one write through the gate; refusals come back as ``approved=False``.
 
         ``plan`` is what a position this order opens records (run, stop, take-profit,
         horizon); without it, the run id is read from an ``execution:<run>`` origin.
+        ``exit_reason``: the order closes the position (a sell, cut to the position held;
+        no kill switch, no entry limits; refused when nothing is held).
         """
         mode = order_mode(self.client, request.exchange)
         endpoint = Endpoint.parse(request.endpoint)
@@ -97,7 +107,7 @@ class OrderGate:
             elif endpoint.cancel:
                 answer = await self._cancel(request, mode)
             else:
-                answer = await self._create(request, mode, plan)
+                answer = await self._create(request, mode, plan, exit_reason)
         except OrderRefusedError as refused:
             answer = GateAnswer(False, None, "refused", mode, refused.reasons)
             emit("risk.rejected", reason=refused.reasons[0].split(" ")[0])
@@ -134,7 +144,11 @@ class OrderGate:
         return GateAnswer(True, data, source, mode)
 
     async def _create(
-        self, request: OrderRequest, mode: Mode, plan: PlanRef | None = None
+        self,
+        request: OrderRequest,
+        mode: Mode,
+        plan: PlanRef | None = None,
+        exit_reason: str | None = None,
     ) -> GateAnswer:
         now = datetime.now(UTC)
         if request.valid_until is not None and now > request.valid_until:
@@ -159,7 +173,7 @@ class OrderGate:
         # lapses, so the next delivery waits and then looks the order up before sending.
         try:
             answer = await self._under_symbol_lease(
-                request, mode, cid, claim, lookup=known_id, plan=plan
+                request, mode, cid, claim, lookup=known_id, plan=plan, exit_reason=exit_reason
             )
         except GiveUpError:  # refused by the gate or by the exchange: nothing was placed
             await claim.release()
@@ -191,7 +205,30 @@ class OrderGate:
         *,
         lookup: bool,
         plan: PlanRef | None = None,
+        exit_reason: str | None = None,
     ) -> GateAnswer:
+        symbol_lease = await self._symbol_lease(request, cid)
+        try:
+            if not await claim.extend():
+                raise RetryableError(f"lost the claim of {cid} while waiting for {request.symbol}")
+            if lookup and mode != "paper":
+                found = await self.client.writes.find_order(
+                    self._request(request, {}), request.symbol, cid
+                )
+                if found is not None:
+                    log.info("order %s already exists on %s; not placing it again", cid, mode)
+                    answer = GateAnswer(True, recorded(found), "found", mode)
+                    return await self._apply_fill(request, answer, plan)
+            await self._refuse_if_overtaken(request)
+            leases = (claim, symbol_lease)
+            answer = await self._checked_send(request, mode, cid, leases, exit_reason)
+            # under the symbol's lease: the next order of the symbol sees this fill
+            return await self._apply_fill(request, answer, plan)
+        finally:
+            await asyncio.shield(symbol_lease.release())
+
+    async def _symbol_lease(self, request: OrderRequest, cid: str) -> Lease:
+        """Take the lease of the one order in flight for the request's symbol."""
         symbol_lease = Lease(
             self.clients,
             self.keys.order_symbol(request.exchange, request.symbol),
@@ -208,23 +245,7 @@ class OrderGate:
                 raise RetryableError(
                     f"another order for {request.symbol} on {request.exchange} is in flight"
                 ) from exc
-        try:
-            if not await claim.extend():
-                raise RetryableError(f"lost the claim of {cid} while waiting for {request.symbol}")
-            if lookup and mode != "paper":
-                found = await self.client.writes.find_order(
-                    self._request(request, {}), request.symbol, cid
-                )
-                if found is not None:
-                    log.info("order %s already exists on %s; not placing it again", cid, mode)
-                    answer = GateAnswer(True, recorded(found), "found", mode)
-                    return await self._apply_fill(request, answer, plan)
-            await self._refuse_if_overtaken(request)
-            answer = await self._checked_send(request, mode, cid, (claim, symbol_lease))
-            # under the symbol's lease: the next order of the symbol sees this fill
-            return await self._apply_fill(request, answer, plan)
-        finally:
-            await asyncio.shield(symbol_lease.release())
+        return symbol_lease
 
     async def _refuse_if_overtaken(self, request: OrderRequest) -> None:
         if request.decided_at is None:
@@ -241,38 +262,34 @@ class OrderGate:
             )
 
     async def _checked_send(
-        self, request: OrderRequest, mode: Mode, cid: str, leases: tuple[Lease, Lease]
+        self,
+        request: OrderRequest,
+        mode: Mode,
+        cid: str,
+        leases: tuple[Lease, Lease],
+        exit_reason: str | None = None,
     ) -> GateAnswer:
-        client, amount = self.client, float(request.amount or 0.0)
+        client = self.client
         rules = client.profile(request.exchange)
+        if request.side == "sell" and mode != "paper":
+            # the protective legs lock what the sell needs (and count as open orders)
+            await self._unprotect(request.exchange, request.symbol)
         state, ticker = await read_risk_state(
             client, self.ledger, request.exchange, request.symbol, mode
         )
         entry = request.price or request.reference or state.market_price
-        intent = TradePlan(
-            action=cast(Literal["buy", "sell"], request.side),
-            symbol=request.symbol,
-            size=amount,
-            entry=entry,
-        )
-        decision = risk_lib.check(intent, client.config.trading.risk, state)
-        cut = decision.size < amount * (1 - 1e-9)
-        if not decision.approved or (cut and not request.resize):
-            reasons = decision.reasons
-            if decision.approved:  # a bare order is refused, never silently cut
-                reasons = [
-                    f"over a risk limit: {request.side} {amount:g} {request.symbol} at "
-                    f"{entry:g} ({'; '.join(decision.reasons)})"
-                ]
-            raise OrderRefusedError("; ".join(reasons), reasons)
+        if exit_reason is None:
+            wanted, reasons = self._guarded(request, state, entry)
+        else:
+            wanted, reasons = await self._reduce_only(request, exit_reason)
         size = await client.writes.to_precision(
-            self._request(request, {}), request.symbol, decision.size, mode
+            self._request(request, {}), request.symbol, wanted, mode
         )
         if size <= 0:
-            raise OrderRefusedError(f"size {decision.size:g} rounds to 0 on {request.exchange}")
+            raise OrderRefusedError(f"size {wanted:g} rounds to 0 on {request.exchange}")
         if mode == "paper":
             order = simulated_fill(request, cid, size, ticker, client.config.trading.paper)
-            return GateAnswer(True, order, "paper", mode, decision.reasons, size)
+            return GateAnswer(True, order, "paper", mode, reasons, size)
 
         async def still_ours() -> None:
             # a lease that lapsed while we waited may be another delivery's now: send nothing
@@ -287,7 +304,114 @@ class OrderGate:
         sent = self._request(request, params)
         data, source = await client.writes.send(sent, still_ours)
         data = await client.writes.completed(sent, data)
-        return GateAnswer(True, recorded(data), source, mode, decision.reasons, size)
+        return GateAnswer(True, recorded(data), source, mode, reasons, size)
+
+    def _guarded(
+        self, request: OrderRequest, state: risk_lib.RiskState, entry: float
+    ) -> tuple[float, list[str]]:
+        """Return the size the risk guard allows and its reasons; raise if it refuses."""
+        amount = float(request.amount or 0.0)
+        intent = TradePlan(
+            action=cast(Literal["buy", "sell"], request.side),
+            symbol=request.symbol,
+            size=amount,
+            entry=entry,
+        )
+        decision = risk_lib.check(intent, self.client.config.trading.risk, state)
+        cut = decision.size < amount * (1 - 1e-9)
+        if not decision.approved or (cut and not request.resize):
+            reasons = decision.reasons
+            if decision.approved:  # a bare order is refused, never silently cut
+                reasons = [
+                    f"over a risk limit: {request.side} {amount:g} {request.symbol} at "
+                    f"{entry:g} ({'; '.join(decision.reasons)})"
+                ]
+            raise OrderRefusedError("; ".join(reasons), reasons)
+        return decision.size, decision.reasons
+
+    async def _reduce_only(self, request: OrderRequest, reason: str) -> tuple[float, list[str]]:
+        """Return an exit's size: at most the position held; raise when nothing is held."""
+        position = await self.ledger.aposition(request.exchange, request.symbol)
+        if request.side != "sell" or position is None or position.side != "long":
+            raise OrderRefusedError(f"exit ({reason}): no long position of {request.symbol}")
+        return min(float(request.amount or position.amount), position.amount), [f"exit: {reason}"]
+
+    async def _unprotect(self, exchange: str, symbol: str) -> None:
+        """Cancel the position's exchange protection before a sell (resilience/exits.py)."""
+        from resilience.exits import cancel_protection
+
+        position = await self.ledger.aposition(exchange, symbol)
+        if position is not None and (position.protection or {}).get("kind") == "exchange":
+            await cancel_protection(self.client, position)
+
+    async def protect(
+        self,
+        request: OrderRequest,
+        endpoint: str,
+        params: dict[str, Any],
+        find: Callable[[], Awaitable[dict[str, Any] | None]],
+    ) -> GateAnswer:
+        """Place an exchange-native protective order of a position (reduce-only).
+
+        ``request`` names it (exchange, symbol, sell, amount, the list's client order id);
+        ``endpoint``/``params`` are the exchange's own write (Binance: ``POST
+        /api/v3/orderList/oco``); ``find`` looks it up by its client order id. Claimed like
+        any order, so two workers place it once; refused above the position held; never
+        sent in paper mode. No kill switch, no entry limits: it only reduces risk.
+        """
+        mode = order_mode(self.client, request.exchange)
+        cid = str(request.client_order_id)
+        if mode == "paper":
+            answer = GateAnswer(True, {"clientOrderId": cid, "status": "simulated"}, "paper", mode)
+            await self._audit(request, answer)
+            return answer
+        claim = Lease(
+            self.clients, self.keys.order_claim(request.exchange, cid), self.lease_seconds
+        )
+        settled = await self._claim(claim)
+        if settled is not None:
+            return settled
+        try:
+            symbol_lease = await self._symbol_lease(request, cid)
+            try:
+                answer = await self._protective_send(request, endpoint, params, find, mode)
+            finally:
+                await asyncio.shield(symbol_lease.release())
+        except OrderRefusedError as refused:
+            await claim.release()
+            answer = GateAnswer(False, None, "refused", mode, refused.reasons)
+            await self._audit(request, answer)
+            return answer
+        except CryptoAIError as error:
+            await claim.release()
+            failed = GateAnswer(False, None, "failed", mode, [f"{type(error).__name__}: {error}"])
+            await self._audit(request, failed)
+            raise
+        await claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
+        await self._audit(request, answer)
+        return answer
+
+    async def _protective_send(
+        self,
+        request: OrderRequest,
+        endpoint: str,
+        params: dict[str, Any],
+        find: Callable[[], Awaitable[dict[str, Any] | None]],
+        mode: Mode,
+    ) -> GateAnswer:
+        position = await self.ledger.aposition(request.exchange, request.symbol)
+        amount = float(request.amount or 0.0)
+        if position is None or position.side != "long" or amount > position.amount * (1 + 1e-9):
+            held = position.amount if position else 0.0
+            raise OrderRefusedError(
+                f"protection of {request.symbol}: {amount:g} is more than the {held:g} held"
+            )
+        found = await find()
+        if found is not None:
+            return GateAnswer(True, found, "found", mode, ["protection"], amount)
+        sent = self.client.request(request.exchange, endpoint, params, self.send_seconds + 1.0)
+        data, source = await self.client.writes.send(sent)
+        return GateAnswer(True, dict(data), source, mode, ["protection"], amount)
 
     async def _apply_fill(
         self, request: OrderRequest, answer: GateAnswer, plan: PlanRef | None

@@ -2,9 +2,10 @@
 
 The gate (``resilience/orders.py``) is the one mechanism every order of the fleet passes:
 paper mode, the plan's deadline, the client order id claim, the risk guard, the audit
-record, the fill applied to the position ledger (``resilience/ledger.py``). This stage only
-turns the plan into the gate's request and records the outcome, with the symbol's position
-before and after it.
+record, the fill applied to the position ledger (``resilience/ledger.py``). This stage
+turns the plan into the gate's request, protects the position an entry opened or grew
+(``resilience/exits.py``: an OCO on the exchange, or the fleet watch), and records the
+outcome, with the symbol's position before and after it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from typing import Any
 
 from agents.orders import client_order_id
 from agents.types import TradePlan
+from core.errors import CryptoAIError
 from core.tracing import span
 from exchanges.profiles import ExchangeProfile
 from exchanges.request import request_priority
 from ratelimit.pools import Priority
+from resilience.client import ResilientAPIClient
+from resilience.exits import protect
 from resilience.orders import OrderRequest, PlanRef, order_mode
+from resilience.position import Position
 from tasks.context import Runtime
 from tasks.stages import load, save
 
@@ -83,9 +88,24 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     if answer.approved and answer.order is not None:
         outcome["order"] = {**answer.order, "source": answer.source}
     after = await ledger.aposition(exchange, symbol)
+    if answer.approved and _grew(before, after):
+        outcome["protection"] = await _protect(client, exchange, symbol)
+        after = await ledger.aposition(exchange, symbol)
     outcome["position"] = {
         "before": held,
         "after": after.as_dict() if after else None,
     }
     save(rt, run_id, exchange, symbol, "execution", data=outcome)
     return outcome
+
+
+def _grew(before: Position | None, after: Position | None) -> bool:
+    return after is not None and (before is None or after.amount > before.amount)
+
+
+async def _protect(client: ResilientAPIClient, exchange: str, symbol: str) -> dict[str, Any]:
+    """Protect the position at once; a failure is recorded (the fleet watch repairs it)."""
+    try:
+        return await protect(client, exchange, symbol) or {"kind": None}
+    except CryptoAIError as error:
+        return {"kind": None, "error": f"{type(error).__name__}: {error}"}

@@ -9,7 +9,8 @@ One run on one exchange account:
 2. **Open orders** of the watched symbols: one request per symbol, or one for all symbols
    where the exchange offers it and it weighs less (``ALL_SYMBOLS_OPEN_ORDERS``). An open
    order the index does not hold is ``unknown`` if it carries our ``cai`` prefix (placed by
-   the fleet but never recorded: a crash between placing and recording), else ``foreign``.
+   the fleet but never recorded: a crash between placing and recording), else ``foreign``;
+   a leg of an open position's exchange protection (the ledger's OCO ids) is ``protective``.
 3. **Orders not final** in the index (open, partially filled, outcome unknown): one still
    open on the exchange is confirmed by step 2 for free; any other is asked for by client
    order id (``checked``), and its answer becomes its last known status. An order that
@@ -34,6 +35,7 @@ larger backlog is reported over the following runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -175,12 +177,25 @@ class Run:
             answers.append(record or Known(cid, known.symbol, known.side, "missing", known.id))
         await self.index.learn(answers, exchange_said=True)
         held = await self.index.get(c for c in by_cid if c)
+        guarding = await self.protective_ids()
         for cid, order in by_cid.items():
-            if cid not in held:
+            if cid in guarding:
+                summary["protective"].append(cid)  # a leg of a position's exchange protection
+            elif cid not in held:
                 kind = "unknown" if cid.startswith(OUR_PREFIX) else "foreign"
                 summary[kind].append(cid or str(order["id"]))
         await self.index.name({str(o["id"]): c for c, o in by_cid.items() if c and o.get("id")})
         return {str(o["id"]): o for o in opened if o.get("id")}
+
+    async def protective_ids(self) -> set[str]:
+        """Return the client order ids of the open positions' exchange protection (OCO legs)."""
+        positions = await asyncio.to_thread(self.ledger.positions, self.exchange)
+        return {
+            str(cid)
+            for p in positions
+            if p.protection and p.protection.get("kind") == "exchange"
+            for cid in p.protection.get("order_ids") or []
+        }
 
     async def fills(self, summary: dict[str, Any]) -> None:
         """Report the fills since the last check, once each."""
@@ -239,6 +254,7 @@ class Run:
             "missing": [],
             "unknown": [],
             "foreign": [],
+            "protective": [],
             "checked": 0,
             "fills": [],
             "balances": {},

@@ -125,6 +125,10 @@ def from_audit(
     cid = entry.get("client_order_id", "")
     if entry.get("exchange") != exchange or not cid or entry.get("mode") == "paper":
         return None
+    if "/orderList" in entry.get("endpoint", ""):
+        # an order list (a position's OCO protection) is no order: its legs are, found among
+        # the open orders as ``protective``, and the position's watch settles the list
+        return None
     outcome = entry.get("outcome", "")
     if outcome == "failed" and "OutcomeUnknownError" in entry.get("reasons", ""):
         return Known(cid, entry.get("symbol", ""), entry.get("side", ""), "unknown")

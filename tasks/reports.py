@@ -87,10 +87,11 @@ def page(report: dict[str, Any]) -> str:
         plan["rationale"],
         "",
     ]
+    lines += _target_lines(plan)
     if plan["action"] != "hold":
         lines += [
-            f"Size {plan['size']:.8f} at {plan['entry']:.8g}, stop {plan['stop_loss']:.8g}, "
-            f"take profit {plan['take_profit']:.8g}, horizon {plan['horizon']}.",
+            f"Size {plan['size']:.8f} at {plan['entry']:.8g}, stop {_price(plan['stop_loss'])}, "
+            f"take profit {_price(plan['take_profit'])}, horizon {plan['horizon']}.",
             "",
         ]
     risk = execution.get("risk", {})
@@ -131,6 +132,19 @@ def page(report: dict[str, Any]) -> str:
 
 #: How the page names the stages that call the LLM, in run order.
 STAGE_NAMES = {"news": "news", "long": "long case", "short": "short case", "strategy": "strategy"}
+
+
+def _price(value: float | None) -> str:
+    return "none" if value is None else f"{value:.8g}"
+
+
+def _target_lines(plan: dict[str, Any]) -> list[str]:
+    """Return the line saying which position the plan saw and what it targets."""
+    if plan.get("target") is None:  # a plan decided before decisions saw the position
+        return []
+    held = plan.get("position")
+    seen = f"{held['side']} {held['amount']:.8g} at {held['entry']:.8g}" if held else "none"
+    return [f"Position seen: {seen}; signal {plan.get('signal')}; target {plan['target']}.", ""]
 
 
 def _position_lines(position: dict[str, Any] | None) -> list[str]:

@@ -15,6 +15,7 @@ QUEUE_BY_PREFIX = {
     "orders": "high",
     "reconcile": "high",
     "monitor": "high",
+    "protection": "high",
     "analysis": "medium",
     "strategy": "medium",
     "news": "low",

@@ -29,12 +29,19 @@ def claim_slot(name: str, every: float) -> bool:
 
 
 @shared_task(name="analysis.run")
-def run_watchlist(every: float = 300.0) -> dict[str, Any]:
-    """Start one analysis run over the watchlist (once per slot); return its id."""
+def run_watchlist(every: float | None = None) -> dict[str, Any]:
+    """Start one analysis run over the watchlist (once per slot); return its id.
+
+    ``every`` is the slot length: beat passes ``schedules.analysis.every``; without it the
+    configured schedule's (300 s when there is none).
+    """
+    rt = context.current()
+    if every is None:
+        entry = rt.config().schedules.get("analysis")
+        every = entry.every if entry is not None else 300.0
     if not claim_slot("analysis.run", every):
         log.info("analysis run for this slot already started by another beat; skipping")
         return {"skipped": True}
-    rt = context.current()
     with span("analysis.run", scheduled=True) as root:
         run_id, canvas = watchlist_run(rt.config())
         root.set_attribute("run_id", run_id)

@@ -18,13 +18,22 @@ from agents import features as feature_lib
 from agents import news as news_lib
 from agents.analysts import analyse
 from agents.llm import CaseAnswer, ask_case, ask_plan, case_from_answer, climb
-from agents.strategy import decide
-from agents.types import AnalystReport, Candle, MarketSnapshot, NewsItem, Rung, TradePlan
+from agents.strategy import aim, decide
+from agents.types import (
+    AnalystReport,
+    Candle,
+    Holding,
+    MarketSnapshot,
+    NewsItem,
+    Rung,
+    TradePlan,
+)
 from core.tracing import set_attributes
 from exchanges import candles as candles_lib
 from llm.usage import stage_scope
 from resilience import FallbackConfig
 from resilience.cache import request_digest
+from resilience.ledger import Ledger
 from tasks.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -168,13 +177,39 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
     return report.confidence
 
 
+def holding(rt: Runtime, exchange: str, symbol: str) -> Holding | None:
+    """Return the ledger's open position of ``symbol`` as the strategy sees it (None: flat)."""
+    # one small read, like the stage's own loads (the fills that build it pass the gate)
+    held = Ledger(rt.redis_client(), rt.keyspace()).position(exchange, symbol)
+    if held is None or held.side == "flat":
+        return None
+    opened = datetime.fromisoformat(held.opened_at) if held.opened_at else None
+    return Holding(
+        side=held.side,
+        amount=held.amount,
+        entry=held.entry,
+        stop_loss=held.stop_loss,
+        take_profit=held.take_profit,
+        horizon=held.horizon,
+        opened_at=opened,
+        run_id=held.run_id,
+        protection=(held.protection or {}).get("kind"),
+    )
+
+
 async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
-    """Weigh both cases into a plan (LLM -> rules); return its action."""
+    """Weigh both cases and the position held into a plan (LLM -> rules); return its action.
+
+    The plan targets the position (``agents.strategy.aim``: open, add, hold, reduce, close),
+    so a symbol is not entered twice in the same direction while its plan is live.
+    """
     snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
     long = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "long"))
     short = AnalystReport.model_validate(load(rt, run_id, exchange, symbol, "short"))
     feats = feature_lib.compute(snapshot, PRIMARY_TIMEFRAME)
     limits = rt.config().trading.risk
+    held = holding(rt, exchange, symbol)
+    now = snapshot.taken_at
 
     def rules() -> TradePlan:
         return decide(symbol, long, short, feats, limits)
@@ -188,13 +223,21 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
 
         async def ask() -> TradePlan:
             return await ask_plan(
-                model, symbol, features=feats, long=long, short=short, limits=limits
+                model,
+                symbol,
+                features=feats,
+                long=long,
+                short=short,
+                limits=limits,
+                holding=held,
+                now=now,
             )
 
         with stage_scope(run_id, exchange, symbol, "strategy"):
             plan, _, reason = await climb(
                 ask, lambda: None, rules, lambda plan: None, what=f"{exchange} {symbol} strategy"
             )
+    plan = aim(plan, held, now=now, limits=limits)
     valid_until = snapshot.taken_at + timedelta(seconds=rt.config().plan_validity())
     plan = plan.model_copy(
         update={
@@ -203,6 +246,11 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
             "valid_until": valid_until,
         }
     )
-    set_attributes(rung=plan.rung.value, action=plan.action, fallback=plan.fallback_reason)
+    set_attributes(
+        rung=plan.rung.value,
+        action=plan.action,
+        target=plan.target,
+        fallback=plan.fallback_reason,
+    )
     save(rt, run_id, exchange, symbol, "plan", data=plan.model_dump(mode="json"))
     return plan.action

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,14 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
 )
 
 import celeryconfig
 from core import events
+from core.errors import ConfigError
 from core.redact import redact, redact_data, scrub_exception
+from core.redis_target import redact_url
 from monitoring import fleet_stats, metrics
 from tasks import context
 from workers import runtime, tracing
@@ -48,7 +52,18 @@ TASK_MODULES = [
 
 
 def _settings() -> dict[str, Any]:
-    return celeryconfig.celery_settings(runtime.config(), runtime.redis_url())
+    """Return the Celery settings; on a bad configuration print it and exit 2.
+
+    Warning: this is where ``celery -A workers worker|beat|flower`` first reads the config,
+    deep inside Celery's option parsing; a :class:`ConfigError` exits the process here with
+    its render on stderr instead of Celery's 70-line traceback. A program that embeds the
+    app calls ``runtime.configure`` first and never reaches this exit.
+    """
+    try:
+        return celeryconfig.celery_settings(runtime.config(), runtime.redis_url())
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 class RedactingTask(Task):  # type: ignore[misc]  # celery is untyped
@@ -133,6 +148,25 @@ def _metrics_endpoint(**_: Any) -> None:
     if port and os.environ.get(metrics.MULTIPROC_ENV):
         metrics.prepare_directory(Path(os.environ[metrics.MULTIPROC_ENV]))
         metrics.serve(int(port))
+
+
+@worker_ready.connect
+def _say_ready(sender: Any = None, **_: Any) -> None:
+    """Print one line once the worker consumes, so a standalone worker says it is up."""
+    print(ready_line(sender), file=sys.__stderr__, flush=True)
+
+
+def ready_line(consumer: Any) -> str:
+    """Return ``crypto-ai worker <name> ready: queues ...; redis <url>; exchanges ...``."""
+    hostname = getattr(consumer, "hostname", None) or "?"
+    task_consumer = getattr(consumer, "task_consumer", None)
+    queues = [q.name for q in getattr(task_consumer, "queues", None) or []]
+    config = runtime.config()
+    exchanges = ", ".join(n for n, e in config.exchanges.items() if e.enabled) or "none"
+    return (
+        f"crypto-ai worker {hostname} ready: queues {','.join(queues) or '?'}; "
+        f"redis {redact_url(runtime.redis_url())}; exchanges {exchanges}"
+    )
 
 
 _started: dict[str, float] = {}

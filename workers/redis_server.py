@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from core.errors import ConfigError
+from workers import deathsig
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class EmbeddedRedis:
 
     Warning: the server runs in its own session so that Ctrl-C in a terminal does not stop it
     before the workers that depend on it; call :meth:`stop` (or use ``with``) to end it.
+    ``die_with_parent``: on Linux the server also gets SIGTERM when the thread that started it
+    ends (the process killed outright included; see :mod:`workers.deathsig`), so start it
+    from the main thread; elsewhere it outlives a parent that could not call :meth:`stop`.
     """
 
     def __init__(
@@ -88,11 +92,13 @@ class EmbeddedRedis:
         port: int | None = None,
         appendonly: bool = True,
         password: str | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.port = port
         self.appendonly = appendonly
         self.password = password
+        self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,6 +132,8 @@ class EmbeddedRedis:
         ]
         if self.password:
             command += ["--requirepass", self.password]
+        if self.die_with_parent:
+            command = deathsig.guarded(command)
         self._process = subprocess.Popen(
             command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -89,6 +89,10 @@ class ExchangeProfile:
     #: Returns (the path on the wire, signed?) of a ccxt request (path template, api), where
     #: ccxt's ``urls['api'][api]`` prefix is not the wire's (None: that prefix is).
     request_path: Callable[[str, Any], tuple[str, bool]] | None = None
+    #: True when the exchange holds a position's exits itself: an OCO sell (a
+    #: ``LIMIT_MAKER`` take-profit above, a ``STOP_LOSS_LIMIT`` below; Binance's
+    #: ``POST /api/v3/orderList/oco``). Otherwise the fleet watch protects (resilience/exits.py).
+    native_protection: bool = False
     #: Set when the fleet's side of this exchange is not built yet (refused at start).
     missing: str | None = None
 

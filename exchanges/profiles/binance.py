@@ -60,4 +60,5 @@ PROFILE = ExchangeProfile(
     throttled=_throttled,
     limits_path="/exchangeInfo",
     published_limits=_published,
+    native_protection=True,
 )

@@ -14,6 +14,8 @@ import pytest
 import redis
 import yaml
 
+from core.keys import KeySpace
+from resilience.ledger import Ledger
 from tests.integration.sandbox_fixtures import admin, running_sandbox
 from tests.integration.workers import REPO_ROOT, worker_fleet
 
@@ -171,7 +173,16 @@ def test_every_symbol_gets_a_report_and_each_trading_plan_exactly_one_order(
     placed_ids = sorted(
         r["execution"]["order"]["clientOrderId"] for r in found if r["execution"].get("order")
     )
-    assert sorted(summary["matched"]) == placed_ids and summary["missing"] == []
+    # the entries; the take-profit and stop legs of the OCO lists protecting them
+    legs = sorted(
+        leg
+        for p in Ledger(redis_client, KeySpace(namespace)).positions("binance")
+        for leg in (p.protection or {}).get("order_ids", [])[1:]
+    )
+    assert len(legs) == 2 * len(placed_ids), legs
+    assert sorted(summary["matched"]) == placed_ids, summary
+    assert sorted(summary["protective"]) == legs, summary
+    assert summary["missing"] == []
     assert summary["unknown"] == [stray] and summary["foreign"] == []
     placed = [r for r in found if r["execution"].get("order")]
     assert len(placed) == 3, "the uptrend makes every plan a buy within the limits"
@@ -273,7 +284,9 @@ def test_sigkill_during_execution_leaves_exactly_one_order(
     found = reports(tmp_path)
     approved = [r for r in found if r["execution"]["risk"]["approved"]]
     assert approved, "no plan traded: the test needs at least one order"
-    assert stats["orders"]["sandbox-key"] == len(approved), "one order per trading plan"
+    # one entry per trading plan (each entry's protection is an OCO list, a request of its own)
+    entries = stats["requests_by_endpoint"].get("POST /api/v3/order", 0)
+    assert entries == len(approved), "one order per trading plan"
     sources = [r["execution"]["order"]["source"] for r in approved]
     assert "found" in sources, "the redelivered execution found its order instead of placing it"
 

@@ -46,8 +46,8 @@ def test_config_check_prints_one_clear_error_and_exits_non_zero(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip() == (
-        f"invalid configuration in {bad} (1 problem):\n"
-        "  exchanges.binance.rate_limits.0: a token_bucket limit needs capacity"
+        f"invalid configuration in {bad}: "
+        "exchanges.binance.rate_limits.0: a token_bucket limit needs capacity"
     )
 
 
@@ -64,8 +64,8 @@ def test_config_check_refuses_a_visibility_timeout_an_order_could_outlive(tmp_pa
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"invalid configuration in {bad} (1 problem):\n"
-        "  celery.visibility_timeout: 320s leaves no room for an order request in flight when "
+        f"invalid configuration in {bad}: "
+        "celery.visibility_timeout: 320s leaves no room for an order request in flight when "
         "a worker dies: it must be longer than task_time_limit (300s) plus the longest "
         "exchange request (40s, performance.connection_pooling connect + read timeout)"
     )

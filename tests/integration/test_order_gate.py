@@ -301,7 +301,8 @@ def test_two_concurrent_deliveries_of_one_execution_place_one_order(
                 outcomes.append(sorted(str(r.get(timeout=60)["order"]) for r in both))
             sent = orders_at(sb.url)
             stats = admin(sb.url, "stats")
-    assert stats["orders"] == {"sandbox-key": TRIALS}, "one order per plan"
+    # each plan's one entry, and the two legs of the OCO that protects it
+    assert stats["orders"] == {"sandbox-key": 3 * TRIALS}, "one entry per plan"
     assert sent == TRIALS
     assert all(pair == ["closed", "closed"] for pair in outcomes), outcomes
 
@@ -371,7 +372,8 @@ def test_a_plan_older_than_the_last_order_or_its_deadline_sends_nothing(
     assert "after this plan's data" in reasons[0], reasons
     stale_reasons = json.loads(Path(stale["report"]).read_text())["execution"]["risk"]["reasons"]
     assert stale["order"] is None and "plan expired" in stale_reasons[0], stale_reasons
-    assert stats["orders"] == {"sandbox-key": 1}
+    # run-a's entry and the two legs of its protective OCO; nothing of run-b or run-stale
+    assert stats["orders"] == {"sandbox-key": 3}
 
 
 def test_a_sandbox_url_already_served_gets_no_second_server(tmp_path: Path) -> None:

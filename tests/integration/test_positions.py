@@ -65,7 +65,7 @@ def two_runs(
     return first, second, json.loads(listed.stdout)
 
 
-def test_two_runs_that_buy_make_one_position_with_both_fills(
+def test_a_run_that_buys_opens_one_position_that_the_next_run_sees_and_holds(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     with running_sandbox(
@@ -76,26 +76,26 @@ def test_two_runs_that_buy_make_one_position_with_both_fills(
     ) as sb:
         config = fleet_config(tmp_path, sb.url)
         first, second, rows = two_runs(redis_url, namespace, tmp_path, config)
-        orders = admin(sb.url, "stats")["orders"]
-    fills = [r["execution"]["order"] for r in (first, second)]
-    assert [f["status"] for f in fills] == ["closed", "closed"] and orders == {"sandbox-key": 2}
+        entries = admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0)
+    fill = first["execution"]["order"]
+    assert fill["status"] == "closed" and entries == 1, "one entry over two runs"
+    assert second["plan"]["target"] == "hold" and "order" not in second["execution"], second
     position = Ledger(redis_client, KeySpace(namespace)).position("binance", "BTC/USDT")
     assert position is not None and position.side == "long"
-    assert position.fills == [f["clientOrderId"] for f in fills]
+    assert position.fills == [fill["clientOrderId"]]
     # the sandbox takes its fee in BTC: the position is what the account received
-    bought = sum(f["filled"] - sum(x["cost"] for x in f["fees"]) for f in fills)
+    bought = fill["filled"] - sum(x["cost"] for x in fill["fees"])
     assert position.amount == pytest.approx(bought)
-    spent = sum(f["cost"] for f in fills)
-    assert position.entry == pytest.approx(spent / bought)
+    assert position.entry == pytest.approx(fill["cost"] / bought)
     assert position.run_id == first["run_id"] and position.stop_loss == first["plan"]["stop_loss"]
     assert first["execution"]["position"]["before"] is None
-    assert second["execution"]["position"]["before"]["fills"] == [fills[0]["clientOrderId"]]
+    assert second["execution"]["position"]["before"]["fills"] == [fill["clientOrderId"]]
     assert second["execution"]["position"]["after"]["amount"] == pytest.approx(bought)
     (row,) = rows
     assert row["symbol"] == "BTC/USDT" and row["last_source"] == "ticker", row
     assert row["entry"] == pytest.approx(position.entry) and row["last"] > 0
     assert row["unrealized_pnl"] == pytest.approx((row["last"] - row["entry"]) * row["amount"])
-    assert row["run_id"] == first["run_id"] and row["protection"] is None
+    assert row["run_id"] == first["run_id"] and row["protection"] == "exchange", row
     page = (tmp_path / "reports" / second["run_id"] / "binance_BTCUSDT.md").read_text()
     assert "Position before: long " in page and "Position after: long " in page
 
@@ -114,21 +114,20 @@ def test_the_paper_wallet_carries_balances_and_pnl_across_runs_and_sends_nothing
         first, second, rows = two_runs(redis_url, namespace, tmp_path, config)
         posted = admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0)
     ledger = Ledger(redis_client, KeySpace(namespace))
-    fills = [r["execution"]["order"] for r in (first, second)]
-    assert [f["status"] for f in fills] == ["simulated", "simulated"]
-    for report, order in zip((first, second), fills, strict=True):
-        ask = report["market"]["ask"]
-        assert order["average"] > ask * 0.99, "a paper buy fills at the ask plus slippage"
+    fill = first["execution"]["order"]
+    assert fill["status"] == "simulated"
+    assert fill["average"] > first["market"]["ask"] * 0.99, "a paper buy fills at the ask"
+    assert second["plan"]["target"] == "hold" and "order" not in second["execution"], second
     wallet = ledger.wallet("binance")
-    paid = sum(f["cost"] * 1.001 for f in fills)  # the default 0.1% fee
-    assert wallet["USDT"] == pytest.approx(1000 - paid)
-    assert wallet["BTC"] == pytest.approx(sum(f["filled"] for f in fills))
-    assert second["execution"]["position"]["before"]["amount"] == pytest.approx(fills[0]["filled"])
+    assert wallet["USDT"] == pytest.approx(1000 - fill["cost"] * 1.001)  # the default 0.1% fee
+    assert wallet["BTC"] == pytest.approx(fill["filled"])
+    assert second["execution"]["position"]["before"]["amount"] == pytest.approx(fill["filled"])
     (row,) = rows
     assert row["amount"] == pytest.approx(wallet["BTC"]) and row["last_source"] == "ticker"
     assert row["unrealized_pnl"] == pytest.approx(
-        (row["last"] - row["entry"]) * row["amount"] - sum(f["cost"] * 0.001 for f in fills)
+        (row["last"] - row["entry"]) * row["amount"] - fill["cost"] * 0.001
     )
+    assert row["protection"] == "watch", "paper positions are protected by the fleet watch"
     assert posted == 0, "paper mode sent an order to an exchange that is not a sandbox"
 
 

@@ -244,7 +244,7 @@ def test_a_list_at_the_top_is_rejected(tmp_path: Path) -> None:
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"nowhere.yaml \(1 problem\):\n  <root>: file not found"):
+    with pytest.raises(ConfigError, match=r"nowhere.yaml: <root>: file not found"):
         load_config(tmp_path / "nowhere.yaml", env={})
 
 
@@ -342,3 +342,16 @@ def test_an_llm_timeout_an_agent_stage_cannot_wait_out_is_refused_in_one_line() 
     assert "llm.timeout" not in dict(cross_reference_problems(ok))
     # no LLM configured: its timeout is never used
     assert "llm.timeout" not in dict(cross_reference_problems(AppConfig(llm={"timeout": 300})))
+
+
+def test_a_flower_other_machines_can_reach_needs_a_password() -> None:
+    from core.config import cross_reference_problems
+
+    open_flower = AppConfig.model_validate({"monitoring": {"flower": {"address": "0.0.0.0"}}})
+    problems = dict(cross_reference_problems(open_flower))
+    assert "0.0.0.0, which other machines can reach" in problems["monitoring.flower.basic_auth"]
+    guarded = AppConfig.model_validate(
+        {"monitoring": {"flower": {"address": "0.0.0.0", "basic_auth": "ops:s3cret"}}}
+    )
+    assert "monitoring.flower.basic_auth" not in dict(cross_reference_problems(guarded))
+    assert "monitoring.flower.basic_auth" not in dict(cross_reference_problems(AppConfig()))
