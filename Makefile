@@ -41,6 +41,8 @@ stress: $(BIN)/.installed
 		tests/integration/test_order_gate.py -k "concurrent or dead_worker"
 	SHUTDOWN_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/integration/test_shutdown.py
+	REDIS_CHAOS_TRIALS=10 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/integration/test_redis_restart.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench

@@ -17,6 +17,13 @@ Why these values:
   redelivered; shorter than a countdown, ETA or a task's run time means a healthy task is
   delivered twice. The config validates that it exceeds both (default 3600 s). It is set
   the same for the broker and the result backend.
+- Redis restarts (docs/MONITORING.md, "Redis restarts"): the broker runs on
+  ``workers.redis_transport`` (kombu's Redis transport that settles acknowledgements and
+  restores left over from a lost connection on the next one, instead of dying on them or
+  leaving the messages for ``visibility_timeout``); workers reconnect for ever
+  (``broker_connection_max_retries = None``); a task running when the broker connection is
+  lost is cancelled and delivered again; result writes and task publishing retry over an
+  outage of about :data:`OUTAGE_SECONDS` instead of failing the stage.
 """
 
 from __future__ import annotations
@@ -28,6 +35,21 @@ from kombu.entity import Exchange, Queue
 
 from core.config import PRIORITY_QUEUES, AppConfig
 from tasks.routing import TierRouter
+
+#: How long an outage result writes and task publishing ride out (retried about every second).
+OUTAGE_SECONDS = 30
+
+#: kombu's Redis transport, settling a lost connection's acks and restores on the next one.
+BROKER_TRANSPORT = "workers.redis_transport:Transport"
+
+
+def _retry_policy() -> dict[str, float]:
+    return {
+        "max_retries": OUTAGE_SECONDS,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 1,
+    }
 
 
 def declared_queues() -> list[Queue]:
@@ -68,6 +90,7 @@ def _transport_options(config: AppConfig) -> dict[str, Any]:
         "socket_connect_timeout": pool.socket_connect_timeout,
         "retry_on_timeout": pool.retry_on_timeout,
         "health_check_interval": pool.health_check_interval,
+        "socket_keepalive": True,
     }
     if config.redis.key_prefix:
         options["global_keyprefix"] = config.redis.key_prefix
@@ -85,17 +108,32 @@ def _tls_options(config: AppConfig) -> dict[str, Any]:
 def celery_settings(config: AppConfig, broker_url: str) -> dict[str, Any]:
     """Return the Celery settings for this configuration and broker URL."""
     transport = _transport_options(config)
-    result_transport = {
+    result_transport: dict[str, Any] = {
         key: transport[key]
         for key in ("visibility_timeout", "global_keyprefix")
         if key in transport
     }
+    result_transport["retry_policy"] = _retry_policy()
+    pool = config.redis.connection_pool
     settings: dict[str, Any] = {
         "broker_url": broker_url,
+        "broker_transport": BROKER_TRANSPORT,
         "result_backend": broker_url,
         "broker_transport_options": transport,
         "result_backend_transport_options": result_transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": OUTAGE_SECONDS,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 1000,
+        "redis_retry_on_timeout": pool.retry_on_timeout,
+        "redis_socket_keepalive": True,
+        "redis_socket_connect_timeout": pool.socket_connect_timeout,
+        "redis_backend_health_check_interval": pool.health_check_interval,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": _retry_policy(),
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

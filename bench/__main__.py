@@ -1,10 +1,11 @@
-"""Run every benchmark with its default settings: ``python -m bench`` (about 25 minutes)."""
+"""Run every benchmark with its default settings: ``python -m bench`` (about 28 minutes)."""
 
 from __future__ import annotations
 
 import sys
 
 from bench import (
+    backtest,
     batching,
     coalescing,
     compliance,
@@ -13,6 +14,7 @@ from bench import (
     fleet_compliance,
     limiter_latency,
     priority_wait,
+    reconcile,
     request_overhead,
     submission,
 )
@@ -28,6 +30,8 @@ if __name__ == "__main__":
         submission,
         cycle_time,
         batching,
+        reconcile,
+        backtest,
         request_overhead,
     )
     for module in modules:

@@ -154,11 +154,15 @@ class ResilientAPIClient:
         fc = self._settings(fallback_config)
         request = self.request(exchange, endpoint, params, fc.timeout)
         with span("exchange.request", exchange=exchange, endpoint=endpoint):
-            async with asyncio.timeout(fc.timeout):
-                if request.endpoint.write:
-                    answer = await self._write(request, fc)
-                else:
-                    answer = await self.reads.read(request, fc)
+            try:
+                async with asyncio.timeout(fc.timeout):
+                    if request.endpoint.write:
+                        answer = await self._write(request, fc)
+                    else:
+                        answer = await self.reads.read(request, fc)
+            except Exception as error:  # no answer at any level: the span says why
+                set_attributes(error=type(error).__name__)
+                raise
             set_attributes(
                 fallback_level=answer.level.name,
                 source=answer.source,

@@ -19,13 +19,14 @@ One run on one exchange account:
 4. **Fills** since the last check: ``fetch_my_trades(symbol, since=...)`` per watched
    symbol, from the last fill seen (kept fleet-wide); each reported once, named by its
    client order id where the fleet knows it (an order id the index lacks is looked up once).
-5. **Balances**: one ``fetch_balance``.
+5. **Balances**: one ``fetch_balance``; a ledger position its asset's balance does not cover
+   is ``drift`` (the fleet counted a fill the account does not show, or coins left it).
 
 The summary (also stored under ``fleet:reconcile:<x>``) has ``matched`` (orders newly
 indexed with a final status from the exchange's own answer, and orders not final that the
 exchange confirmed with the recorded side: still open, or asked), ``missing`` (asked, and
 the exchange has no such order, or one of the other side), ``unknown``, ``foreign``,
-``checked`` (orders asked by id), ``fills``, ``balances``, ``weight`` and ``requests``
+``checked`` (orders asked by id), ``fills``, ``balances``, ``drift``, ``weight`` and ``requests``
 (what the run spent in the exchange's main limit, as the fleet's limiter prices it;
 ``weight_by_scope`` itemises it).
 
@@ -62,6 +63,11 @@ OUR_PREFIX = "cai"
 LOCK_SECONDS = 300
 #: Reads here are account state: never served from (or kept in) the cache.
 FRESH = FallbackConfig(cache_enabled=False, timeout=30.0)
+
+
+#: How much of a position the account's balance may lack before it is drift (rounding of
+#: fees and lot steps: the ledger and the exchange round differently).
+DRIFT_TOLERANCE = 0.001
 
 
 class WeightMeter:
@@ -244,6 +250,35 @@ class Run:
             }
             for c in held
         }
+        summary["drift"] = await self.drift(total)
+
+    async def drift(self, total: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Return the positions the ledger holds that the account's balance does not cover.
+
+        The account may hold more than the fleet bought (coins of its own): that is no drift.
+        A ledger position larger than the balance of its asset (beyond ``DRIFT_TOLERANCE`` of
+        it) is: a fill the fleet counted that the exchange does not show, or coins moved out
+        behind the fleet's back. Paper positions are the paper wallet's, not the account's.
+        """
+        positions = await asyncio.to_thread(self.ledger.positions, self.exchange)
+        held: dict[str, float] = {}
+        for position in positions:
+            if position.mode != "paper" and position.amount > 0:
+                asset = position.symbol.split("/")[0]
+                held[asset] = held.get(asset, 0.0) + position.amount
+        found = []
+        for asset, amount in sorted(held.items()):
+            balance = float(total.get(asset) or 0.0)
+            if amount - balance > amount * DRIFT_TOLERANCE:
+                found.append(
+                    {
+                        "asset": asset,
+                        "ledger": amount,
+                        "exchange": balance,
+                        "short": amount - balance,
+                    }
+                )
+        return found
 
     async def summary(self) -> dict[str, Any]:
         """Run every step; return the summary."""
@@ -258,6 +293,7 @@ class Run:
             "checked": 0,
             "fills": [],
             "balances": {},
+            "drift": [],
         }
         token = _meter.set(self.meter)
         events.subscribe(_listener)

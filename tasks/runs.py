@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import chain, group, shared_task
+from celery import chain, group, shared_task, states
 from celery.exceptions import TimeoutError as ResultTimeoutError
 from celery.result import AsyncResult, GroupResult
 
@@ -155,47 +155,163 @@ class SymbolOutcome:
     error: str | None = None
 
 
+#: How often a waiter looks at the chains' results (and their stages' every 8th time).
+POLL_SECONDS = 0.25
+_STAGES_EVERY = 8
+
+
 def wait_submitted(result: Any, timeout: float) -> list[SymbolOutcome]:
     """Return how each symbol's run of a run sent by :func:`submit_watchlist` ended.
 
-    Waits until every chain has ended (a failed stage ends its chain at once) or the
-    timeout has passed; a chain still running then is reported as such.
+    Waits until every chain has ended (a failed stage ends its chain at once; so does a
+    stage revoked or cancelled for good) or the timeout has passed; a chain still running
+    then is reported as such. The results are polled, not subscribed to, so a Redis
+    restart while waiting only delays the answer; Redis still away at the timeout raises
+    :class:`~celery.exceptions.TimeoutError` with one line saying so.
     """
     deadline = time.monotonic() + timeout
     runs: GroupResult | None = None
-
     try:
-        sent = result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
-        runs = GroupResult.restore(sent["group"], app=result.app)
-        if runs is None:
-            raise LookupError(f"the run's group {sent['group']} is not in the result backend")
-        with suppress(ResultTimeoutError):
-            runs.join_native(timeout=max(1.0, deadline - time.monotonic()), propagate=False)
+        sent = _poll_value(result, deadline)
+        runs = _poll_group(result, sent["group"], deadline)
+        ended = _poll_chains(result.backend, runs.results, deadline)
         return [
-            _outcome(child, sent["run_id"], exchange, symbol, timeout)
+            _outcome(child, sent["run_id"], exchange, symbol, timeout, stopped=ended.get(child.id))
             for child, (exchange, symbol) in zip(runs.results, sent["symbols"], strict=True)
         ]
     finally:
         release(result, runs)
 
 
+class _Away:
+    """The result backend's connection errors, and the last one seen while polling."""
+
+    def __init__(self, backend: Any) -> None:
+        known = tuple(getattr(backend, "connection_errors", ()) or ())
+        self.errors: tuple[type[BaseException], ...] = (*known, ConnectionError, OSError)
+        self.last: BaseException | None = None
+
+    def timeout(self, what: str) -> ResultTimeoutError:
+        if self.last is None:
+            return ResultTimeoutError(f"{what}: no answer before the timeout")
+        line = failures.one_line(str(self.last))
+        return ResultTimeoutError(f"{what}: Redis unreachable ({type(self.last).__name__}: {line})")
+
+
+def _poll_value(result: AsyncResult, deadline: float) -> Any:
+    """Return ``result``'s value once ready (raising its error), polling through outages."""
+    away = _Away(result.backend)
+    while True:
+        try:
+            if result.state in states.READY_STATES:
+                return result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
+            away.last = None
+        except away.errors as exc:
+            away.last = exc
+        if time.monotonic() >= deadline:
+            raise away.timeout("the run was not published")
+        time.sleep(POLL_SECONDS)
+
+
+def _poll_group(result: AsyncResult, group_id: str, deadline: float) -> GroupResult:
+    away = _Away(result.backend)
+    while True:
+        try:
+            runs = GroupResult.restore(group_id, app=result.app)
+            if runs is None:
+                raise LookupError(f"the run's group {group_id} is not in the result backend")
+            return runs
+        except away.errors as exc:
+            away.last = exc
+        if time.monotonic() >= deadline:
+            raise away.timeout("the run's chains could not be read")
+        time.sleep(POLL_SECONDS)
+
+
+def _poll_chains(backend: Any, chains: list[Any], deadline: float) -> dict[str, str]:
+    """Wait for every chain to end; return the chains that ended without a final result.
+
+    A chain ends with its final result, or when one of its stages was revoked or failed
+    without its errback ending the chain (a stage cancelled for good: the chain waits for
+    nothing any more). The value is the line saying which stage and why.
+    """
+    away = _Away(backend)
+    pending = {child.id: child for child in chains}
+    stopped: dict[str, str] = {}
+    polls = 0
+    while pending and time.monotonic() < deadline:
+        try:
+            for key, child in list(pending.items()):
+                if child.state in states.READY_STATES:
+                    del pending[key]
+                elif polls % _STAGES_EVERY == _STAGES_EVERY - 1:
+                    line = _stopped_stage(child)
+                    if line is not None:
+                        stopped[key] = line
+                        del pending[key]
+        except away.errors as exc:
+            away.last = exc
+        polls += 1
+        time.sleep(POLL_SECONDS)
+    return stopped
+
+
+def _stopped_stage(chain_result: Any) -> str | None:
+    """Return the line of a stage of this chain that ended it unfinished, if one did."""
+    seen: set[int] = set()
+    todo: list[Any] = [getattr(chain_result, "parent", None)]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.extend(getattr(node, "results", None) or ())
+        todo.append(getattr(node, "parent", None))
+        if isinstance(node, AsyncResult) and node.state in (states.REVOKED, states.FAILURE):
+            error = node.result
+            text = failures.one_line(str(error)) if error is not None else node.state
+            return f"stopped: {node.state.lower()} stage ({type(error).__name__}: {text})"
+    return None
+
+
 def _outcome(
-    child: AsyncResult, run_id: str, exchange: str, symbol: str, timeout: float
+    child: AsyncResult,
+    run_id: str,
+    exchange: str,
+    symbol: str,
+    timeout: float,
+    *,
+    stopped: str | None = None,
 ) -> SymbolOutcome:
-    if child.successful():
-        return SymbolOutcome(exchange, symbol, summary=child.result)
-    if not child.failed():
-        return SymbolOutcome(
-            exchange, symbol, error=f"no outcome within {timeout:g} s: still running"
+    try:
+        if child.successful():
+            return SymbolOutcome(exchange, symbol, summary=child.result)
+        line = _failure_line(child, run_id, exchange, symbol, stopped)
+    except _Away(child.backend).errors as exc:
+        line = failures.one_line(
+            f"outcome unknown: Redis unreachable ({type(exc).__name__}: {exc})"
         )
+    if line is None:
+        line = f"no outcome within {timeout:g} s: still running"
+    return SymbolOutcome(exchange, symbol, error=line)
+
+
+def _failure_line(
+    child: AsyncResult, run_id: str, exchange: str, symbol: str, stopped: str | None
+) -> str | None:
+    """Return why a chain ended without a summary (None: it has not ended)."""
+    failed = child.failed()
+    if not failed and stopped is None:
+        return None
     found = failures.recorded_error(context.current(), run_id, exchange, symbol)
     if found is not None:  # the stage's own error, not the cascade Celery made of it
-        return SymbolOutcome(exchange, symbol, error=failures.line(found))
+        return failures.line(found)
+    if not failed:
+        return stopped
     error = child.result
     if isinstance(error, failures.StageFailedError):
-        return SymbolOutcome(exchange, symbol, error=str(error))
-    line = f"failed: {type(error).__name__}: {failures.one_line(str(error))}"
-    return SymbolOutcome(exchange, symbol, error=line)
+        return str(error)
+    return f"failed: {type(error).__name__}: {failures.one_line(str(error))}"
 
 
 def release(*results: Any) -> None:

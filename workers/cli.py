@@ -28,6 +28,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(redis_app, name="redis")
 llm_app = typer.Typer(help="The LLM server the agents ask.")
 app.add_typer(llm_app, name="llm")
+from backtest.cli import app as backtest_app  # noqa: E402 - its imports are lazy
+
+app.add_typer(backtest_app, name="backtest")
 
 _out = Console(soft_wrap=True)
 

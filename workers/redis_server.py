@@ -168,6 +168,21 @@ class EmbeddedRedis:
             (self.directory / _STATE_FILE).unlink()
         log.info("embedded Redis on port %s stopped", self.port)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or an OOM kill would; :meth:`start` brings it back.
+
+        The port and the directory are kept, so a restart serves the same URL from the same
+        AOF (with ``appendfsync everysec``, at most the last second of writes is lost).
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()
+        if process.stderr:
+            process.stderr.close()
+        log.info("embedded Redis on port %s killed", self.port)
+
     @property
     def pid(self) -> int | None:
         """Return the server's process id while it runs."""

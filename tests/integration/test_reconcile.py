@@ -155,3 +155,27 @@ def test_a_runs_weight_is_the_same_with_10_and_100_past_orders(
         assert sum(weights[size]) == spent, "the summary's weight is what the sandbox charged"
         assert all(s["checked"] == 0 for s in summaries)
     assert weights[10] == weights[100], weights
+
+
+def test_a_position_the_accounts_balance_does_not_cover_is_reported_as_drift(
+    redis_url: str, namespace: str, redis_client: redis.Redis
+) -> None:
+    from resilience.ledger import Fill, Ledger
+
+    with running_sandbox(**sandbox_settings(1)) as sb:
+        rt = LocalRuntime(fleet_config(sb.url, namespace), redis_url)
+        ledger = Ledger(redis_client, KeySpace(namespace))
+        # the ledger believes in 50 BTC; the sandbox account holds less (it started with USDT)
+        ledger.apply_fill("binance", "BTC/USDT", Fill("cai-drift-btc", "buy", 50.0, 100.0))
+
+        async def run() -> Any:
+            try:
+                return await reconcile(rt, "binance")
+            finally:
+                await rt.close()
+
+        summary = asyncio.run(run())
+    (drift,) = summary["drift"]
+    held = float((summary["balances"].get("BTC") or {}).get("total") or 0.0)
+    assert drift == {"asset": "BTC", "ledger": 50.0, "exchange": held, "short": 50.0 - held}
+    assert held < 50.0

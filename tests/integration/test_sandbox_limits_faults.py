@@ -132,7 +132,7 @@ def test_order_count_limit_gives_1015() -> None:
 )
 def test_each_fault_mode_does_what_it_says(kind: str, error: type) -> None:
     async def scenario(url: str) -> None:
-        ex = ccxt_client(url, timeout_ms=800)
+        ex = ccxt_client(url, timeout_ms=1500)
         try:
             await ex.load_markets()
             # aiohttp silently re-sends a GET once when a reused connection is reset, so a

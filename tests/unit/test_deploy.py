@@ -11,6 +11,7 @@ with an empty default.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -359,3 +360,25 @@ def test_k8s_state_paths_are_absolute_and_on_a_writable_volume(
     for path in paths:
         assert path.is_absolute(), (container["name"], path)
         assert any(path.is_relative_to(mount) for mount in writable), (container["name"], path)
+
+
+def test_every_metric_the_dashboard_plots_is_one_the_fleet_exports() -> None:
+    board = json.loads((REPO / "deploy/grafana/dashboards/fleet.json").read_text())
+    exported = set(
+        re.findall(r'"(crypto_ai_[a-z_]+)"', (REPO / "monitoring/metrics.py").read_text())
+    )
+    plotted = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"crypto_ai_[a-z_]+", target["expr"])
+    }
+    # counters are exported without their _total suffix in the source when prometheus adds it
+    missing = {m for m in plotted if m not in exported and m.removesuffix("_total") not in exported}
+    assert not missing, f"the dashboard plots metrics the fleet does not export: {missing}"
+    for needed in (
+        "crypto_ai_position_amount",
+        "crypto_ai_unrealized_pnl",
+        "crypto_ai_llm_tokens_total",
+    ):
+        assert needed in plotted, needed

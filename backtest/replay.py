@@ -1,0 +1,334 @@
+"""The replay: the live agents decide at each bar close of a simulated clock.
+
+At each decision time T (a close of the decision timeframe) the agents see the candles
+closed at or before T (the last ``LOOKBACK`` of the decision timeframe, as the live snapshot
+fetches; a longer timeframe is resampled from closed base candles only), and the news
+published before T. The rules rung of the live ladder decides (``agents.analysts.analyse``,
+``agents.strategy.decide``), ``aim`` weighs it against the position held, and the live risk
+guard (``agents.risk.check``) approves and cuts it. The order fills at the next bar's open,
+moved by the slippage, and pays the fee.
+
+Each base bar, in order: at its open, a position whose horizon has passed is closed, then
+the order decided at the previous close fills; over its range, the stop and take-profit
+trigger (both touched in one bar: the stop fills first; a bar that opens through the stop
+fills at the open); at its close the equity is marked and, at a decision time, the agents
+decide. Nothing here reads a candle after T when deciding at T.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agents import news as news_lib
+from agents.analysts import analyse
+from agents.features import compute
+from agents.risk import RiskState, check
+from agents.strategy import aim, decide, expires_at
+from agents.types import Candle, Features, MarketSnapshot, NewsItem, TradePlan
+from backtest.account import Account, Fill
+from core.config import RiskLimits
+from exchanges import candles as candles_lib
+from resilience.position import PlanRef
+
+#: Candles of the decision timeframe the agents see: what the live snapshot fetches
+#: (``tasks/stages.py``, ``limit: 100``); every feature needs at most 35 of them.
+LOOKBACK = 100
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What the agents know at decision time T."""
+
+    symbol: str
+    snapshot: MarketSnapshot
+    features: Features
+    news: tuple[NewsItem, ...]
+    limits: RiskLimits
+
+
+#: A strategy: the plan (a signal, before ``aim`` and the guard) for one moment.
+Strategy = Callable[[Moment], TradePlan]
+
+
+def rules(moment: Moment) -> TradePlan:
+    """Return the live rules rung's plan: both analysts' cases weighed by the strategy."""
+    score, count = news_lib.symbol_sentiment(moment.news, moment.symbol)
+    long = analyse("long", moment.features, score, count)
+    short = analyse("short", moment.features, score, count)
+    return decide(moment.symbol, long, short, moment.features, moment.limits)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to replay: costs, cash, the decision timeframe, the span and the limits."""
+
+    symbol: str
+    exchange: str = "backtest"
+    timeframe: str = "1h"
+    fee_rate: float = 0.001
+    slippage_bps: float = 5.0
+    cash: float = 10_000.0
+    start_ms: int | None = None
+    end_ms: int | None = None
+    limits: RiskLimits = field(default_factory=RiskLimits)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision: the plan after ``aim`` and the guard, and what it was sent as."""
+
+    time: int
+    symbol: str
+    action: str
+    size: float
+    price: float
+    rung: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The account at one bar's close."""
+
+    time: int
+    close: float
+    cash: float
+    position: float
+    equity: float
+
+
+@dataclass
+class Result:
+    """A finished replay: the bars replayed, decisions, fills, marks and closed positions."""
+
+    settings: Settings
+    base_ms: int
+    bars: list[Candle]
+    decisions: list[Decision]
+    fills: list[Fill]
+    marks: list[Mark]
+    round_trips: list[float]
+
+
+def base_step(candles: Sequence[Candle]) -> int:
+    """Return the data's bar length in ms: the smallest gap between consecutive candles."""
+    gaps = [b.time - a.time for a, b in itertools.pairwise(candles)]
+    if not gaps:
+        raise ValueError("a replay needs at least two candles")
+    return min(gaps)
+
+
+@dataclass
+class _Pending:
+    side: str
+    amount: float
+    kind: str
+    plan: PlanRef | None
+
+
+@dataclass
+class _Run:
+    settings: Settings
+    candles: Sequence[Candle]
+    news: Sequence[NewsItem]
+    strategy: Strategy
+    base_ms: int
+    factor: int
+    account: Account
+    pending: _Pending | None = None
+    horizon_due: bool = False
+    decisions: list[Decision] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+
+    @property
+    def slip(self) -> float:
+        return self.settings.slippage_bps / 10_000
+
+    def open_bar(self, bar: Candle) -> None:
+        """Close an expired position, then fill the order decided at the previous close."""
+        if self.horizon_due and self.account.amount > 0:
+            price = bar.open * (1 - self.slip)
+            self.account.fill(
+                ms=bar.time,
+                side="sell",
+                amount=self.account.amount,
+                reference=bar.open,
+                price=price,
+                kind="horizon",
+            )
+        self.horizon_due = False
+        order, self.pending = self.pending, None
+        if order is None:
+            return
+        buy = order.side == "buy"
+        price = bar.open * (1 + self.slip if buy else 1 - self.slip)
+        self.account.fill(
+            ms=bar.time,
+            side="buy" if buy else "sell",
+            amount=order.amount,
+            reference=bar.open,
+            price=price,
+            kind=order.kind,
+            plan=order.plan,
+        )
+
+    def range_bar(self, bar: Candle) -> None:
+        """Trigger the position's stop or take-profit on the bar's high and low."""
+        p = self.account.position
+        if p is None or not p.open:
+            return
+        if p.stop_loss is not None and bar.low <= p.stop_loss:
+            level = min(p.stop_loss, bar.open)  # opened through the stop: the open
+            self.account.fill(
+                ms=bar.time,
+                side="sell",
+                amount=p.amount,
+                reference=level,
+                price=level * (1 - self.slip),
+                kind="stop",
+            )
+        elif p.take_profit is not None and bar.high >= p.take_profit:
+            # a resting limit: its own price, no slippage, no gap bonus
+            self.account.fill(
+                ms=bar.time,
+                side="sell",
+                amount=p.amount,
+                reference=p.take_profit,
+                price=p.take_profit,
+                kind="take_profit",
+            )
+
+    def mark(self, bar: Candle) -> None:
+        """Record the account at the bar's close."""
+        a = self.account
+        close_ms = bar.time + self.base_ms
+        self.marks.append(Mark(close_ms, bar.close, a.cash, a.amount, a.equity(bar.close)))
+
+    def view(self, index: int) -> list[Candle]:
+        """Return the decision-timeframe candles closed at or before bar ``index``'s close."""
+        first = max(0, index + 1 - LOOKBACK * self.factor)
+        window = self.candles[first : index + 1]
+        if self.factor == 1:
+            return list(window)
+        rows = [[c.time, c.open, c.high, c.low, c.close, c.volume] for c in window]
+        merged = candles_lib.resample(rows, self.settings.timeframe, self.factor)
+        return [
+            Candle(time=r[0], open=r[1], high=r[2], low=r[3], close=r[4], volume=r[5])
+            for r in merged
+        ]
+
+    def decide_at(self, index: int) -> None:
+        """Let the agents decide at the close of bar ``index`` (module docstring)."""
+        s, bar = self.settings, self.candles[index]
+        now_ms = bar.time + self.base_ms
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        snapshot = MarketSnapshot(
+            exchange=s.exchange,
+            symbol=s.symbol,
+            taken_at=now,
+            candles={s.timeframe: self.view(index)},
+            last=bar.close,
+            bid=bar.close,
+            ask=bar.close,
+        )
+        known = tuple(n for n in self.news if n.published < now)
+        features = compute(snapshot, s.timeframe)
+        plan = self.strategy(Moment(s.symbol, snapshot, features, known, s.limits))
+        held = self.account.holding()
+        until = expires_at(held) if held is not None else None
+        if until is not None and until <= now:
+            # the fleet watch closes it at its horizon: the strategy sees the symbol flat
+            self.horizon_due, held = True, None
+        plan = aim(plan, held, now=now, limits=s.limits)
+        state = RiskState(
+            market_price=bar.close,
+            position=0.0 if self.horizon_due else self.account.amount,
+            daily_pnl=self.account.daily_pnl(now_ms, bar.close),
+        )
+        verdict = check(plan, s.limits, state)
+        traded = verdict.approved and verdict.size > 0
+        self.record(now_ms, plan, bar.close, verdict.size if traded else 0.0, verdict.reasons)
+        if verdict.approved and verdict.size > 0:
+            ref = PlanRef(
+                run_id=f"bt-{now_ms}",
+                stop_loss=plan.stop_loss,
+                take_profit=plan.take_profit,
+                horizon=plan.horizon,
+            )
+            self.pending = _Pending(plan.action, verdict.size, plan.target or plan.action, ref)
+
+    def record(
+        self, now_ms: int, plan: TradePlan, close: float, size: float, reasons: list[str]
+    ) -> None:
+        """Append the decision as it is sent (a plan the guard refused is a hold)."""
+        self.decisions.append(
+            Decision(
+                time=now_ms,
+                symbol=plan.symbol,
+                action=plan.action if size > 0 else "hold",
+                size=size,
+                price=plan.entry or close,
+                rung=plan.rung.value,
+                reason=f"{plan.rationale} | guard: {'; '.join(reasons)}",
+            )
+        )
+
+
+def in_span(candle: Candle, settings: Settings, base_ms: int) -> bool:
+    """Return whether a bar lies inside ``--start``/``--end`` (its open and its close)."""
+    if settings.start_ms is not None and candle.time < settings.start_ms:
+        return False
+    return settings.end_ms is None or candle.time + base_ms <= settings.end_ms
+
+
+def replay(
+    candles: Sequence[Candle],
+    settings: Settings,
+    *,
+    news: Sequence[NewsItem] = (),
+    strategy: Strategy = rules,
+    progress: Callable[[int, int], None] | None = None,
+) -> Result:
+    """Return the replay of ``candles`` (time-ordered) under ``settings`` (module docstring)."""
+    base_ms = base_step(candles)
+    decision_ms = candles_lib.seconds(settings.timeframe) * 1000
+    if decision_ms % base_ms:
+        raise ValueError(
+            f"the data's bars ({base_ms // 1000}s) do not divide the timeframe {settings.timeframe}"
+        )
+    run = _Run(
+        settings=settings,
+        candles=candles,
+        news=sorted(news, key=lambda n: n.published),
+        strategy=strategy,
+        base_ms=base_ms,
+        factor=decision_ms // base_ms,
+        account=Account(settings.exchange, settings.symbol, settings.cash, settings.fee_rate),
+    )
+    span = [i for i, c in enumerate(candles) if in_span(c, settings, base_ms)]
+    if len(span) < 2:
+        raise ValueError("fewer than two bars between --start and --end")
+    for done, i in enumerate(span):
+        bar = candles[i]
+        if done:  # the first bar is only marked: nothing was decided before it
+            run.open_bar(bar)
+            run.range_bar(bar)
+        run.mark(bar)
+        # the last close decides too; its order has no next bar to fill on
+        if (bar.time + base_ms) % decision_ms == 0:
+            run.decide_at(i)
+        if progress is not None:
+            progress(done + 1, len(span))
+    closed = [p.realized_pnl for p in run.account.closed]
+    return Result(
+        settings=settings,
+        base_ms=base_ms,
+        bars=[candles[i] for i in span],
+        decisions=run.decisions,
+        fills=run.account.fills,
+        marks=run.marks,
+        round_trips=closed,
+    )
