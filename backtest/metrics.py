@@ -74,3 +74,31 @@ def summary(result: Result, assumptions: list[str]) -> dict[str, Any]:
         "slippage_bps": s.slippage_bps,
         "assumptions": assumptions,
     }
+
+
+#: Summary fields that are the run's settings or labels, not figures to spread.
+SETTINGS_FIELDS = frozenset({"cash", "fee_rate", "slippage_bps"})
+
+
+def figures(summary_: dict[str, Any]) -> dict[str, float]:
+    """Return the numeric figures of a summary (not its settings, labels or assumptions)."""
+    return {
+        k: float(v)
+        for k, v in summary_.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k not in SETTINGS_FIELDS
+    }
+
+
+def spread(summaries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Return the mean, min, max and standard deviation of every figure over the runs."""
+    rows = [figures(s) for s in summaries]
+    out: dict[str, dict[str, float]] = {}
+    for key in rows[0]:
+        values = np.array([r[key] for r in rows], dtype=float)
+        out[key] = {
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "std": float(values.std()),
+        }
+    return out

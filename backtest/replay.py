@@ -17,6 +17,7 @@ decide. Nothing here reads a candle after T when deciding at T.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -332,3 +333,48 @@ def replay(
         marks=run.marks,
         round_trips=closed,
     )
+
+
+def windows(candles: Sequence[Candle], settings: Settings, count: int) -> list[tuple[int, int]]:
+    """Return ``count`` consecutive out-of-sample windows covering the replayed span.
+
+    Each window is ``(start_ms, end_ms)``: the open of its first bar and the close of its
+    last; one window's end is the next one's start. The bars are shared out as evenly as
+    whole bars allow (the first windows take the remainder).
+    """
+    if count < 1:
+        raise ValueError("--walk-forward needs at least one window")
+    base_ms = base_step(candles)
+    span = [c for c in candles if in_span(c, settings, base_ms)]
+    if len(span) < 2 * count:
+        raise ValueError(f"{len(span)} bars cannot make {count} windows of two bars or more")
+    size, extra = divmod(len(span), count)
+    out, first = [], 0
+    for k in range(count):
+        last = first + size + (1 if k < extra else 0) - 1
+        out.append((span[first].time, span[last].time + base_ms))
+        first = last + 1
+    return out
+
+
+def walk_forward(
+    candles: Sequence[Candle],
+    settings: Settings,
+    count: int,
+    *,
+    news: Sequence[NewsItem] = (),
+    strategy: Strategy = rules,
+) -> list[Result]:
+    """Return one replay per window of :func:`windows`, each from a flat account.
+
+    A window's replay is given the candles up to its end only: the candles before its
+    start warm the indicators up (the agents' usual lookback), and none after its end
+    exists for it.
+    """
+    base_ms = base_step(candles)
+    results = []
+    for start_ms, end_ms in windows(candles, settings, count):
+        known = [c for c in candles if c.time + base_ms <= end_ms]
+        part = dataclasses.replace(settings, start_ms=start_ms, end_ms=end_ms)
+        results.append(replay(known, part, news=news, strategy=strategy))
+    return results

@@ -75,6 +75,9 @@ class EmbeddedRedisConfig(Section):
 
     dir: Path = Path(".crypto-ai/redis")
     appendonly: bool = True
+    #: ``always``: no acknowledged write is lost to a crash (an fsync per write);
+    #: ``everysec``: faster, loses up to the last second of writes; ``no``: the OS decides
+    appendfsync: Literal["always", "everysec", "no"] = "always"
 
 
 class RedisConfig(Section):

@@ -158,6 +158,9 @@ class SymbolOutcome:
 #: How often a waiter looks at the chains' results (and their stages' every 8th time).
 POLL_SECONDS = 0.25
 _STAGES_EVERY = 8
+#: How long a chain may stand with a stage group finished and its next stage never sent
+#: (Redis answering all along) before a waiter reports it stopped; see :func:`_unsent_stage`.
+STALL_SECONDS = 20.0
 
 
 def wait_submitted(result: Any, timeout: float) -> list[SymbolOutcome]:
@@ -238,6 +241,7 @@ def _poll_chains(backend: Any, chains: list[Any], deadline: float) -> dict[str, 
     away = _Away(backend)
     pending = {child.id: child for child in chains}
     stopped: dict[str, str] = {}
+    stalled = _Stalls(STALL_SECONDS)
     polls = 0
     while pending and time.monotonic() < deadline:
         try:
@@ -245,15 +249,37 @@ def _poll_chains(backend: Any, chains: list[Any], deadline: float) -> dict[str, 
                 if child.state in states.READY_STATES:
                     del pending[key]
                 elif polls % _STAGES_EVERY == _STAGES_EVERY - 1:
-                    line = _stopped_stage(child)
+                    line = _stopped_stage(child) or stalled.check(key, _unsent_stage(child))
                     if line is not None:
                         stopped[key] = line
                         del pending[key]
         except away.errors as exc:
             away.last = exc
+            stalled.reset()  # a stage's next one may be waiting for Redis too
         polls += 1
         time.sleep(POLL_SECONDS)
     return stopped
+
+
+class _Stalls:
+    """When each chain was first seen stalled; a stall counts once it lasted ``seconds``."""
+
+    def __init__(self, seconds: float, clock: Any = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.since: dict[str, float] = {}
+
+    def check(self, key: str, line: str | None) -> str | None:
+        """Return ``line`` once this chain has been stalled for ``seconds`` in a row."""
+        if line is None:
+            self.since.pop(key, None)
+            return None
+        first = self.since.setdefault(key, self.clock())
+        return line if self.clock() - first >= self.seconds else None
+
+    def reset(self) -> None:
+        """Forget every stall seen so far (Redis was away: time it stood does not count)."""
+        self.since.clear()
 
 
 def _stopped_stage(chain_result: Any) -> str | None:
@@ -272,6 +298,44 @@ def _stopped_stage(chain_result: Any) -> str | None:
             text = failures.one_line(str(error)) if error is not None else node.state
             return f"stopped: {node.state.lower()} stage ({type(error).__name__}: {text})"
     return None
+
+
+def _unsent_stage(chain_result: Any) -> str | None:
+    """Return a line when a stage group of this chain finished but its next stage was never sent.
+
+    The group is a chord header: its last task to finish counts itself in the chord's
+    bookkeeping and sends the next stage. When Redis goes away between a task's result and
+    that count (or between the count and the send), every task of the group has succeeded,
+    the next stage stays pending and the chord never completes (its ``.c`` key never
+    reads ``done``): nothing would ever send the next stage.
+    """
+    later: list[Any] = [chain_result]
+    node = getattr(chain_result, "parent", None)
+    while node is not None:
+        members = list(node.results) if isinstance(node, GroupResult) else [node]
+        if (
+            isinstance(node, GroupResult)
+            and any(r.state == states.PENDING for r in later)
+            and all(r.state == states.SUCCESS for r in members)
+            and _chord_unfinished(node)
+        ):
+            return (
+                f"stopped: the next stage after {len(members)} finished tasks was never sent "
+                f"(the chord of group {node.id} lost its count or its send in a Redis outage)"
+            )
+        later, node = members, getattr(node, "parent", None)
+    return None
+
+
+def _chord_unfinished(header: GroupResult) -> bool:
+    """Return True when the Redis backend holds this chord's data but never completed it."""
+    backend = header.backend
+    key_of = getattr(backend, "get_key_for_group", None)
+    client = getattr(backend, "client", None)
+    if key_of is None or client is None:
+        return False
+    done = client.get(key_of(header.id, ".c"))
+    return done != b"done" and bool(client.exists(key_of(header.id, ".j")))
 
 
 def _outcome(

@@ -22,6 +22,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    beat_init,
     task_postrun,
     task_prerun,
     worker_init,
@@ -37,7 +38,7 @@ from core.redact import redact, redact_data, scrub_exception
 from core.redis_target import redact_url
 from monitoring import fleet_stats, metrics
 from tasks import context
-from workers import runtime, tracing
+from workers import orphan, runtime, tracing
 
 #: The task modules every worker loads.
 TASK_MODULES = [
@@ -148,6 +149,18 @@ def _metrics_endpoint(**_: Any) -> None:
     if port and os.environ.get(metrics.MULTIPROC_ENV):
         metrics.prepare_directory(Path(os.environ[metrics.MULTIPROC_ENV]))
         metrics.serve(int(port))
+
+
+@worker_init.connect
+def _end_when_orphaned(**_: Any) -> None:
+    """Started by the fleet: end after the grace period once the fleet is gone (orphan.py)."""
+    orphan.watch_if_asked()
+
+
+@beat_init.connect
+def _end_beat_when_orphaned(**_: Any) -> None:
+    """The same for beat."""
+    orphan.watch_if_asked()
 
 
 @worker_ready.connect

@@ -31,6 +31,9 @@ app.add_typer(llm_app, name="llm")
 from backtest.cli import app as backtest_app  # noqa: E402 - its imports are lazy
 
 app.add_typer(backtest_app, name="backtest")
+from workers.history import app as history_app  # noqa: E402 - registered beside backtest
+
+app.add_typer(history_app, name="history")
 
 _out = Console(soft_wrap=True)
 

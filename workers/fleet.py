@@ -34,6 +34,7 @@ from core.errors import ConfigError
 from core.redis_target import external_redis_url, redact_url
 from core.urls import local_port
 from workers import deathsig, runtime
+from workers.orphan import ORPHAN_GRACE_ENV, ORPHAN_PARENT_ENV
 from workers.redis_server import EmbeddedRedis, running_embedded
 from workers.stop_signals import Interrupted, OnceStopper, stop_signals
 
@@ -158,6 +159,9 @@ class Fleet:
         self._start_metrics()
         env = dict(os.environ)
         env["REDIS_URL"] = self.redis_url
+        # a child orphaned by the fleet's death ends after the same grace (workers/orphan.py)
+        env[ORPHAN_GRACE_ENV] = repr(self.config.celery.shutdown_grace_seconds)
+        env[ORPHAN_PARENT_ENV] = str(os.getpid())
         if self.config_path is not None:
             env["CRYPTO_AI_CONFIG"] = str(self.config_path.resolve())
         if self.config.monitoring.flower.basic_auth is not None:
@@ -232,8 +236,12 @@ class Fleet:
         if running is not None:
             self.echo("fleet", f"using the embedded Redis already running at {running}")
             return running
+        embedded = self.config.redis.embedded
         self._embedded = EmbeddedRedis(
-            directory, appendonly=self.config.redis.embedded.appendonly, die_with_parent=True
+            directory,
+            appendonly=embedded.appendonly,
+            appendfsync=embedded.appendfsync,
+            die_with_parent=True,
         )
         url = self._embedded.start()
         self.echo("fleet", f"embedded Redis started at {url} (stops with the fleet)")

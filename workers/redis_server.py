@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from core.errors import ConfigError
 from workers import deathsig
@@ -25,6 +26,9 @@ from workers import deathsig
 log = logging.getLogger(__name__)
 
 _STATE_FILE = "server.json"
+
+#: When redis-server fsyncs its AOF (``redis.embedded.appendfsync``).
+AppendFsync = Literal["always", "everysec", "no"]
 
 
 def redis_server_binary() -> Path:
@@ -80,6 +84,9 @@ class EmbeddedRedis:
 
     Warning: the server runs in its own session so that Ctrl-C in a terminal does not stop it
     before the workers that depend on it; call :meth:`stop` (or use ``with``) to end it.
+    ``appendfsync``: with AOF on, ``always`` (the default) fsyncs every write before Redis
+    answers, so a crash or ``kill -9`` loses no acknowledged write; ``everysec`` (Redis's own
+    default) is faster but loses up to the last second of writes.
     ``die_with_parent``: on Linux the server also gets SIGTERM when the thread that started it
     ends (the process killed outright included; see :mod:`workers.deathsig`), so start it
     from the main thread; elsewhere it outlives a parent that could not call :meth:`stop`.
@@ -91,12 +98,14 @@ class EmbeddedRedis:
         *,
         port: int | None = None,
         appendonly: bool = True,
+        appendfsync: AppendFsync = "always",
         password: str | None = None,
         die_with_parent: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.port = port
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.password = password
         self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
@@ -121,6 +130,8 @@ class EmbeddedRedis:
             str(self.directory.resolve()),
             "--appendonly",
             "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
             "--save",
             "",
             "--maxmemory-policy",
@@ -172,7 +183,8 @@ class EmbeddedRedis:
         """SIGKILL the server, as a crash or an OOM kill would; :meth:`start` brings it back.
 
         The port and the directory are kept, so a restart serves the same URL from the same
-        AOF (with ``appendfsync everysec``, at most the last second of writes is lost).
+        AOF (with ``appendfsync always`` no acknowledged write is lost; with ``everysec``, up
+        to the last second of writes).
         """
         process, self._process = self._process, None
         if process is None:

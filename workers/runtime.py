@@ -87,7 +87,11 @@ def _resolve_redis_url(cfg: AppConfig) -> str:
     running = running_embedded(directory)
     if running is not None:
         return running
-    server = EmbeddedRedis(directory, appendonly=cfg.redis.embedded.appendonly)
+    server = EmbeddedRedis(
+        directory,
+        appendonly=cfg.redis.embedded.appendonly,
+        appendfsync=cfg.redis.embedded.appendfsync,
+    )
     url = server.start()
     log.warning(
         "no Redis configured: started an embedded redis-server at %s (pid %s) that keeps "

@@ -83,6 +83,17 @@ def run_id_of(output: str) -> str:
     return match.group(1)
 
 
+def stages_written(url: str, namespace: str, run_id: str, symbol: str) -> list[str]:
+    """Return the stage outputs a symbol's run has in Redis (where a lost chain stalled)."""
+    client = redis.Redis.from_url(url)
+    try:
+        prefix = f"{namespace}run:{run_id}:binance:{symbol.replace('/', '')}:"
+        keys = client.scan_iter(match=prefix + "*", count=500)
+        return sorted(key.decode()[len(prefix) :] for key in keys)
+    finally:
+        client.close()
+
+
 def dead_workers(fleet: WorkerFleet) -> list[str]:
     return [w.name for w in fleet.workers if w.process.poll() is not None]
 
@@ -118,7 +129,11 @@ def test_fleet_survives_redis_kill_and_restart_mid_cycle(namespace: str, tmp_pat
                     found = outcomes(output)
                     missing = [s for s in SYMBOLS if s not in found]
                     hung = [s for s, line in found.items() if "still running" in line]
-                    lost += [f"trial {trial}: {s}: {found.get(s)}" for s in missing + hung]
+                    lost += [
+                        f"trial {trial}: {s}: {found.get(s)} (stages written: "
+                        f"{stages_written(url, namespace, run_id_of(output), s)})"
+                        for s in missing + hung
+                    ]
                     assert run.returncode in (0, 1), output
                     assert not dead_workers(fleet), f"trial {trial}: {dead_workers(fleet)}"
                 after = analyse(fleet.env(), config)
