@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from agents.types import Holding
-from resilience.position import PlanRef, Position, Trade, fold
+from resilience.position import PlanRef, Position, Trade, as_holding, fold
 
 
 def iso(ms: int) -> str:
@@ -74,19 +74,7 @@ class Account:
     def holding(self) -> Holding | None:
         """Return the position as the strategy sees it (None: flat)."""
         p = self.position
-        if p is None or not p.open or p.side == "flat":
-            return None
-        opened = datetime.fromisoformat(p.opened_at) if p.opened_at else None
-        return Holding(
-            side=p.side,
-            amount=p.amount,
-            entry=p.entry,
-            stop_loss=p.stop_loss,
-            take_profit=p.take_profit,
-            horizon=p.horizon,
-            opened_at=opened,
-            protection="watch" if p.stop_loss or p.take_profit else None,
-        )
+        return as_holding(p, "watch" if p is not None and (p.stop_loss or p.take_profit) else None)
 
     def fill(
         self,

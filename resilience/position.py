@@ -22,7 +22,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
+
+from agents.types import Holding
 
 Side = Literal["long", "short", "flat"]
 #: Below this a position's amount is zero (float sums of partial fills leave dust).
@@ -210,4 +213,22 @@ def _add(  # noqa: PLR0917 - fold's private step, called twice with the same arg
         realized_pnl=0.0 if opening else position.realized_pnl,
         fills=[cid] if opening else fills,
         mode=mode or position.mode,
+    )
+
+
+def as_holding(position: Position | None, protection: str | None) -> Holding | None:
+    """Return ``position`` as the strategy sees it (None: flat), protected by ``protection``."""
+    if position is None or not position.open or position.side == "flat":
+        return None
+    opened = datetime.fromisoformat(position.opened_at) if position.opened_at else None
+    return Holding(
+        side=position.side,
+        amount=position.amount,
+        entry=position.entry,
+        stop_loss=position.stop_loss,
+        take_profit=position.take_profit,
+        horizon=position.horizon,
+        opened_at=opened,
+        run_id=position.run_id or None,
+        protection=protection,
     )

@@ -34,6 +34,7 @@ from llm.usage import stage_scope
 from resilience import FallbackConfig
 from resilience.cache import request_digest
 from resilience.ledger import Ledger
+from resilience.position import as_holding
 from tasks.context import Runtime
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,7 @@ def holding(rt: Runtime, exchange: str, symbol: str) -> Holding | None:
     """Return the ledger's open position of ``symbol`` as the strategy sees it (None: flat)."""
     # one small read, like the stage's own loads (the fills that build it pass the gate)
     held = Ledger(rt.redis_client(), rt.keyspace()).position(exchange, symbol)
-    if held is None or held.side == "flat":
-        return None
-    opened = datetime.fromisoformat(held.opened_at) if held.opened_at else None
-    return Holding(
-        side=held.side,
-        amount=held.amount,
-        entry=held.entry,
-        stop_loss=held.stop_loss,
-        take_profit=held.take_profit,
-        horizon=held.horizon,
-        opened_at=opened,
-        run_id=held.run_id,
-        protection=(held.protection or {}).get("kind"),
-    )
+    return as_holding(held, (held.protection or {}).get("kind") if held else None)
 
 
 async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
