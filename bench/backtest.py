@@ -23,29 +23,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from agents.features import compute
+from agents.features import compute, ema, wilder
 from agents.types import MarketSnapshot
 from backtest.data import synthetic
 from backtest.replay import LOOKBACK, Settings, replay
 
 Array = np.ndarray
-
-
-def _ema(values: Array, period: int) -> Array:
-    alpha = 2.0 / (period + 1)
-    out = np.empty_like(values)
-    out[0] = values[0]
-    for i in range(1, len(values)):
-        out[i] = alpha * values[i] + (1 - alpha) * out[i - 1]
-    return out
-
-
-def _wilder(values: Array, period: int) -> Array:
-    out = np.full_like(values, np.nan)
-    out[period - 1] = values[:period].mean()
-    for i in range(period, len(values)):
-        out[i] = (out[i - 1] * (period - 1) + values[i]) / period
-    return out
 
 
 def _rolling(values: Array, window: int) -> Array:
@@ -55,16 +38,16 @@ def _rolling(values: Array, window: int) -> Array:
 def vectorised(closes: Array, highs: Array, lows: Array, volumes: Array) -> dict[str, Array]:
     """Return every bar's indicators in one pass over the whole series."""
     change = np.diff(closes)
-    gains = _wilder(np.clip(change, 0, None), 14)
-    losses = _wilder(np.clip(-change, 0, None), 14)
+    gains = wilder(np.clip(change, 0, None), 14)
+    losses = wilder(np.clip(-change, 0, None), 14)
     with np.errstate(divide="ignore", invalid="ignore"):
         rsi = 100 - 100 / (1 + gains / losses)
-    line = _ema(closes, 12) - _ema(closes, 26)
-    signal = _ema(line, 9)
+    line = ema(closes, 12) - ema(closes, 26)
+    signal = ema(line, 9)
     true_range = np.maximum.reduce(
         [highs[1:] - lows[1:], np.abs(highs[1:] - closes[:-1]), np.abs(lows[1:] - closes[:-1])]
     )
-    atr = _wilder(true_range, 14)
+    atr = wilder(true_range, 14)
     windows = _rolling(closes, 20)
     mean, std = windows.mean(axis=1), windows.std(axis=1)
     x = np.arange(20, dtype=float) - 9.5
