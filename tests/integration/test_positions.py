@@ -38,6 +38,16 @@ def fleet_config(tmp: Path, url: str, **exchange: Any) -> Path:
     return path
 
 
+def uptrend_sandbox(tmp: Path) -> Any:
+    """Return the sandbox of these tests: BTC/USDT on an uptrend, 10,000 USDT."""
+    return running_sandbox(
+        starting_balances={"USDT": 10000},
+        candles_file=str(uptrend(tmp)),
+        history_days=5,
+        symbols=["BTC/USDT"],
+    )
+
+
 Report = dict[str, Any]
 
 
@@ -68,12 +78,7 @@ def two_runs(
 def test_a_run_that_buys_opens_one_position_that_the_next_run_sees_and_holds(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    with running_sandbox(
-        starting_balances={"USDT": 10000},
-        candles_file=str(uptrend(tmp_path)),
-        history_days=5,
-        symbols=["BTC/USDT"],
-    ) as sb:
+    with uptrend_sandbox(tmp_path) as sb:
         config = fleet_config(tmp_path, sb.url)
         first, second, rows = two_runs(redis_url, namespace, tmp_path, config)
         entries = admin(sb.url, "stats")["requests_by_endpoint"].get("POST /api/v3/order", 0)
@@ -103,12 +108,7 @@ def test_a_run_that_buys_opens_one_position_that_the_next_run_sees_and_holds(
 def test_the_paper_wallet_carries_balances_and_pnl_across_runs_and_sends_nothing(
     redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    with running_sandbox(
-        starting_balances={"USDT": 10000},
-        candles_file=str(uptrend(tmp_path)),
-        history_days=5,
-        symbols=["BTC/USDT"],
-    ) as sb:
+    with uptrend_sandbox(tmp_path) as sb:
         # a URL on this host that the config says is a real exchange: the paper wallet
         config = fleet_config(tmp_path, sb.url, is_sandbox=False)
         first, second, rows = two_runs(redis_url, namespace, tmp_path, config)
