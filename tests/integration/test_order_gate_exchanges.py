@@ -113,6 +113,9 @@ def test_paper_mode_and_the_guard_hold_on_every_exchange_and_path(
                 "cancel": direct(config, redis_client, exchange, "cancel_order"),
                 "guard": direct(guarded, redis_client, exchange, "create_order"),
             }
+        # the protective order list is the gate's own (exits and protection only): sent as a
+        # raw write from outside, it is refused like any raw order write
+        oco = direct(config, redis_client, "binance", "POST /api/v3/orderList/oco")
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(settings))
         with worker_fleet(redis_url, namespace, tmp_path) as fleet:
@@ -132,6 +135,7 @@ def test_paper_mode_and_the_guard_hold_on_every_exchange_and_path(
         assert isinstance(seed, dict) and seed["status"] == "simulated", (exchange, seed)
         assert isinstance(payload, dict) and payload["status"] == "simulated", (exchange, payload)
         assert seed["clientOrderId"] != payload["clientOrderId"], exchange
+    assert isinstance(oco, OrderRefusedError) and "raw REST order write" in str(oco), oco
     assert placed == dict.fromkeys(SUPPORTED, 0), "paper mode sent an order to a real exchange"
     audit = redis_client.xrange(KeySpace(namespace).order_audit())
     by_exchange: dict[str, int] = {}
