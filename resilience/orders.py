@@ -11,7 +11,12 @@ For a create or an amendment, in this order:
 2. the client order id is **claimed** in Redis (``SET NX`` with a lease longer than the
    request can take). A second delivery that finds the claim waits for the first to finish
    (and answers with its outcome) or for the lease to lapse (then looks the order up by
-   client order id before anything is sent);
+   client order id before anything is sent). An entry whose delivery is **cancelled**
+   (its task's time limit, ``run_async``'s timeout) leaves the claim *abandoned*: a later
+   delivery of it (the broker restored the message) never sends it. Cancelled before it
+   was sent: refused. Cancelled while its request was at the exchange: looked up once the
+   request's time is over, found or refused, never resent. Exits are not abandoned (the
+   next watch tick must be able to close the position);
 3. the symbol's lease serialises orders of one symbol on one account; a plan whose data was
    taken before the symbol's last order is refused (it does not know that order);
 4. the risk guard (``agents/risk.py``) on fresh reads: kill switch, price deviation, open
@@ -72,6 +77,17 @@ log = logging.getLogger(__name__)
 
 #: How long a settled claim answers redeliveries without asking the exchange.
 SETTLED_SECONDS = 7 * 86400
+#: A claim's record once its holder is done: ``settled`` (an answer) or ``abandoned``.
+FINAL_STATES = ("settled", "abandoned")
+
+
+@dataclasses.dataclass
+class _Progress:
+    """How far one delivery of an order got: whether its request left for the exchange."""
+
+    sent_at: float | None = None
+
+
 AUDIT_LENGTH = 100_000
 
 
@@ -166,35 +182,97 @@ class OrderGate:
             state="sending",
             symbol=request.symbol,
         )
-        settled = await self._claim(claim)
-        if settled is not None:
-            return settled
+        record = await self._claim(claim)
+        if record is not None and record.get("state") == "abandoned":
+            return await self._after_abandoned(request, mode, cid, record, plan)
+        if record is not None:
+            log.info("order %s was already placed by another delivery", claim.key)
+            return GateAnswer(**{**record["answer"], "source": "found"})
         # Any other failure leaves the order's existence unknown: the claim stays until it
         # lapses, so the next delivery waits and then looks the order up before sending.
+        progress = _Progress()
         try:
             answer = await self._under_symbol_lease(
-                request, mode, cid, claim, lookup=known_id, plan=plan, exit_reason=exit_reason
+                request,
+                mode,
+                cid,
+                claim,
+                lookup=known_id,
+                plan=plan,
+                exit_reason=exit_reason,
+                progress=progress,
             )
         except GiveUpError:  # refused by the gate or by the exchange: nothing was placed
             await claim.release()
             raise
+        except asyncio.CancelledError:  # the task timed out: this entry is never sent later
+            if exit_reason is None:
+                await asyncio.shield(self._abandon(request, mode, claim, progress))
+            raise
         await claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
         return answer
 
-    async def _claim(self, claim: Lease) -> GateAnswer | None:
-        """Take the claim, or return the settled outcome of whoever held it."""
+    async def _claim(self, claim: Lease) -> dict[str, Any] | None:
+        """Take the claim, or return the final record of whoever held it."""
         while not await claim.acquire():
             log.info("order claim %s is held by another delivery; waiting for it", claim.key)
             record = await wait_while_held(
                 claim,
-                lambda r: r.get("state") == "settled",
+                lambda r: r.get("state") in FINAL_STATES,
                 timeout=self.wait_seconds,
                 sleep=self.client._sleep,
             )
             if record is not None:
-                log.info("order %s was already placed by another delivery", claim.key)
-                return GateAnswer(**{**record["answer"], "source": "found"})
+                return record
         return None
+
+    async def _abandon(
+        self, request: OrderRequest, mode: Mode, claim: Lease, progress: _Progress
+    ) -> None:
+        """Mark a cancelled delivery's claim abandoned, and audit it."""
+        sent = progress.sent_at is not None
+        await claim.replace(SETTLED_SECONDS, state="abandoned", sent=sent, sent_at=progress.sent_at)
+        where = "while its request was at the exchange" if sent else "before it was sent"
+        reason = f"cancelled {where} (its task ran past its time limit)"
+        log.warning("order %s %s", request.client_order_id, reason)
+        await self._audit(request, GateAnswer(False, None, "cancelled", mode, [reason]))
+
+    async def _after_abandoned(
+        self,
+        request: OrderRequest,
+        mode: Mode,
+        cid: str,
+        record: dict[str, Any],
+        plan: PlanRef | None,
+    ) -> GateAnswer:
+        """Answer a delivery of an order an earlier, cancelled delivery abandoned.
+
+        Never sends: cancelled before sending, it is refused; cancelled in flight, it is
+        looked up by client order id once that request's time is over (found: its fill is
+        applied; not found: refused, and reconciliation reports it if it appears later).
+        """
+        if not record.get("sent"):
+            raise OrderRefusedError(
+                f"order {cid} was cancelled before it was sent by an earlier delivery (its "
+                "task ran past its time limit); a cancelled order is never sent later"
+            )
+        over = float(record.get("sent_at") or 0.0) + self.send_seconds + 1.0
+        await self.client._sleep(max(0.0, over - time.time()))
+        symbol_lease = await self._symbol_lease(request, cid)
+        try:
+            found = await self.client.writes.find_order(
+                self._request(request, {}), request.symbol, cid
+            )
+            if found is None:
+                raise OrderRefusedError(
+                    f"order {cid} was in flight when an earlier delivery was cancelled and is "
+                    f"not on {request.exchange}; it is not sent again"
+                )
+            log.info("order %s of a cancelled delivery found on %s", cid, mode)
+            answer = GateAnswer(True, recorded(found), "found", mode)
+            return await self._apply_fill(request, answer, plan)
+        finally:
+            await asyncio.shield(symbol_lease.release())
 
     async def _under_symbol_lease(
         self,
@@ -206,8 +284,9 @@ class OrderGate:
         lookup: bool,
         plan: PlanRef | None = None,
         exit_reason: str | None = None,
+        progress: _Progress | None = None,
     ) -> GateAnswer:
-        symbol_lease = await self._symbol_lease(request, cid)
+        symbol_lease = await self._symbol_lease(request, cid, claim)
         try:
             if not await claim.extend():
                 raise RetryableError(f"lost the claim of {cid} while waiting for {request.symbol}")
@@ -221,26 +300,42 @@ class OrderGate:
                     return await self._apply_fill(request, answer, plan)
             await self._refuse_if_overtaken(request)
             leases = (claim, symbol_lease)
-            answer = await self._checked_send(request, mode, cid, leases, exit_reason)
+            answer = await self._checked_send(
+                request, mode, cid, leases, exit_reason, progress=progress
+            )
             # under the symbol's lease: the next order of the symbol sees this fill
             return await self._apply_fill(request, answer, plan)
         finally:
             await asyncio.shield(symbol_lease.release())
 
-    async def _symbol_lease(self, request: OrderRequest, cid: str) -> Lease:
-        """Take the lease of the one order in flight for the request's symbol."""
+    async def _symbol_lease(
+        self, request: OrderRequest, cid: str, claim: Lease | None = None
+    ) -> Lease:
+        """Take the lease of the one order in flight for the request's symbol.
+
+        While it waits, the order's ``claim`` is kept (renewed every third of its TTL), so
+        no other delivery takes the order over meanwhile and a cancellation can abandon it.
+        """
         symbol_lease = Lease(
             self.clients,
             self.keys.order_symbol(request.exchange, request.symbol),
             self.lease_seconds,
             client_order_id=cid,
         )
+        renewed = time.monotonic()
+
+        async def sleep(seconds: float) -> None:
+            nonlocal renewed
+            await self.client._sleep(seconds)
+            if claim is not None and time.monotonic() - renewed > self.lease_seconds / 3:
+                if not await claim.extend():
+                    raise RetryableError(f"lost the claim of {cid} while waiting")
+                renewed = time.monotonic()
+
         while not await symbol_lease.acquire():
             log.info("an order for %s is in flight; waiting for it", request.symbol)
             try:
-                await wait_while_held(
-                    symbol_lease, lambda r: False, self.wait_seconds, sleep=self.client._sleep
-                )
+                await wait_while_held(symbol_lease, lambda r: False, self.wait_seconds, sleep=sleep)
             except TimeoutError as exc:
                 raise RetryableError(
                     f"another order for {request.symbol} on {request.exchange} is in flight"
@@ -268,6 +363,8 @@ class OrderGate:
         cid: str,
         leases: tuple[Lease, Lease],
         exit_reason: str | None = None,
+        *,
+        progress: _Progress | None = None,
     ) -> GateAnswer:
         client = self.client
         rules = client.profile(request.exchange)
@@ -297,6 +394,8 @@ class OrderGate:
                 raise RetryableError(f"lost the claim of {cid} before sending; nothing was sent")
 
         await still_ours()
+        if progress is not None:
+            progress.sent_at = time.time()
         await self._mark_sent(request)
         params = request.ccxt_params(size, cid, rules.client_order_param)
         if rules.market_buy_price and request.type == "market" and request.side == "buy":
@@ -368,9 +467,11 @@ class OrderGate:
         claim = Lease(
             self.clients, self.keys.order_claim(request.exchange, cid), self.lease_seconds
         )
-        settled = await self._claim(claim)
-        if settled is not None:
-            return settled
+        record = await self._claim(claim)
+        if record is not None and record.get("state") == "settled":
+            return GateAnswer(**{**record["answer"], "source": "found"})
+        if record is not None:  # protective orders are never abandoned; not ours to answer
+            raise OrderRefusedError(f"protective order {cid} has an abandoned claim")
         try:
             symbol_lease = await self._symbol_lease(request, cid)
             try:

@@ -1,12 +1,14 @@
-"""A task that timed out never places its order afterwards.
+"""A task that timed out never places its order afterwards, nor does a later delivery of it.
 
 An order that waits in the gate (another process holds the symbol's lease) past its task's
 time limit must be cancelled with the task: when the lease is released later, nothing is
-sent. Real Redis, the sandbox over HTTP; the first test runs a real ``celery worker``.
+sent, and the same message delivered again (the broker restores an unacknowledged message
+when a worker's connection drops) is refused instead of sending it. Real Redis, the sandbox over HTTP; the first test runs a real ``celery worker``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import time
@@ -32,6 +34,7 @@ from tests.integration.test_order_gate import (
     orders_at,
     seed_plan,
     settings,
+    slow_post,
 )
 from workers.runtime import run_async
 
@@ -99,6 +102,19 @@ def test_an_execution_task_past_its_soft_time_limit_never_places_its_order(
                 failure: BaseException | None = None
             except Exception as exc:  # the worker's error, re-raised by Celery by its name
                 failure = exc
+            # the broker delivers the message again (a connection loss restored it), with
+            # time enough to wait for the lease this time (the first outcome is forgotten,
+            # so that the same task id waits for the second)
+            result.forget()
+            again = fleet.client_app().send_task(
+                "execution.execute",
+                args=[None, run_id, "binance", SYMBOL],
+                queue="high",
+                task_id=result.id,
+                soft_time_limit=60,
+                time_limit=70,
+            )
+            redelivered = again.get(timeout=30)
             assert release(), "the lease lapsed before the task timed out"
             time.sleep(AFTERWARDS)  # a coroutine left running takes the lease and sends now
             sent = orders_at(sb.url)
@@ -110,6 +126,11 @@ def test_an_execution_task_past_its_soft_time_limit_never_places_its_order(
     assert error.get("error") == "SoftTimeLimitExceeded", error
     assert sent == 0, "the task timed out, then its order was placed anyway"
     assert stats["orders"] == {}, stats["orders"]
+    assert redelivered["order"] is None, redelivered
+    stored = redis_client.get(keys.stage(run_id, "binance", SYMBOL, "execution"))
+    refused = json.loads(cast(bytes, stored))["risk"]
+    assert refused["approved"] is False, refused
+    assert "cancelled before it was sent" in "; ".join(refused["reasons"]), refused
 
 
 def test_an_order_waiting_past_its_run_async_timeout_is_never_sent(
@@ -137,3 +158,96 @@ def test_an_order_waiting_past_its_run_async_timeout_is_never_sent(
             run_async(api.close(), timeout=10)
     assert sent == 0, "the submission timed out, then its order was placed anyway"
     assert re.search(r"submit cancelled after 1s\b", str(raised.value)), raised.value
+
+
+def _submit_in_thread(api: ResilientAPIClient, request: OrderRequest) -> Any:
+    """Start a later delivery of ``request`` on its own thread; return its future."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    later = pool.submit(run_async, api.orders.submit(request), 60)
+    pool.shutdown(wait=False)
+    return later
+
+
+def _claim_record(client: redis.Redis, namespace: str, cid: str) -> dict[str, Any]:
+    raw = cast(bytes | None, client.get(KeySpace(namespace).order_claim("binance", cid)))
+    return cast(dict[str, Any], json.loads(raw)) if raw else {}
+
+
+def test_an_order_cancelled_before_it_was_sent_is_refused_to_every_later_delivery(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    """A redelivery of a timed-out order (the broker restored its message) sends nothing.
+
+    The first submission waits for the symbol's lease past its time limit and is cancelled;
+    the same order delivered again (same client order id) must not wait for the claim to
+    lapse and then send it: a cancelled order is never sent later.
+    """
+    cid = f"cai-timeout-{uuid.uuid4().hex[:8]}"
+    order: dict[str, Any] = {
+        "symbol": SYMBOL,
+        "type": "market",
+        "side": "buy",
+        "params": {"clientOrderId": cid},
+    }
+    with running_sandbox(starting_balances={"USDT": 100000}) as sb:
+        config = settings(sb.url, namespace)
+        order["amount"] = round(20 / eth_price(config, redis_client), 4)
+        api = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        request = OrderRequest.parse("binance", "create_order", order)
+        try:
+            with symbol_lease_held(redis_client, namespace) as release:
+                with pytest.raises(TimeoutError):
+                    run_async(api.orders.submit(request), timeout=1)
+                first = _claim_record(redis_client, namespace, cid)
+                later = _submit_in_thread(api, request)
+                # the old gate let the claim lapse, took it again and waited for the lease
+                wait_for(
+                    lambda: (
+                        later.done()
+                        or _claim_record(redis_client, namespace, cid).get("holder")
+                        not in (None, first.get("holder"))
+                    ),
+                    "the later delivery to settle or to take the claim",
+                )
+                assert release(), "the lease lapsed before the later delivery was answered"
+                answer = later.result(timeout=30)
+                time.sleep(AFTERWARDS)
+            sent = orders_at(sb.url)
+        finally:
+            run_async(api.close(), timeout=10)
+    assert sent == 0, "a later delivery placed the order of a cancelled submission"
+    assert not answer.approved, answer
+    assert "cancelled before it was sent" in "; ".join(answer.reasons), answer.reasons
+
+
+def test_an_order_cancelled_in_flight_is_looked_up_by_a_later_delivery_never_resent(
+    namespace: str, redis_client: redis.Redis
+) -> None:
+    """Cancelled while its request was at the exchange: the next delivery finds it, once."""
+    cid = f"cai-inflight-{uuid.uuid4().hex[:8]}"
+    order: dict[str, Any] = {
+        "symbol": SYMBOL,
+        "type": "market",
+        "side": "buy",
+        "params": {"clientOrderId": cid},
+    }
+    with running_sandbox(starting_balances={"USDT": 100000}) as sb:
+        config = settings(sb.url, namespace)
+        order["amount"] = round(20 / eth_price(config, redis_client), 4)
+        api = ResilientAPIClient(redis_client, AppConfig.model_validate(config))
+        request = OrderRequest.parse("binance", "create_order", order)
+        try:
+            slow_post(sb.url, 2)  # the order arrives, and is answered 2 s later
+            with pytest.raises(TimeoutError):
+                run_async(api.orders.submit(request), timeout=1)
+            assert _claim_record(redis_client, namespace, cid).get("state") == "abandoned"
+            answer = run_async(api.orders.submit(request), timeout=60)
+            time.sleep(AFTERWARDS)
+            sent = orders_at(sb.url)
+            stats = admin(sb.url, "stats")
+        finally:
+            run_async(api.close(), timeout=10)
+    assert sent == 1, f"{sent} order requests for one order"
+    assert answer.approved and answer.source == "found", answer
+    assert (answer.order or {}).get("clientOrderId") == cid, answer.order
+    assert sum(stats["orders"].values()) == 1, stats["orders"]
