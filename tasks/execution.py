@@ -88,7 +88,8 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
     if answer.approved and answer.order is not None:
         outcome["order"] = {**answer.order, "source": answer.source}
     after = await ledger.aposition(exchange, symbol)
-    if answer.approved and _grew(before, after):
+    # grew now, or a redelivery whose first delivery filled and died before protecting
+    if answer.approved and (_grew(before, after) or _bare(after)):
         outcome["protection"] = await _protect(client, exchange, symbol)
         after = await ledger.aposition(exchange, symbol)
     outcome["position"] = {
@@ -101,6 +102,13 @@ async def execute(rt: Runtime, run_id: str, exchange: str, symbol: str) -> dict[
 
 def _grew(before: Position | None, after: Position | None) -> bool:
     return after is not None and (before is None or after.amount > before.amount)
+
+
+def _bare(position: Position | None) -> bool:
+    """Return True for a position with exits in its plan and no protection recorded."""
+    if position is None or not (position.stop_loss or position.take_profit):
+        return False
+    return not (position.protection or {}).get("kind")
 
 
 async def _protect(client: ResilientAPIClient, exchange: str, symbol: str) -> dict[str, Any]:
