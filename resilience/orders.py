@@ -11,12 +11,14 @@ For a create or an amendment, in this order:
 2. the client order id is **claimed** in Redis (``SET NX`` with a lease longer than the
    request can take). A second delivery that finds the claim waits for the first to finish
    (and answers with its outcome) or for the lease to lapse (then looks the order up by
-   client order id before anything is sent). An entry whose delivery is **cancelled**
-   (its task's time limit, ``run_async``'s timeout) leaves the claim *abandoned*: a later
-   delivery of it (the broker restored the message) never sends it. Cancelled before it
-   was sent: refused. Cancelled while its request was at the exchange: looked up once the
-   request's time is over, found or refused, never resent. Exits are not abandoned (the
-   next watch tick must be able to close the position);
+   client order id before anything is sent). A bare order (no client order id) sent from a
+   task is named by its delivery (``resilience/delivery.py``: task id and place in the task),
+   so a redelivered message finds it instead of placing it again. An entry whose delivery
+   is **cancelled** (its task's time limit, ``run_async``'s timeout) leaves the claim
+   *abandoned*: a later delivery of it (the broker restored the message) never sends it.
+   Cancelled before it was sent: refused. Cancelled while its request was at the exchange:
+   looked up once the request's time is over, found or refused, never resent. Exits are not
+   abandoned (the next watch tick must be able to close the position);
 3. the symbol's lease serialises orders of one symbol on one account; a plan whose data was
    taken before the symbol's last order is refused (it does not know that order);
 4. the risk guard (``agents/risk.py``) on fresh reads: kill switch, price deviation, open
@@ -52,6 +54,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agents import risk as risk_lib
+from agents.orders import client_order_id
 from agents.types import TradePlan
 from core.errors import (
     CryptoAIError,
@@ -62,6 +65,7 @@ from core.errors import (
 from core.events import emit
 from exchanges.endpoints import Endpoint
 from resilience.account import read_risk_state
+from resilience.delivery import next_order_key
 from resilience.leases import Lease, wait_while_held
 from resilience.ledger import Ledger, PlanRef, fill_from_order
 from resilience.order_request import GateAnswer, Mode, OrderRequest, order_mode, summary
@@ -173,8 +177,7 @@ class OrderGate:
                 f"{request.decided_at.isoformat() if request.decided_at else 'earlier'}); "
                 "nothing is sent on stale analysis"
             )
-        known_id = request.client_order_id is not None
-        cid = request.client_order_id or self.client.profile(request.exchange).new_client_order_id()
+        cid, known_id = self._client_order_id(request)
         claim = Lease(
             self.clients,
             self.keys.order_claim(request.exchange, cid),
@@ -211,6 +214,27 @@ class OrderGate:
             raise
         await claim.replace(SETTLED_SECONDS, state="settled", answer=dataclasses.asdict(answer))
         return answer
+
+    def _client_order_id(self, request: OrderRequest) -> tuple[str, bool]:
+        """Return the order's client order id and whether a redelivery computes the same.
+
+        The caller's id; else, inside a task, one named by the delivery
+        (``resilience/delivery.py``); else a random one.
+        """
+        if request.client_order_id is not None:
+            return request.client_order_id, True
+        rules = self.client.profile(request.exchange)
+        key = next_order_key()
+        if key is None:
+            return rules.new_client_order_id(), False
+        cid = client_order_id(
+            f"delivery|{key}",
+            request.exchange,
+            request.symbol,
+            str(request.side),
+            rules.client_order_length,
+        )
+        return cid, True
 
     async def _claim(self, claim: Lease) -> dict[str, Any] | None:
         """Take the claim, or return the final record of whoever held it."""

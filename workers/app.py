@@ -10,6 +10,8 @@ and every log record of the process is redacted when it is made.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -37,6 +39,7 @@ from core.errors import ConfigError
 from core.redact import redact, redact_data, scrub_exception
 from core.redis_target import redact_url
 from monitoring import fleet_stats, metrics
+from resilience import delivery
 from tasks import context
 from workers import orphan, runtime, tracing
 
@@ -185,14 +188,23 @@ def ready_line(consumer: Any) -> str:
 _started: dict[str, float] = {}
 
 
+_deliveries: dict[str, contextvars.Token[Any]] = {}
+
+
 @task_prerun.connect
 def _task_started(task_id: str | None = None, **_: Any) -> None:
     if task_id:
         _started[task_id] = time.monotonic()
+        # bare orders of this task are named by its id (resilience/delivery.py)
+        _deliveries[task_id] = delivery.begin(task_id)
 
 
 @task_postrun.connect
 def _task_finished(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    token = _deliveries.pop(task_id or "", None)
+    if token is not None:
+        with contextlib.suppress(ValueError):  # opened in another context: nothing to close
+            delivery.end(token)
     started = _started.pop(task_id or "", None)
     if started is not None and task is not None:
         queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
