@@ -1,10 +1,16 @@
-"""``crypto-ai backtest``: replay the agents over a candle file and write the report."""
+"""``crypto-ai backtest``: replay the agents over candles and write the report; or run a grid
+of symbols x walk-forward windows x seeds, in this process or on the Celery fleet.
+
+This package imports no Celery (pyproject's import contract): ``--fleet`` runs through the
+:class:`~backtest.grid.FleetRunner` the ``crypto-ai`` command hands to :func:`make_app`
+(``workers/grid.py``); ``python -m backtest.cli`` has none and says so.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -13,13 +19,15 @@ import typer
 
 if TYPE_CHECKING:
     from agents.types import Candle, NewsItem
+    from backtest.grid import Cell, FleetRunner, Outcome
     from backtest.replay import Settings
     from core.config import RiskLimits
 
-app = typer.Typer(help="Replay the agents over recorded candles (docs/BACKTEST.md).")
-
 #: A progress line every this share of the bars.
 PROGRESS_STEP = 0.1
+
+#: Seconds a ``--fleet`` grid waits for its cells by default.
+FLEET_TIMEOUT = 1800.0
 
 
 def _ms(text: str | None, name: str) -> int | None:
@@ -50,110 +58,151 @@ def _progress() -> Callable[[int, int], None]:
     return show
 
 
-@app.callback(invoke_without_command=True)
-def backtest(  # noqa: PLR0917 - typer reads each option from a parameter
-    symbol: Annotated[str, typer.Option("--symbol", help="the symbol, e.g. BTC/USDT")],
-    out: Annotated[Path, typer.Option("--out", help="directory for the report files")],
-    data: Annotated[
-        Path | None, typer.Option("--data", help="candles: CSV or ccxt OHLCV JSON")
-    ] = None,
-    store: Annotated[
-        Path | None, typer.Option("--store", help="a `history fetch` store (with --exchange)")
-    ] = None,
-    synthetic: Annotated[
-        int | None, typer.Option("--synthetic", help="replay this many seeded synthetic bars")
-    ] = None,
-    walk_forward: Annotated[
-        int, typer.Option("--walk-forward", help="also replay N out-of-sample windows")
-    ] = 0,
-    seeds: Annotated[int, typer.Option("--seeds", help="repeat with K seeds")] = 1,
-    exchange: Annotated[str, typer.Option("--exchange", help="exchange label")] = "backtest",
-    start: Annotated[str | None, typer.Option("--start", help="ISO start (UTC)")] = None,
-    end: Annotated[str | None, typer.Option("--end", help="ISO end (UTC)")] = None,
-    timeframe: Annotated[str, typer.Option("--timeframe", help="decision timeframe")] = "1h",
-    fee: Annotated[float, typer.Option("--fee", help="fee rate per fill")] = 0.001,
-    slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="bps per fill")] = 5.0,
-    cash: Annotated[float, typer.Option("--cash", help="starting cash (quote)")] = 10_000.0,
-    news: Annotated[
-        Path | None, typer.Option("--news", help="JSON list of news items (agents.types)")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="take trading.risk from this config")
-    ] = None,
-) -> None:
-    """Replay the live agents' rules over the candles and write the report into --out."""
-    from backtest.replay import Settings, replay
-    from backtest.report import FILES, write
+@dataclass(frozen=True)
+class Options:
+    """The command's options, as given."""
 
-    source = _Source(data, store, synthetic, exchange, symbol, timeframe)
-    candles = source.candles(0)
-    settings = Settings(
-        symbol=symbol,
-        exchange=exchange,
-        timeframe=timeframe,
-        fee_rate=fee,
-        slippage_bps=slippage_bps,
-        cash=cash,
-        start_ms=_ms(start, "--start"),
-        end_ms=_ms(end, "--end"),
-        limits=_limits(config),
-    )
-    items = _news(news)
-    if walk_forward < 0 or seeds < 1:
+    symbol: str | None
+    symbols: str | None
+    out: Path
+    data: Path | None
+    store: Path | None
+    synthetic: int | None
+    walk_forward: int
+    seeds: int
+    exchange: str
+    start: str | None
+    end: str | None
+    timeframe: str
+    fee: float
+    slippage_bps: float
+    cash: float
+    news: Path | None
+    config: Path | None
+    fleet: bool
+    timeout: float
+
+
+def make_app(fleet: FleetRunner | None = None) -> typer.Typer:
+    """Return the ``backtest`` command; ``fleet`` runs ``--fleet`` grids on the Celery fleet."""
+    app = typer.Typer(help="Replay the agents over recorded candles (docs/BACKTEST.md).")
+
+    @app.callback(invoke_without_command=True)
+    def backtest(  # noqa: PLR0917 - typer reads each option from a parameter
+        out: Annotated[Path, typer.Option("--out", help="directory for the report files")],
+        symbol: Annotated[
+            str | None, typer.Option("--symbol", help="the symbol, e.g. BTC/USDT")
+        ] = None,
+        symbols: Annotated[
+            str | None, typer.Option("--symbols", help="a grid over symbols: S1,S2,...")
+        ] = None,
+        data: Annotated[
+            Path | None, typer.Option("--data", help="candles: CSV or ccxt OHLCV JSON")
+        ] = None,
+        store: Annotated[
+            Path | None, typer.Option("--store", help="a `history fetch` store (with --exchange)")
+        ] = None,
+        synthetic: Annotated[
+            int | None, typer.Option("--synthetic", help="replay this many seeded synthetic bars")
+        ] = None,
+        walk_forward: Annotated[
+            int, typer.Option("--walk-forward", help="also replay N out-of-sample windows")
+        ] = 0,
+        seeds: Annotated[int, typer.Option("--seeds", help="repeat with K seeds")] = 1,
+        exchange: Annotated[str, typer.Option("--exchange", help="exchange label")] = "backtest",
+        start: Annotated[str | None, typer.Option("--start", help="ISO start (UTC)")] = None,
+        end: Annotated[str | None, typer.Option("--end", help="ISO end (UTC)")] = None,
+        timeframe: Annotated[str, typer.Option("--timeframe", help="decision timeframe")] = "1h",
+        fee: Annotated[float, typer.Option("--fee", help="fee rate per fill")] = 0.001,
+        slippage_bps: Annotated[float, typer.Option("--slippage-bps", help="bps per fill")] = 5.0,
+        cash: Annotated[float, typer.Option("--cash", help="starting cash (quote)")] = 10_000.0,
+        news: Annotated[
+            Path | None, typer.Option("--news", help="JSON list of news items (agents.types)")
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config", "-c", help="take trading.risk from it (with --fleet: the fleet's too)"
+            ),
+        ] = None,
+        on_fleet: Annotated[
+            bool, typer.Option("--fleet", help="run the grid's cells as Celery tasks")
+        ] = False,
+        timeout: Annotated[
+            float, typer.Option("--timeout", help="seconds a --fleet grid waits")
+        ] = FLEET_TIMEOUT,
+    ) -> None:
+        """Replay the live agents' rules over the candles and write the report into --out."""
+        options = Options(
+            symbol, symbols, out, data, store, synthetic, walk_forward, seeds, exchange, start,
+            end, timeframe, fee, slippage_bps, cash, news, config, on_fleet, timeout,
+        )  # fmt: skip
+        run(options, fleet)
+
+    return app
+
+
+def run(opts: Options, fleet: FleetRunner | None) -> None:
+    """Run the command: one replay (``--symbol``) or a grid (``--symbols`` or ``--fleet``)."""
+    from backtest.replay import Settings
+
+    names = _symbols(opts)
+    source = _Source(opts, names)
+    if opts.walk_forward < 0 or opts.seeds < 1:
         _fail("--walk-forward takes 0 or more windows and --seeds 1 or more")
-    try:
-        result = replay(candles, settings, news=items, progress=_progress())
-        figures = write(result, out, news=len(items))
-        extra = _variants(source, candles, settings, items, walk_forward, seeds)
-    except ValueError as exc:
-        _fail(f"{source.label}: {exc}")
-    if extra:
-        figures.update(extra)
-        (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
-    typer.echo(
-        f"{figures['bars']} bars, {figures['trades']} trades: total return "
-        f"{figures['total_return']:+.2%} (buy and hold {figures['buy_and_hold_return']:+.2%}), "
-        f"max drawdown {figures['max_drawdown']:.2%}"
+    settings = Settings(
+        symbol=names[0],
+        exchange=opts.exchange,
+        timeframe=opts.timeframe,
+        fee_rate=opts.fee,
+        slippage_bps=opts.slippage_bps,
+        cash=opts.cash,
+        start_ms=_ms(opts.start, "--start"),
+        end_ms=_ms(opts.end, "--end"),
+        limits=_limits(opts.config),
     )
-    for k, window in enumerate(figures.get("windows", []), start=1):
-        typer.echo(
-            f"window {k} {window['start']} to {window['end']}: total return "
-            f"{window['total_return']:+.2%} (buy and hold {window['buy_and_hold_return']:+.2%})"
-        )
-    if "seeds" in figures:
-        spread = figures["seeds"]["spread"]["total_return"]
-        typer.echo(
-            f"{seeds} seeds: total return mean {spread['mean']:+.2%}, min {spread['min']:+.2%}, "
-            f"max {spread['max']:+.2%} ({figures['seeds']['random']})"
-        )
-    typer.echo(f"wrote {', '.join(FILES)} to {out}")
+    if opts.symbols is not None or opts.fleet:
+        _grid(opts, source, settings, names, fleet)
+    else:
+        _single(opts, source, settings)
+
+
+def _symbols(opts: Options) -> list[str]:
+    if (opts.symbol is None) == (opts.symbols is None):
+        _fail("give --symbol S (one replay) or --symbols S1,S2 (a grid)")
+    if opts.symbol is not None:
+        return [opts.symbol]
+    assert opts.symbols is not None
+    names = list(dict.fromkeys(s.strip() for s in opts.symbols.split(",") if s.strip()))
+    if not names:
+        _fail("--symbols names no symbol")
+    return names
 
 
 class _Source:
     """Where the candles come from: a file, the store, or a seeded synthetic walk."""
 
-    def __init__(  # noqa: PLR0917 - the command's source options, as given
-        self,
-        data: Path | None,
-        store: Path | None,
-        synthetic: int | None,
-        exchange: str,
-        symbol: str,
-        timeframe: str,
-    ) -> None:
+    def __init__(self, opts: Options, symbols: list[str]) -> None:
         from backtest.history import store_path
 
-        given = [x for x in (data, store, synthetic) if x is not None]
+        given = [x for x in (opts.data, opts.store, opts.synthetic) if x is not None]
         if len(given) != 1:
             _fail("give exactly one of --data FILE, --store DIR or --synthetic BARS")
-        self.synthetic = synthetic
-        self.path = data
-        if store is not None:
-            self.path = store_path(store, exchange, symbol, timeframe)
-        self.label = str(self.path) if self.path is not None else f"synthetic {synthetic} bars"
+        if opts.data is not None and len(symbols) > 1:
+            _fail("--data holds one symbol's candles: use --store DIR for several symbols")
+        self.synthetic = opts.synthetic
+        self.paths: dict[str, Path] | None = None
+        if opts.data is not None:
+            self.paths = {symbols[0]: opts.data}
+        elif opts.store is not None:
+            store = opts.store
+            self.paths = {s: store_path(store, opts.exchange, s, opts.timeframe) for s in symbols}
+        first = None if self.paths is None else self.paths[symbols[0]]
+        self.path = first
+        self.label = str(first) if first is not None else f"synthetic {opts.synthetic} bars"
 
     def candles(self, seed: int) -> list[Candle]:
-        """Return the candles; only the synthetic walk depends on the seed."""
+        """Return the first symbol's candles; only the synthetic walk depends on the seed."""
         from backtest.data import DataError, load, synthetic
 
         if self.synthetic is not None:
@@ -165,46 +214,143 @@ class _Source:
             _fail(str(exc))
 
 
-def _variants(  # noqa: PLR0917 - one run's whole description
-    source: _Source,
-    candles: list[Candle],
-    settings: Settings,
-    news: list[NewsItem],
-    walk_forward: int,
-    seeds: int,
-) -> dict[str, Any]:
-    """Return summary.json's ``windows``/``windows_spread`` and ``seeds`` parts."""
-    from backtest.metrics import spread, summary
+def _single(opts: Options, source: _Source, settings: Settings) -> None:
+    from backtest.grid import variants
+    from backtest.metrics import summary
     from backtest.replay import replay
-    from backtest.replay import walk_forward as split
+    from backtest.report import FILES, write
 
-    extra: dict[str, Any] = {}
-    if walk_forward:
-        parts = [
-            _figures(summary(r, [])) for r in split(candles, settings, walk_forward, news=news)
-        ]
-        extra["windows"] = parts
-        extra["windows_spread"] = spread(parts)
-    if seeds > 1:
-        runs = []
-        for seed in range(seeds):
-            result = replay(source.candles(seed), settings, news=news)
-            runs.append({"seed": seed, **_figures(summary(result, []))})
-        extra["seeds"] = {
-            "random": (
-                "the synthetic data: seed k generates walk k"
-                if source.synthetic is not None
-                else "nothing: the rules replay of a fixed file is deterministic, so every "
-                "seed gives the same figures and the spread is 0"
-            ),
-            "runs": runs,
-            "spread": spread([{k: v for k, v in r.items() if k != "seed"} for r in runs]),
-        }
-    return extra
+    candles = source.candles(0)
+    items = _news(opts.news)
+    try:
+        result = replay(candles, settings, news=items, progress=_progress())
+        main = {k: v for k, v in summary(result, []).items() if k != "assumptions"}
+        extra = variants(
+            settings, main, windows=opts.walk_forward, seeds=opts.seeds, files=source.paths,
+            synthetic=source.synthetic, news=opts.news, progress=_Lines(),
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(f"{source.label}: {exc}")
+    figures = write(result, opts.out, news=len(items), extra=extra)
+    _say_single(figures, opts.seeds)
+    typer.echo(f"wrote {', '.join(FILES)} to {opts.out}")
 
 
-def _figures(figures: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in figures.items() if k != "assumptions"}
+def _news(path: Path | None) -> list[NewsItem]:
+    from backtest.grid import load_news
+
+    return [] if path is None else _or_fail(lambda: load_news(path))
+
+
+def _or_fail(load: Callable[[], Any]) -> Any:
+    try:
+        return load()
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _say_single(figures: dict[str, Any], seeds: int) -> None:
+    typer.echo(
+        f"{figures['bars']} bars, {figures['trades']} trades: total return "
+        f"{figures['total_return']:+.2%} (buy and hold {figures['buy_and_hold_return']:+.2%}), "
+        f"max drawdown {figures['max_drawdown']:.2%}"
+    )
+    for k, window in enumerate(figures.get("windows", []), start=1):
+        typer.echo(
+            f"window {k} {window['start']} to {window['end']}: total return "
+            f"{window['total_return']:+.2%} (buy and hold {window['buy_and_hold_return']:+.2%})"
+        )
+    if "seeds" in figures:
+        typer.echo(f"{seeds} seeds: {_spread_text(figures['seeds']['spread'])} "
+                   f"({figures['seeds']['random']})")  # fmt: skip
+        for window in figures["seeds"].get("windows", []):
+            typer.echo(f"window {window['window']} over {seeds} seeds: "
+                       f"{_spread_text(window['spread'])}")  # fmt: skip
+
+
+def _spread_text(spread: dict[str, dict[str, float]] | None) -> str:
+    if not spread:
+        return "no figures"
+    r = spread["total_return"]
+    return f"total return mean {r['mean']:+.2%}, min {r['min']:+.2%}, max {r['max']:+.2%}"
+
+
+class _Lines:
+    """The grid's progress on stderr: a line per cell ended, a line while nothing ends."""
+
+    def done(self, outcome: Outcome, finished: int, total: int) -> None:
+        """Say one more cell ended (its figures, or its error)."""
+        f, name = outcome.figures, outcome.cell.name
+        if f is None:
+            typer.echo(f"[{finished}/{total}] {name}: {outcome.error}", err=True)
+            return
+        typer.echo(
+            f"[{finished}/{total}] {name}: total return {f['total_return']:+.2%} "
+            f"(buy and hold {f['buy_and_hold_return']:+.2%})",
+            err=True,
+        )
+
+    def waiting(self, left: int, total: int) -> None:
+        """Say how many cells are still out."""
+        typer.echo(f"waiting for {left} of {total} cells (queued or running)", err=True)
+
+
+def _grid(
+    opts: Options, source: _Source, settings: Settings, names: list[str], fleet: FleetRunner | None
+) -> None:
+    from backtest.grid import HERE, gather, plan, random_note, run_here
+    from backtest.report import GRID_FILES, assumptions_for, write_grid
+
+    if opts.fleet and fleet is None:
+        _fail("--fleet runs from the crypto-ai command (it holds the fleet's Celery app)")
+    items = _news(opts.news)
+    where: dict[str, Any] = {"files": source.paths, "synthetic": source.synthetic}
+    cells = _or_fail(
+        lambda: plan(
+            names, windows=opts.walk_forward, seeds=opts.seeds, settings=settings,
+            news=opts.news, **where,
+        )
+    )  # fmt: skip
+    windows = f"{opts.walk_forward} windows" if opts.walk_forward else "the whole span"
+    ran = "the fleet" if opts.fleet else HERE
+    typer.echo(
+        f"grid: {len(cells)} cells ({len(names)} symbols x {windows} x {opts.seeds} seeds) "
+        f"on {ran}",
+        err=True,
+    )
+    outcomes = _run_cells(opts, cells, fleet) if opts.fleet else run_here(cells, _Lines())
+    gathered = gather(
+        outcomes,
+        ran=ran,
+        random=random_note(source.synthetic is not None),
+        assumptions=assumptions_for(settings, news=len(items)),
+    )
+    write_grid(gathered, opts.out)
+    for symbol, block in gathered["symbols"].items():
+        typer.echo(f"{symbol}: {block['cells']} cells, {_spread_text(block['spread'])}")
+    typer.echo(f"wrote {', '.join(GRID_FILES)} to {opts.out}")
+    if gathered["failed"]:
+        typer.echo(f"{len(gathered['failed'])} of {len(cells)} cells failed:", err=True)
+        for failed in gathered["failed"]:
+            typer.echo(f"  {failed['cell']}: {failed['error']}", err=True)
+        raise typer.Exit(1)
+
+
+def _run_cells(opts: Options, cells: list[Cell], fleet: FleetRunner | None) -> list[Outcome]:
+    from core.errors import ConfigError
+
+    assert fleet is not None
+    try:
+        return fleet(cells, config=opts.config, timeout=opts.timeout, progress=_Lines())
+    except ConfigError as exc:
+        typer.echo(exc.render(), err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # the broker or the backend: one line, not a traceback
+        line = " ".join(str(exc).split())
+        typer.echo(
+            f"error: the grid could not run on the fleet: {type(exc).__name__}: {line}", err=True
+        )
+        raise typer.Exit(1) from None
 
 
 def _limits(config: Path | None) -> RiskLimits:
@@ -220,17 +366,8 @@ def _limits(config: Path | None) -> RiskLimits:
         _fail(str(exc).splitlines()[0])
 
 
-def _news(path: Path | None) -> list[NewsItem]:
-    from pydantic import ValidationError
-
-    from agents.types import NewsItem as Item
-
-    if path is None:
-        return []
-    try:
-        return [Item.model_validate(item) for item in json.loads(path.read_text())]
-    except (OSError, ValueError, ValidationError) as exc:
-        _fail(f"{path}: not a JSON list of news items ({str(exc).splitlines()[0]})")
+#: ``backtest`` without the fleet (``python -m backtest.cli``; tests).
+app = make_app()
 
 
 def main() -> None:

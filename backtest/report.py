@@ -1,5 +1,7 @@
-"""The output files of a replay: summary.json, decisions.csv, trades.csv, equity.csv and
-report.html (the equity and drawdown against buy-and-hold, inline SVG, no network)."""
+"""The output files of a replay: summary.json, decisions.csv, trades.csv, equity.csv,
+report.png and report.html (the equity and drawdown against buy-and-hold, the figures, the
+walk-forward windows and the seeds, the assumptions; inline SVG, nothing loaded from the
+network); and those of a grid: summary.json, cells.csv and report.html."""
 
 from __future__ import annotations
 
@@ -12,16 +14,30 @@ from typing import Any
 
 import numpy as np
 
+from backtest import charts
 from backtest.account import iso
 from backtest.metrics import drawdowns, summary
-from backtest.replay import LOOKBACK, Result
+from backtest.replay import LOOKBACK, Result, Settings
 
-FILES = ("summary.json", "decisions.csv", "trades.csv", "equity.csv", "report.html")
+FILES = (
+    "summary.json", "decisions.csv", "trades.csv", "equity.csv", "report.png", "report.html",
+)  # fmt: skip
+GRID_FILES = ("summary.json", "cells.csv", "report.html")
+
+#: The figures the page's tables show per window, seed or cell.
+COLUMNS = (
+    "total_return", "buy_and_hold_return", "cagr", "sharpe", "sortino", "max_drawdown",
+    "win_rate", "exposure", "trades", "fees",
+)  # fmt: skip
+PERCENT = frozenset(
+    {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure"}
+)
+#: summary.json blocks the page draws as tables of their own.
+BLOCKS = frozenset({"windows", "windows_spread", "seeds", "assumptions"})
 
 
-def assumptions(result: Result, *, news: int) -> list[str]:
-    """Return every assumption the run rests on, in words (docs/BACKTEST.md)."""
-    s = result.settings
+def assumptions_for(s: Settings, *, news: int) -> list[str]:
+    """Return every assumption a replay with these settings rests on (docs/BACKTEST.md)."""
     return [
         f"decisions at each {s.timeframe} close; the agents see the last {LOOKBACK} "
         f"{s.timeframe} candles closed at or before the decision time (longer timeframes "
@@ -53,11 +69,20 @@ def assumptions(result: Result, *, news: int) -> list[str]:
     ]
 
 
-def write(result: Result, out: Path, *, news: int = 0) -> dict[str, Any]:
-    """Write every output file into ``out`` and return the summary."""
+def assumptions(result: Result, *, news: int) -> list[str]:
+    """Return every assumption the run rests on, in words (docs/BACKTEST.md)."""
+    return assumptions_for(result.settings, news=news)
+
+
+def write(
+    result: Result, out: Path, *, news: int = 0, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write every output file into ``out`` and return the summary (with ``extra`` blocks:
+    ``windows``, ``windows_spread``, ``seeds``)."""
     out.mkdir(parents=True, exist_ok=True)
     figures = summary(result, assumptions(result, news=news))
-    (out / "summary.json").write_text(json.dumps(figures, indent=2) + "\n")
+    figures.update(extra or {})
+    _json(out / "summary.json", figures)
     _csv(
         out / "decisions.csv",
         ("timestamp", "symbol", "action", "size", "price", "rung", "reason"),
@@ -97,8 +122,26 @@ def write(result: Result, out: Path, *, news: int = 0) -> dict[str, Any]:
             for m, dd in zip(result.marks, falls, strict=True)
         ],
     )  # fmt: skip
+    (out / "report.png").write_bytes(charts.png(result))
     (out / "report.html").write_text(page(result, figures))
     return figures
+
+
+def write_grid(gathered: dict[str, Any], out: Path) -> None:
+    """Write a grid's summary.json, cells.csv (one row per cell) and report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    _json(out / "summary.json", gathered)
+    head = ("cell", "symbol", "window", "seed", "ran_on", "start", "end", "bars", *COLUMNS)
+    _csv(
+        out / "cells.csv",
+        (*head, "error"),
+        [[_plain(c.get(k)) for k in head] + [c.get("error") or ""] for c in gathered["cells"]],
+    )
+    (out / "report.html").write_text(grid_page(gathered))
+
+
+def _json(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
 
 
 def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -108,63 +151,154 @@ def _csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> No
         writer.writerows(rows)
 
 
-def _path(values: Sequence[float], low: float, high: float, width: int, height: int) -> str:
-    span = (high - low) or 1.0
-    step = width / max(len(values) - 1, 1)
-    return " ".join(
-        f"{'M' if i == 0 else 'L'}{i * step:.1f},{height - (v - low) / span * height:.1f}"
-        for i, v in enumerate(values)
+def _plain(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.2%}" if key in PERCENT else f"{value:.6g}"
+    return str(value)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Return an HTML table; every cell is escaped here."""
+    top = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f'<table border="1" cellspacing="0" cellpadding="3"><tr>{top}</tr>{body}</table>'
+
+
+def _row(figures: dict[str, Any]) -> list[str]:
+    return [_fmt(figures.get(k), k) for k in COLUMNS]
+
+
+def _spread_row(spread: dict[str, dict[str, float]] | None) -> list[str]:
+    """Return the mean of each column with its range: ``+1.20% [-0.50%, +3.10%]``."""
+    if not spread:
+        return ["-"] * len(COLUMNS)
+    return [
+        f"{_fmt(s['mean'], k)} [{_fmt(s['min'], k)}, {_fmt(s['max'], k)}]" if s else "-"
+        for k in COLUMNS
+        for s in [spread.get(k)]
+    ]
+
+
+def _when(figures: dict[str, Any]) -> list[str]:
+    return [str(figures.get("start") or "-")[:16], str(figures.get("end") or "-")[:16]]
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>{body}"
+
+
+def _windows(figures: dict[str, Any]) -> str:
+    parts = figures["windows"]
+    rows = [[str(k), *_when(w), str(w["bars"]), *_row(w)] for k, w in enumerate(parts, 1)]
+    rows.append(["all", "", "", "", *_spread_row(figures.get("windows_spread"))])
+    return _section(
+        "Walk-forward windows", _table(["window", "start", "end", "bars", *COLUMNS], rows)
     )
 
 
-def _thin(values: Sequence[float], most: int = 1200) -> list[float]:
-    stride = max(1, len(values) // most)
-    kept = list(values[::stride])
-    if kept[-1] != values[-1]:
-        kept.append(values[-1])
-    return kept
+def _seeds(seeds: dict[str, Any]) -> str:
+    runs = seeds["runs"]
+    rows = [[str(r["seed"]), *_row(r)] for r in runs]
+    rows.append(["all", *_spread_row(seeds.get("spread"))])
+    text = _section("Seeds", f"<p>random: {html.escape(str(seeds['random']))}</p>")
+    text += _table(["seed", *COLUMNS], rows)
+    if not any("windows" in r for r in runs):
+        return text
+    per = [
+        [str(r["seed"]), str(k), *_when(w), *_row(w)]
+        for r in runs
+        for k, w in enumerate(r.get("windows", []), 1)
+    ]
+    per += [
+        ["all", str(w["window"]), *_when(w), *_spread_row(w.get("spread"))]
+        for w in seeds.get("windows", [])
+    ]
+    head = ["seed", "window", "start", "end", *COLUMNS]
+    return text + _section("Windows per seed", _table(head, per))
 
 
-def chart(result: Result, width: int = 900) -> str:
-    """Return an SVG of the equity against buy-and-hold, and the drawdown below it."""
-    cash, first = result.settings.cash, result.marks[0].close
-    equity = [m.equity for m in result.marks]
-    hold = [cash * m.close / first for m in result.marks]
-    falls = list(drawdowns(np.array(equity, dtype=float)))
-    e, h, d = _thin(equity), _thin(hold), _thin(falls)
-    low, high = min(*e, *h), max(*e, *h)
-    deepest = min(*d, -1e-9)
+def _other(key: str, value: Any) -> str:
+    """Return a block the page has no table of its own for, as keys and values."""
+    if isinstance(value, dict):
+        rows = [[str(k), v if isinstance(v, str) else json.dumps(v)] for k, v in value.items()]
+    else:
+        rows = [["", json.dumps(value)]]
+    return _section(key, _table(["", ""], rows))
+
+
+def _assumptions(notes: Sequence[str]) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="420" '
-        f'viewBox="0 0 {width} 420" font-family="sans-serif" font-size="12">'
-        f'<rect width="{width}" height="420" fill="#fff"/>'
-        f'<g transform="translate(0,20)"><path d="{_path(h, low, high, width, 260)}" '
-        'fill="none" stroke="#999" stroke-width="1"/>'
-        f'<path d="{_path(e, low, high, width, 260)}" fill="none" stroke="#1f5fbf" '
-        'stroke-width="1.5"/></g>'
-        f'<text x="4" y="14">equity (blue) {e[-1]:,.0f} vs buy-and-hold (grey) {h[-1]:,.0f}; '
-        f"range {low:,.0f} to {high:,.0f}</text>"
-        f'<g transform="translate(0,310)"><path d="{_path(d, deepest, 0.0, width, 100)} '
-        f'L{width},0 L0,0 Z" fill="#d66" fill-opacity="0.5" stroke="#b33"/></g>'
-        f'<text x="4" y="304">drawdown (max {deepest:.1%})</text></svg>'
+        "<h2>Assumptions</h2><ul>" + "".join(f"<li>{html.escape(a)}</li>" for a in notes) + "</ul>"
+    )
+
+
+def _document(title: str, body: str) -> str:
+    t = html.escape(title)
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{t}</title></head>'
+        f"<body><h1>{t}</h1>{body}</body></html>\n"
     )
 
 
 def page(result: Result, figures: dict[str, Any]) -> str:
-    """Return the self-contained HTML report: the chart, the figures and the assumptions."""
-    shown = {k: v for k, v in figures.items() if k != "assumptions"}
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in shown.items()
-    )
-    notes = "".join(f"<li>{html.escape(a)}</li>" for a in figures["assumptions"])
-    title = html.escape(f"backtest {figures['symbol']} {figures['start']} to {figures['end']}")
-    return (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
-        f"<body><h1>{title}</h1>{chart(result)}<table>{rows}</table>"
-        f"<h2>Assumptions</h2><ul>{notes}</ul></body></html>\n"
-    )
+    """Return the self-contained HTML report: the chart, the figures, the windows and seeds
+    when there are any, and the assumptions."""
+    scalars = {k: v for k, v in figures.items() if not isinstance(v, dict | list)}
+    body = charts.svg(result)
+    body += "<p>The same picture is report.png, beside this page.</p>"
+    body += _table(["figure", "value"], [[k, _fmt(v)] for k, v in scalars.items()])
+    if "windows" in figures:
+        body += _windows(figures)
+    if "seeds" in figures:
+        body += _seeds(figures["seeds"])
+    for key, value in figures.items():
+        if key not in BLOCKS and isinstance(value, dict | list):
+            body += _other(key, value)
+    body += _assumptions(figures["assumptions"])
+    return _document(f"backtest {figures['symbol']} {figures['start']} to {figures['end']}", body)
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+def grid_page(gathered: dict[str, Any]) -> str:
+    """Return the grid's self-contained HTML page: every cell, per symbol, the failures."""
+    g = gathered["grid"]
+    body = (
+        f"<p>{g['cells']} cells ({g['failed']} failed), {g['walk_forward']} walk-forward "
+        f"windows x {g['seeds']} seeds, ran on {html.escape(str(g['ran']))}; random: "
+        f"{html.escape(str(g['random']))}</p>"
+    )
+    none = ["-"] * len(COLUMNS)
+    rows = [
+        [
+            c["cell"],
+            c["ran_on"],
+            *_when(c),
+            *(none if "error" in c else _row(c)),
+            c.get("error") or "",
+        ]
+        for c in gathered["cells"]
+    ]
+    body += _section("Cells", _table(["cell", "ran on", "start", "end", *COLUMNS, "error"], rows))
+    per = [
+        [symbol, str(s["cells"]), str(s["failed"]), *_spread_row(s["spread"])]
+        for symbol, s in gathered["symbols"].items()
+    ]
+    body += _section("Per symbol", _table(["symbol", "cells", "failed", *COLUMNS], per))
+    for symbol, s in gathered["symbols"].items():
+        if s.get("windows"):
+            rows = [
+                [str(w["window"]), *_when(w), *_spread_row(w["seeds_spread"])] for w in s["windows"]
+            ]
+            title = f"{symbol}: each window across the seeds"
+            body += _section(title, _table(["window", "start", "end", *COLUMNS], rows))
+    body += _assumptions(gathered["assumptions"])
+    return _document(f"backtest grid {', '.join(g['symbols'])}", body)

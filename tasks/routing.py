@@ -1,7 +1,7 @@
 """Which priority queue a task goes to, by the first part of its name.
 
 Execution, cancels and reconciliation go to ``high``; analysts and strategy to ``medium``;
-news, market refresh and reports to ``low``. A ``queue=`` given at send time wins. Work for an
+news, market refresh, reports and backtest grid cells to ``low``. A ``queue=`` given at send time wins. Work for an
 exchange listed in ``celery.dedicated_exchanges`` goes to that exchange's own queues
 (``binance.high``, ``binance.medium``, ``binance.low``), so a pool of workers can serve it.
 """
@@ -21,6 +21,7 @@ QUEUE_BY_PREFIX = {
     "news": "low",
     "market": "low",
     "report": "low",
+    "backtest": "low",
     "exchange": "medium",
     "fleet": "medium",
 }

@@ -52,6 +52,7 @@ TASK_MODULES = [
     "tasks.exchange",
     "tasks.reconcile",
     "tasks.monitor",
+    "tasks.backtest",
 ]
 
 

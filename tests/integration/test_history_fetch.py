@@ -156,3 +156,57 @@ def test_the_command_fetches_and_backtest_reads_the_store(
         shown = runner.invoke(app, args)
         assert shown.exit_code == 0, shown.output
         assert (out / "summary.json").is_file()
+
+
+def parts(store: Path) -> list[Path]:
+    return sorted(store.rglob("*.part"))
+
+
+def test_a_since_before_the_first_stored_candle_backfills_the_gap_once(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    with running_sandbox(history_days=4, symbols=SYMBOLS) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config(sb.url, namespace))
+        )
+        late = (int(time.time() * 1000) // HOUR - 30) * HOUR
+        download(client, tmp_path, late)
+        early = late - 45 * HOUR
+        back = download(client, tmp_path, early)
+        for symbol in SYMBOLS:
+            times = stored(tmp_path, symbol)
+            assert times == closed_hours(early)[: len(times)], symbol  # one unbroken stretch
+            assert len(times) >= len(closed_hours(early)) - 1, symbol
+        assert [f.backfilled for f in back] == [45, 45]
+        assert all(f.written >= 45 and f.pending == 0 for f in back), back
+        # the gap of 45 in pages of 20 from --since: 3 requests; after the last stored: 1
+        assert all(f.requests == 4 for f in back), back
+        again = download(client, tmp_path, early)
+        assert all(f.requests == 1 and f.backfilled == 0 for f in again), again
+        assert parts(tmp_path) == []
+
+
+def test_an_interrupted_backfill_is_kept_aside_and_resumed_where_it_stopped(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    with running_sandbox(history_days=4, symbols=SYMBOLS) as sb:
+        client = ResilientAPIClient(
+            redis_client, AppConfig.model_validate(config(sb.url, namespace))
+        )
+        late = (int(time.time() * 1000) // HOUR - 30) * HOUR
+        download(client, tmp_path, late)
+        before = {s: stored(tmp_path, s) for s in SYMBOLS}
+        early = late - 45 * HOUR
+        cut = download(client, tmp_path, early, until_ms=early + 25 * HOUR)
+        assert [(f.written, f.pending) for f in cut] == [(0, 25), (0, 25)]
+        # the store stays one unbroken stretch: the 25 wait beside it, not in it
+        assert {s: stored(tmp_path, s) for s in SYMBOLS} == before
+        assert len(parts(tmp_path)) == 2
+        rest = download(client, tmp_path, early)
+        # the 20 left of the gap in one page (nothing asked twice), then after the last stored
+        assert all(f.requests == 2 and f.backfilled == 45 for f in rest), rest
+        for symbol in SYMBOLS:
+            times = stored(tmp_path, symbol)
+            assert times == closed_hours(early)[: len(times)], symbol
+            assert times[45:] == before[symbol][: len(times) - 45], symbol
+        assert parts(tmp_path) == []
