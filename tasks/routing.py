@@ -1,9 +1,10 @@
 """Which priority queue a task goes to, by the first part of its name.
 
 Execution, cancels and reconciliation go to ``high``; analysts and strategy to ``medium``;
-news, market refresh, reports and backtest grid cells to ``low``. A ``queue=`` given at send time wins. Work for an
-exchange listed in ``celery.dedicated_exchanges`` goes to that exchange's own queues
-(``binance.high``, ``binance.medium``, ``binance.low``), so a pool of workers can serve it.
+news, market refresh, reports and backtest grid cells to ``low``. A ``queue=`` given at send
+time wins. Work for an exchange listed in ``celery.dedicated_exchanges`` goes to that
+exchange's own queues (``binance.high``, ``binance.medium``, ``binance.low``), so a pool of
+workers can serve it.
 """
 
 from __future__ import annotations
