@@ -8,8 +8,9 @@ This package imports no Celery (pyproject's import contract): ``--fleet`` runs t
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,8 @@ import typer
 if TYPE_CHECKING:
     from agents.types import Candle, NewsItem
     from backtest.grid import Cell, FleetRunner, Outcome
-    from backtest.replay import Settings
+    from backtest.llm_replay import Connect
+    from backtest.replay import Settings, Strategy
     from core.config import RiskLimits
 
 #: A progress line every this share of the bars.
@@ -28,6 +30,8 @@ PROGRESS_STEP = 0.1
 
 #: Seconds a ``--fleet`` grid waits for its cells by default.
 FLEET_TIMEOUT = 1800.0
+#: The record of LLM answers in --out when --llm is given without --llm-record.
+LLM_RECORD = "llm_record.jsonl"
 
 
 def _ms(text: str | None, name: str) -> int | None:
@@ -81,10 +85,20 @@ class Options:
     config: Path | None
     fleet: bool
     timeout: float
+    llm: bool = False
+    llm_record: Path | None = None
+
+    @property
+    def record(self) -> Path | None:
+        """Return the record of LLM answers (None: no --llm): --llm-record, or in --out."""
+        if self.llm_record is not None:
+            return self.llm_record
+        return self.out / LLM_RECORD if self.llm else None
 
 
-def make_app(fleet: FleetRunner | None = None) -> typer.Typer:
-    """Return the ``backtest`` command; ``fleet`` runs ``--fleet`` grids on the Celery fleet."""
+def make_app(fleet: FleetRunner | None = None, connect: Connect | None = None) -> typer.Typer:
+    """Return the ``backtest`` command; ``fleet`` runs ``--fleet`` grids on the Celery fleet,
+    ``connect`` builds the LLM ``--llm`` asks (``workers/cli.py`` hands both)."""
     app = typer.Typer(help="Replay the agents over recorded candles (docs/BACKTEST.md).")
 
     @app.callback(invoke_without_command=True)
@@ -131,18 +145,30 @@ def make_app(fleet: FleetRunner | None = None) -> typer.Typer:
         timeout: Annotated[
             float, typer.Option("--timeout", help="seconds a --fleet grid waits")
         ] = FLEET_TIMEOUT,
+        llm: Annotated[
+            bool,
+            typer.Option("--llm", help="the live ladder, LLM first (the config's llm), recorded"),
+        ] = False,
+        llm_record: Annotated[
+            Path | None,
+            typer.Option(
+                "--llm-record",
+                help=f"LLM answers to replay and add to (default: OUT/{LLM_RECORD}); implies --llm",
+            ),
+        ] = None,
     ) -> None:
         """Replay the live agents' rules over the candles and write the report into --out."""
         options = Options(
             symbol, symbols, out, data, store, synthetic, walk_forward, seeds, exchange, start,
-            end, timeframe, fee, slippage_bps, cash, news, config, on_fleet, timeout,
+            end, timeframe, fee, slippage_bps, cash, news, config, on_fleet, timeout, llm,
+            llm_record,
         )  # fmt: skip
-        run(options, fleet)
+        run(options, fleet, connect)
 
     return app
 
 
-def run(opts: Options, fleet: FleetRunner | None) -> None:
+def run(opts: Options, fleet: FleetRunner | None, connect: Connect | None = None) -> None:
     """Run the command: one replay (``--symbol``) or a grid (``--symbols`` or ``--fleet``)."""
     from backtest.replay import Settings
 
@@ -161,10 +187,12 @@ def run(opts: Options, fleet: FleetRunner | None) -> None:
         end_ms=_ms(opts.end, "--end"),
         limits=_limits(opts.config),
     )
+    if opts.fleet and opts.record is not None:
+        _fail("--llm runs in this process only: a --fleet grid's cells replay the rules")
     if opts.symbols is not None or opts.fleet:
-        _grid(opts, source, settings, names, fleet)
+        _grid(opts, source, settings, names, fleet, connect)
     else:
-        _single(opts, source, settings)
+        _single(opts, source, settings, connect)
 
 
 def _symbols(opts: Options) -> list[str]:
@@ -214,7 +242,7 @@ class _Source:
             _fail(str(exc))
 
 
-def _single(opts: Options, source: _Source, settings: Settings) -> None:
+def _single(opts: Options, source: _Source, settings: Settings, connect: Connect | None) -> None:
     from backtest.grid import variants
     from backtest.metrics import summary
     from backtest.replay import replay
@@ -222,18 +250,55 @@ def _single(opts: Options, source: _Source, settings: Settings) -> None:
 
     candles = source.candles(0)
     items = _news(opts.news)
+    with _strategy(opts, connect) as strategy:
+        try:
+            result = replay(candles, settings, news=items, strategy=strategy, progress=_progress())
+        except ValueError as exc:
+            _fail(f"{source.label}: {exc}")
     try:
-        result = replay(candles, settings, news=items, progress=_progress())
         main = {k: v for k, v in summary(result, []).items() if k != "assumptions"}
         extra = variants(
             settings, main, windows=opts.walk_forward, seeds=opts.seeds, files=source.paths,
             synthetic=source.synthetic, news=opts.news, progress=_Lines(),
+            llm_record=opts.record, llm_config=opts.config, connect=connect,
         )  # fmt: skip
     except ValueError as exc:
         _fail(f"{source.label}: {exc}")
     figures = write(result, opts.out, news=len(items), extra=extra)
     _say_single(figures, opts.seeds)
+    _say_llm(figures.get("llm"))
     typer.echo(f"wrote {', '.join(FILES)} to {opts.out}")
+
+
+@contextlib.contextmanager
+def _strategy(opts: Options, connect: Connect | None) -> Iterator[Strategy]:
+    """Yield the run's strategy: the rules, or the LLM ladder over the record (sampling 0)."""
+    from backtest.llm_replay import RecordError, llm_strategy
+    from backtest.replay import rules
+    from core.errors import ConfigError
+
+    if opts.record is None:
+        yield rules
+        return
+    try:
+        strategy = llm_strategy(opts.record, config=opts.config, connect=connect)
+    except ConfigError as exc:
+        _fail(str(exc).splitlines()[0])
+    except (RecordError, ValueError) as exc:
+        _fail(str(exc))
+    with strategy:
+        yield strategy
+
+
+def _say_llm(usage: dict[str, Any] | None) -> None:
+    if usage is None:
+        return
+    cost = "no price configured" if usage["cost"] is None else f"cost {usage['cost']:.4f}"
+    typer.echo(
+        f"llm: {usage['requests']} requests, {usage['recorded']} answers recorded, "
+        f"{usage['replayed']} replayed at no cost; {usage['tokens']:,} tokens ({cost}); "
+        f"record {usage['record']}"
+    )
 
 
 def _news(path: Path | None) -> list[NewsItem]:
@@ -295,8 +360,13 @@ class _Lines:
         typer.echo(f"waiting for {left} of {total} cells (queued or running)", err=True)
 
 
-def _grid(
-    opts: Options, source: _Source, settings: Settings, names: list[str], fleet: FleetRunner | None
+def _grid(  # noqa: PLR0917 - one grid run's whole description
+    opts: Options,
+    source: _Source,
+    settings: Settings,
+    names: list[str],
+    fleet: FleetRunner | None,
+    connect: Connect | None = None,
 ) -> None:
     from backtest.grid import HERE, gather, plan, random_note, run_here
     from backtest.report import GRID_FILES, assumptions_for, write_grid
@@ -305,6 +375,7 @@ def _grid(
         _fail("--fleet runs from the crypto-ai command (it holds the fleet's Celery app)")
     items = _news(opts.news)
     where: dict[str, Any] = {"files": source.paths, "synthetic": source.synthetic}
+    where.update(llm_record=opts.record, llm_config=opts.config)
     cells = _or_fail(
         lambda: plan(
             names, windows=opts.walk_forward, seeds=opts.seeds, settings=settings,
@@ -318,11 +389,11 @@ def _grid(
         f"on {ran}",
         err=True,
     )
-    outcomes = _run_cells(opts, cells, fleet) if opts.fleet else run_here(cells, _Lines())
+    outcomes = _run_cells(opts, cells, fleet) if opts.fleet else run_here(cells, _Lines(), connect)
     gathered = gather(
         outcomes,
         ran=ran,
-        random=random_note(source.synthetic is not None),
+        random=random_note(source.synthetic is not None, llm=opts.record is not None),
         assumptions=assumptions_for(settings, news=len(items)),
     )
     write_grid(gathered, opts.out)

@@ -17,11 +17,12 @@ replays the whole span. A cell that fails is an :class:`Outcome` with its one-li
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,8 +32,9 @@ from pydantic import ValidationError
 from agents.types import Candle, NewsItem
 from backtest import data as data_lib
 from backtest.data import DataError
+from backtest.llm_replay import Connect, llm_strategy
 from backtest.metrics import spread, summary
-from backtest.replay import Result, Settings, base_step, replay, windows
+from backtest.replay import Result, Settings, Strategy, base_step, replay, rules, windows
 from core.config import RiskLimits
 
 #: The keys of a cell's figures that name it rather than measure it.
@@ -59,6 +61,10 @@ class Cell:
     walk: int = 0
     news: str | None = None
     news_digest: str | None = None
+    #: The record of LLM answers (``backtest.llm_record``) and the config naming the LLM;
+    #: no record: the rules replay. A cell replays (or asks) sampling ``seed`` of each answer.
+    llm_record: str | None = None
+    llm_config: str | None = None
 
     @property
     def name(self) -> str:
@@ -141,6 +147,8 @@ def plan(
     files: Mapping[str, Path] | None = None,
     synthetic: int | None = None,
     news: Path | None = None,
+    llm_record: Path | None = None,
+    llm_config: Path | None = None,
 ) -> list[Cell]:
     """Return the grid's cells: per symbol, per seed, per window (or the whole span).
 
@@ -161,6 +169,8 @@ def plan(
             data=None if path is None else str(path),
             digest=None if path is None else digest(path),
             synthetic=synthetic, news=news_at, news_digest=news_sha,
+            llm_record=None if llm_record is None else str(llm_record.resolve()),
+            llm_config=None if llm_config is None else str(llm_config.resolve()),
         )  # fmt: skip
         for seed in range(seeds):
             for window in range(1, windows + 1) if windows else [None]:
@@ -169,8 +179,13 @@ def plan(
     return out
 
 
-def random_note(synthetic: bool) -> str:
+def random_note(synthetic: bool, *, llm: bool = False) -> str:
     """Return what the seeds change, in words (summary.json's ``random``)."""
+    if llm:
+        sampled = (
+            "the LLM's samplings: seed k replays (or asks and records) sampling k of each answer"
+        )
+        return sampled + ("; and the synthetic data: seed k replays walk k" if synthetic else "")
     if synthetic:
         return (
             "the synthetic data: seed k of the i-th symbol (from 0) replays walk "
@@ -227,27 +242,46 @@ def window_replay(
     window: int,
     *,
     news: Sequence[NewsItem] = (),
+    strategy: Strategy = rules,
 ) -> Result:
     """Return the replay of window ``window`` (from 1) of ``count``, as walk_forward does it."""
     base_ms = base_step(candles)
     start_ms, end_ms = windows(candles, settings, count)[window - 1]
     known = [c for c in candles if c.time + base_ms <= end_ms]
     part = dataclasses.replace(settings, start_ms=start_ms, end_ms=end_ms)
-    return replay(known, part, news=news)
+    return replay(known, part, news=news, strategy=strategy)
 
 
-def run_cell(cell: Cell) -> dict[str, Any]:
-    """Return the cell's name, window, seed and figures (summary.json's, no assumptions)."""
+@contextlib.contextmanager
+def strategy_of(cell: Cell, connect: Connect | None = None) -> Iterator[Strategy]:
+    """Yield the cell's strategy: the rules, or the LLM ladder over its record."""
+    if cell.llm_record is None:
+        yield rules
+        return
+    config = None if cell.llm_config is None else Path(cell.llm_config)
+    record = Path(cell.llm_record)
+    with llm_strategy(record, config=config, sampling=cell.seed, connect=connect) as strategy:
+        yield strategy
+
+
+def run_cell(cell: Cell, connect: Connect | None = None) -> dict[str, Any]:
+    """Return the cell's name, window, seed and figures (summary.json's, no assumptions);
+    with an LLM record, its ``llm`` usage too."""
     candles = candles_of(cell)
     settings = settings_of(cell)
     news: Sequence[NewsItem] = ()
     if cell.news is not None and cell.news_digest is not None:
         news = _news_items(cell.news, cell.news_digest)
-    if cell.window is None:
-        result = replay(candles, settings, news=news)
-    else:
-        result = window_replay(candles, settings, cell.windows, cell.window, news=news)
+    with strategy_of(cell, connect) as strategy:
+        if cell.window is None:
+            result = replay(candles, settings, news=news, strategy=strategy)
+        else:
+            result = window_replay(
+                candles, settings, cell.windows, cell.window, news=news, strategy=strategy
+            )
     figures = {k: v for k, v in summary(result, []).items() if k != "assumptions"}
+    if result.llm_usage is not None:
+        figures["llm"] = result.llm_usage
     return {"cell": cell.name, "window": cell.window, "seed": cell.seed, **figures}
 
 
@@ -256,12 +290,14 @@ def failure_line(exc: BaseException) -> str:
     return f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def run_here(cells: Sequence[Cell], progress: Progress) -> list[Outcome]:
+def run_here(
+    cells: Sequence[Cell], progress: Progress, connect: Connect | None = None
+) -> list[Outcome]:
     """Run every cell in this process, in order; a cell's bad data fails that cell only."""
     outcomes = []
     for n, cell in enumerate(cells, start=1):
         try:
-            outcome = Outcome(cell, figures=run_cell(cell))
+            outcome = Outcome(cell, figures=run_cell(cell, connect))
         except (ValueError, OSError) as exc:  # bad data or too few bars: this cell's failure
             outcome = Outcome(cell, error=failure_line(exc))
         outcomes.append(outcome)
@@ -352,6 +388,9 @@ def variants(
     files: Mapping[str, Path] | None = None,
     synthetic: int | None = None,
     news: Path | None = None,
+    llm_record: Path | None = None,
+    llm_config: Path | None = None,
+    connect: Connect | None = None,
 ) -> dict[str, Any]:
     """Return a single run's ``windows``/``windows_spread`` and ``seeds`` blocks.
 
@@ -359,6 +398,7 @@ def variants(
     window and seed is a cell run here, so a single run and a grid give the same figures.
     """
     where: dict[str, Any] = {"files": files, "synthetic": synthetic, "news": news}
+    where.update(llm_record=llm_record, llm_config=llm_config)
     todo = plan([settings.symbol], windows=windows, seeds=seeds, settings=settings, **where)
     if not windows:
         todo = todo[1:]  # seed 0's whole span is ``main``
@@ -366,7 +406,7 @@ def variants(
         todo += plan([settings.symbol], windows=0, seeds=seeds, settings=settings, **where)[1:]
     found: dict[tuple[int, int | None], dict[str, Any]] = {(0, None): main}
     for n, cell in enumerate(todo, start=1):
-        found[cell.seed, cell.window] = measured(run_cell(cell))
+        found[cell.seed, cell.window] = measured(run_cell(cell, connect))
         progress.done(Outcome(cell, figures=found[cell.seed, cell.window]), n, len(todo))
     per_seed = [[found[s, k] for k in range(1, windows + 1)] for s in range(seeds)]
     extra: dict[str, Any] = {}
@@ -379,7 +419,7 @@ def variants(
             if windows:
                 run["windows"], run["windows_spread"] = per_seed[s], spread(per_seed[s])
         extra["seeds"] = {
-            "random": random_note(synthetic is not None),
+            "random": random_note(synthetic is not None, llm=llm_record is not None),
             "runs": runs,
             "spread": spread([found[s, None] for s in range(seeds)]),
         }

@@ -2,11 +2,13 @@
 
 At each decision time T (a close of the decision timeframe) the agents see the candles
 closed at or before T (the last ``LOOKBACK`` of the decision timeframe, as the live snapshot
-fetches; a longer timeframe is resampled from closed base candles only), and the news
-published before T. The rules rung of the live ladder decides (``agents.analysts.analyse``,
-``agents.strategy.decide``), ``aim`` weighs it against the position held, and the live risk
-guard (``agents.risk.check``) approves and cuts it. The order fills at the next bar's open,
-moved by the slippage, and pays the fee.
+fetches; a longer timeframe is resampled from closed base candles only), the news published
+before T and the position held then. A strategy turns that into a plan: by default the rules
+rung of the live ladder (``agents.analysts.analyse``, ``agents.strategy.decide``); with
+``backtest.llm_replay`` the whole live ladder, LLM first, its answers recorded. ``aim`` weighs
+the plan against the position held, and the live risk guard (``agents.risk.check``) approves
+and cuts it. Each decision says which rung decided it and, below the LLM, why. The order
+fills at the next bar's open, moved by the slippage, and pays the fee.
 
 Each base bar, in order: at its open, a position whose horizon has passed is closed, then
 the order decided at the previous close fills; over its range, the stop and take-profit
@@ -22,14 +24,16 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from agents import news as news_lib
 from agents.analysts import analyse
 from agents.features import compute
 from agents.risk import RiskState, check
 from agents.strategy import aim, decide, expires_at
-from agents.types import Candle, Features, MarketSnapshot, NewsItem, TradePlan
+from agents.types import Candle, Features, Holding, MarketSnapshot, NewsItem, TradePlan
 from backtest.account import Account, Fill
+from backtest.llm_record import Metered
 from core.config import RiskLimits
 from exchanges import candles as candles_lib
 from resilience.position import PlanRef
@@ -48,10 +52,26 @@ class Moment:
     features: Features
     news: tuple[NewsItem, ...]
     limits: RiskLimits
+    #: The position held at T as the live strategy stage sees it (None: flat; a position
+    #: whose horizon has passed is shown flat, as the fleet watch closes it).
+    holding: Holding | None = None
 
 
-#: A strategy: the plan (a signal, before ``aim`` and the guard) for one moment.
-Strategy = Callable[[Moment], TradePlan]
+@dataclass(frozen=True)
+class Decided:
+    """A plan, with the rung that answered each agent asked for it and why not the LLM.
+
+    ``rungs`` holds ``(agent, rung, reason)`` in the order asked (``long``, ``short``,
+    ``strategy``); ``reason`` is None where the LLM answered or was not asked.
+    """
+
+    plan: TradePlan
+    rungs: tuple[tuple[str, str, str | None], ...] = ()
+
+
+#: A strategy: the plan (a signal, before ``aim`` and the guard) for one moment, or the plan
+#: with the rungs of the agents that made it.
+Strategy = Callable[[Moment], TradePlan | Decided]
 
 
 def rules(moment: Moment) -> TradePlan:
@@ -88,6 +108,11 @@ class Decision:
     price: float
     rung: str
     reason: str
+    #: The rung of each agent asked (``long=llm short=rules strategy=llm``; empty for a
+    #: strategy that says none).
+    rungs: str = ""
+    #: Why the LLM did not answer, per agent (``long: llm timed out: ...``; empty: it did).
+    fallback_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +137,9 @@ class Result:
     fills: list[Fill]
     marks: list[Mark]
     round_trips: list[float]
+    #: The LLM's requests, replayed answers, tokens and cost
+    #: (``backtest.llm_record.LLMTally.as_dict``); None for a strategy that asks no LLM.
+    llm_usage: dict[str, Any] | None = None
 
 
 def base_step(candles: Sequence[Candle]) -> int:
@@ -237,13 +265,14 @@ class _Run:
         )
         known = tuple(n for n in self.news if n.published < now)
         features = compute(snapshot, s.timeframe)
-        plan = self.strategy(Moment(s.symbol, snapshot, features, known, s.limits))
         held = self.account.holding()
         until = expires_at(held) if held is not None else None
         if until is not None and until <= now:
             # the fleet watch closes it at its horizon: the strategy sees the symbol flat
             self.horizon_due, held = True, None
-        plan = aim(plan, held, now=now, limits=s.limits)
+        out = self.strategy(Moment(s.symbol, snapshot, features, known, s.limits, held))
+        decided = out if isinstance(out, Decided) else Decided(out)
+        plan = aim(decided.plan, held, now=now, limits=s.limits)
         state = RiskState(
             market_price=bar.close,
             position=0.0 if self.horizon_due else self.account.amount,
@@ -251,8 +280,9 @@ class _Run:
         )
         verdict = check(plan, s.limits, state)
         traded = verdict.approved and verdict.size > 0
-        self.record(now_ms, plan, bar.close, verdict.size if traded else 0.0, verdict.reasons)
-        if verdict.approved and verdict.size > 0:
+        size = verdict.size if traded else 0.0
+        self.record(now_ms, plan, bar.close, size, verdict.reasons, decided.rungs)
+        if traded:
             ref = PlanRef(
                 run_id=f"bt-{now_ms}",
                 stop_loss=plan.stop_loss,
@@ -261,10 +291,19 @@ class _Run:
             )
             self.pending = _Pending(plan.action, verdict.size, plan.target or plan.action, ref)
 
-    def record(
-        self, now_ms: int, plan: TradePlan, close: float, size: float, reasons: list[str]
+    def record(  # noqa: PLR0917 - one decision's parts
+        self,
+        now_ms: int,
+        plan: TradePlan,
+        close: float,
+        size: float,
+        reasons: list[str],
+        rungs: Sequence[tuple[str, str, str | None]] = (),
     ) -> None:
         """Append the decision as it is sent (a plan the guard refused is a hold)."""
+        why = [f"{agent}: {reason}" for agent, _, reason in rungs if reason]
+        if not rungs and plan.fallback_reason:
+            why = [plan.fallback_reason]
         self.decisions.append(
             Decision(
                 time=now_ms,
@@ -274,6 +313,8 @@ class _Run:
                 price=plan.entry or close,
                 rung=plan.rung.value,
                 reason=f"{plan.rationale} | guard: {'; '.join(reasons)}",
+                rungs=" ".join(f"{agent}={rung}" for agent, rung, _ in rungs),
+                fallback_reason="; ".join(why),
             )
         )
 
@@ -312,6 +353,8 @@ def replay(
     span = [i for i, c in enumerate(candles) if in_span(c, settings, base_ms)]
     if len(span) < 2:
         raise ValueError("fewer than two bars between --start and --end")
+    metered = strategy if isinstance(strategy, Metered) else None
+    before = metered.tally() if metered is not None else None
     for done, i in enumerate(span):
         bar = candles[i]
         if done:  # the first bar is only marked: nothing was decided before it
@@ -324,6 +367,7 @@ def replay(
         if progress is not None:
             progress(done + 1, len(span))
     closed = [p.realized_pnl for p in run.account.closed]
+    usage = None if metered is None or before is None else metered.tally() - before
     return Result(
         settings=settings,
         base_ms=base_ms,
@@ -332,6 +376,7 @@ def replay(
         fills=run.account.fills,
         marks=run.marks,
         round_trips=closed,
+        llm_usage=usage.as_dict() if usage is not None else None,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,14 @@ PERCENT = frozenset(
 BLOCKS = frozenset({"windows", "windows_spread", "seeds", "assumptions"})
 
 
-def assumptions_for(s: Settings, *, news: int) -> list[str]:
-    """Return every assumption a replay with these settings rests on (docs/BACKTEST.md)."""
+def assumptions_for(s: Settings, *, news: int, llm: Mapping[str, Any] | None = None) -> list[str]:
+    """Return every assumption a replay with these settings rests on (docs/BACKTEST.md);
+    ``llm``: the run's LLM usage (``Result.llm_usage``), None for a rules replay."""
     return [
         f"decisions at each {s.timeframe} close; the agents see the last {LOOKBACK} "
         f"{s.timeframe} candles closed at or before the decision time (longer timeframes "
         "resampled from closed base candles only)",
-        "the rules rung of the live ladder decides (analysts.analyse, strategy.decide, "
-        "strategy.aim, risk.check); the LLM rung is not replayed in this version",
+        _who_decides(llm),
         (
             f"{news} news items, each seen only by decisions after it was published"
             if news
@@ -69,9 +69,26 @@ def assumptions_for(s: Settings, *, news: int) -> list[str]:
     ]
 
 
+def _who_decides(llm: Mapping[str, Any] | None) -> str:
+    if llm is None:
+        return (
+            "the rules rung of the live ladder decides (analysts.analyse, strategy.decide, "
+            "strategy.aim, risk.check); the LLM is not asked (--llm asks it)"
+        )
+    return (
+        "the live ladder decides: each analyst asks the LLM (agents.llm.ask_case), then "
+        "stands on its answer of up to 900 s before, then its rules; the strategist asks the "
+        "LLM (ask_plan), then its rules; then strategy.aim and risk.check. Every answer is "
+        f"recorded in {llm['record']} by prompt hash, data time and sampling "
+        f"({llm['sampling']}) and replayed from there at no cost; an answer off the schema "
+        "is recorded as such and falls to the rules the same way; a timeout or an "
+        "unreachable server is not recorded (a rerun asks again)"
+    )
+
+
 def assumptions(result: Result, *, news: int) -> list[str]:
     """Return every assumption the run rests on, in words (docs/BACKTEST.md)."""
-    return assumptions_for(result.settings, news=news)
+    return assumptions_for(result.settings, news=news, llm=result.llm_usage)
 
 
 def write(
@@ -82,15 +99,23 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     figures = summary(result, assumptions(result, news=news))
     figures.update(extra or {})
+    if result.llm_usage is not None:
+        figures["llm"] = result.llm_usage
     _json(out / "summary.json", figures)
     _csv(
         out / "decisions.csv",
-        ("timestamp", "symbol", "action", "size", "price", "rung", "reason"),
+        (
+            "timestamp", "symbol", "action", "size", "price", "rung", "reason", "rungs",
+            "fallback_reason",
+        ),
         [
-            (iso(d.time), d.symbol, d.action, f"{d.size:.10g}", f"{d.price:.10g}", d.rung, d.reason)
+            (
+                iso(d.time), d.symbol, d.action, f"{d.size:.10g}", f"{d.price:.10g}", d.rung,
+                d.reason, d.rungs, d.fallback_reason,
+            )
             for d in result.decisions
         ],
-    )
+    )  # fmt: skip
     _csv(
         out / "trades.csv",
         (

@@ -29,9 +29,9 @@ app.add_typer(redis_app, name="redis")
 llm_app = typer.Typer(help="The LLM server the agents ask.")
 app.add_typer(llm_app, name="llm")
 from backtest.cli import make_app as backtest_app  # noqa: E402 - its imports are lazy
-from workers.grid import run_on_fleet  # noqa: E402 - its imports are lazy
+from workers.grid import connect_llm, run_on_fleet  # noqa: E402 - its imports are lazy
 
-app.add_typer(backtest_app(fleet=run_on_fleet), name="backtest")
+app.add_typer(backtest_app(run_on_fleet, connect_llm), name="backtest")
 from workers.history import app as history_app  # noqa: E402 - registered beside backtest
 
 app.add_typer(history_app, name="history")

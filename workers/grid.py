@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backtest.grid import Cell, Outcome, Progress
+
+if TYPE_CHECKING:
+    from agents.llm import LLMPort
+    from core.config import LLMConfig
 
 
 def run_on_fleet(
@@ -29,3 +34,14 @@ def run_on_fleet(
 
     runtime.configure(load_config(config))
     return run_grid(cells, timeout=timeout, progress=progress)
+
+
+def connect_llm(config: LLMConfig) -> LLMPort:
+    """Return the fleet's LLM adapter for ``crypto-ai backtest --llm``.
+
+    Without the fleet's limiter (like ``crypto-ai llm check``): the replay opens no Redis
+    connection, and does not share the running fleet's request or token budget.
+    """
+    from llm.openai_compatible import OpenAICompatibleLLM  # langchain only when used
+
+    return OpenAICompatibleLLM(config)
