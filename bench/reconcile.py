@@ -9,9 +9,14 @@ the weight the sandbox charged (it prices requests as Binance does):
   each) plus the open orders of each watched symbol;
 - ours, the first run after an upgrade (it indexes the execution records once) and a
   steady-state run after it (only what can have changed: orders not final, open orders,
-  fills since the last check, balances).
+  the open positions' protection, fills since the last check, balances, the open
+  positions' fills).
 
-Run: ``python -m bench.reconcile [--sizes 10 100 1000] [--open 3]``
+With ``--positions``, a position is also opened on every watched symbol through the order
+gate, with a plan's stop-loss and take-profit, and protected by an OCO, as the execution
+stage does: the runs then check that protection and the positions' fills too.
+
+Run: ``python -m bench.reconcile [--sizes 10 100 1000] [--open 3] [--positions]``
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from core.config import AppConfig, SandboxConfig
 from core.keys import KeySpace
 from exchanges.ccxt_factory import make_exchange
 from resilience import ResilientAPIClient
+from resilience.exits import protect
+from resilience.ledger import PlanRef
+from resilience.order_request import OrderRequest
 from sandbox.admin import admin
 from sandbox.server import Sandbox
 from sandbox.thread import SandboxThread
@@ -40,6 +48,8 @@ T = TypeVar("T")
 SYMBOLS = ["SOL/USDT", "ETH/USDT"]
 #: Amounts worth about 15 USDT at the sandbox's start prices.
 AMOUNTS = {"SOL/USDT": 0.1, "ETH/USDT": 0.005}
+#: Positions worth about 60-75 USDT: after the fee in the base asset, still a sellable amount.
+HELD = {"SOL/USDT": 0.5, "ETH/USDT": 0.02}
 
 
 class LocalRuntime:
@@ -86,13 +96,16 @@ class LocalRuntime:
             self._client = None
 
 
-def fleet_config(url: str, prefix: str, symbols: list[str] = SYMBOLS) -> AppConfig:
+def fleet_config(
+    url: str, prefix: str, symbols: list[str] = SYMBOLS, trading: dict[str, Any] | None = None
+) -> AppConfig:
     """Return a fleet config on the sandbox at ``url`` watching ``symbols``."""
     return AppConfig.model_validate(
         {
             "redis": {"key_prefix": prefix},
             "exchanges": {"binance": {"base_url": url}},
             "watchlist": [{"exchange": "binance", "symbols": symbols}],
+            "trading": trading or {},
         }
     )
 
@@ -144,6 +157,31 @@ async def place_history(
     return placed
 
 
+async def protected_positions(rt: LocalRuntime, exchange: str = "binance") -> None:
+    """Open a position on every watched symbol through the order gate, protected by an OCO."""
+    client = rt.exchange_client()
+    for symbol in rt.config().watched(exchange):
+        ticker = await client.resilient_request(exchange, "fetch_ticker", {"symbol": symbol})
+        price = float(ticker.data["last"])
+        params = {"symbol": symbol, "type": "market", "side": "buy", "amount": HELD[symbol]}
+        run_id = f"bench-{uuid.uuid4().hex[:8]}"
+        request = OrderRequest(
+            exchange=exchange,
+            endpoint="create_order",
+            symbol=symbol,
+            side="buy",
+            type="market",
+            amount=HELD[symbol],
+            client_order_id=f"cai-{run_id}",
+            params=params,
+            origin=f"execution:{run_id}",
+        )
+        await client.orders.submit(request, PlanRef(run_id, price * 0.9, price * 1.1, "1d"))
+        how = await protect(client, exchange, symbol)
+        if (how or {}).get("kind") != "exchange":
+            raise RuntimeError(f"{symbol}: not protected by an OCO ({how})")
+
+
 def charged(url: str) -> float:
     """Return the weight the sandbox has charged its clients so far."""
     return float(sum(c["weight_total"] for c in admin(url, "stats")["clients"].values()))
@@ -163,17 +201,23 @@ async def ask_every_record(rt: LocalRuntime, exchange: str) -> None:
         await client.resilient_request(exchange, "fetch_open_orders", {"symbol": symbol})
 
 
-async def measure(size: int, resting: int, redis_url: str) -> dict[str, float]:
+async def measure(
+    size: int, resting: int, redis_url: str, positions: bool = False
+) -> dict[str, float]:
     """Return the weight of the baseline, our first run and our steady run for one size."""
     sandbox = SandboxThread(
         Sandbox(SandboxConfig.model_validate(sandbox_settings(size)), name="binance")
     ).start()
     prefix = f"bench-rec-{uuid.uuid4().hex[:8]}:"
-    rt = LocalRuntime(fleet_config(sandbox.url, prefix), redis_url)
+    # the history's buys are the account's: the positions' entries must pass the guard
+    trading = {"risk": {"max_position_per_symbol": 1e9}} if positions else None
+    rt = LocalRuntime(fleet_config(sandbox.url, prefix, trading=trading), redis_url)
     figures: dict[str, float] = {}
     try:
         await place_history(sandbox.url, rt.redis_client(), rt.keyspace(), size, resting)
         await rt.exchange_client().markets("binance")  # markets are loaded once per process
+        if positions:
+            await protected_positions(rt)
         before = charged(sandbox.url)
         await ask_every_record(rt, "binance")
         figures["baseline"] = charged(sandbox.url) - before
@@ -183,6 +227,7 @@ async def measure(size: int, resting: int, redis_url: str) -> dict[str, float]:
             figures[name] = charged(sandbox.url) - before
             figures[f"{name} metered"] = summary["weight"]
             figures[f"{name} checked"] = summary["checked"]
+            figures[f"{name} repairs"] = len(summary["protection"]) + len(summary["drift"])
             extras = ("GET /api/v3/myTrades", "GET /api/v3/account")
             by_scope = summary["weight_by_scope"]
             figures[f"{name} orders"] = summary["weight"] - sum(by_scope.get(s, 0) for s in extras)
@@ -200,10 +245,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--open", type=int, default=3, help="resting limit orders per history")
+    parser.add_argument(
+        "--positions", action="store_true", help="an OCO-protected position on every symbol"
+    )
     args = parser.parse_args()
     with redis_for_bench() as url:
-        rows = [(n, asyncio.run(measure(n, args.open, url))) for n in args.sizes]
-    print(f"weight of one reconcile run, {len(SYMBOLS)} watched symbols, {args.open} open orders")
+        rows = [(n, asyncio.run(measure(n, args.open, url, args.positions))) for n in args.sizes]
+    held = f", {len(SYMBOLS)} protected positions" if args.positions else ""
+    print(
+        f"weight of one reconcile run, {len(SYMBOLS)} watched symbols, {args.open} open orders"
+        + held
+    )
     print(
         f"  {'past orders':>11}  {'baseline: ask every record':>26}  {'ours, first run':>15}  "
         f"{'ours, steady':>12}  {'of which orders':>15}  {'steady / baseline':>17}"
@@ -213,6 +265,11 @@ def main() -> None:
             f"  {n:>11}  {f['baseline']:>26.0f}  {f['first']:>15.0f}  {f['steady']:>12.0f}  "
             f"{f['steady orders']:>15.0f}  {f['steady'] / f['baseline']:>17.3f}"
         )
+        if f["first repairs"] or f["steady repairs"]:
+            print(
+                f"    (protection or drift reported: {f['first repairs']:.0f} / "
+                f"{f['steady repairs']:.0f})"
+            )
         if f["steady"] != f["steady metered"] or f["first"] != f["first metered"]:
             print(
                 f"    (the limiter priced them {f['first metered']:.0f} / "

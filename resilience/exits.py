@@ -1,4 +1,4 @@
-"""Protective exits: close a position at market, protect it, and watch its stop and target.
+"""Protective exits: close a position at market, protect it, and repair its protection.
 
 Every write here passes the order gate (``resilience/orders.py``):
 
@@ -14,10 +14,17 @@ Every write here passes the order gate (``resilience/orders.py``):
   ``STOP_LOSS_LIMIT`` below); otherwise (and when the exchange refuses the OCO) by the
   fleet watch (``kind: watch``). A position that grew is protected again: the old list is
   cancelled and one for the whole amount placed.
-- :func:`watch` is the fleet watch's one pass (``tasks/protection.py``): it protects what
-  is unprotected (a crash between a fill and its protection), closes what crossed its
-  stop or take-profit (``watch``) or outlived its horizon, and settles an exchange
-  protection whose leg filled (the fill applied to the ledger once, the protection gone).
+- :func:`repair` makes sure one open position is protected, for reconciliation
+  (``tasks/reconcile.py``) and the fleet watch (``resilience/watch.py``): it protects what
+  is unprotected (a crash between a fill and its protection), settles a list whose leg
+  filled (the fill applied to the ledger once, by the leg's client order id; the exit
+  recorded) and replaces a list that is gone from the exchange without a fill (cancelled,
+  expired, rejected, or no such list).
+
+A list's client order ids are named by the position, its latest fill and a **round**: the
+replacement of a list that is gone takes the next round (the gate's settled claim of the
+old names would answer with the old, dead list). After ``MAX_ROUNDS`` replacements for the
+same amount the fleet watch protects the position instead.
 
 Warning: an amount below the market's precision left after an exit (a fee taken in the base
 asset) cannot be sold: it is written off in the ledger at the exit's price.
@@ -26,16 +33,25 @@ asset) cannot be sold: it is written off in the ledger at the exit's price.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from agents.orders import client_order_id
-from agents.strategy import horizon_seconds
 from core.errors import CryptoAIError, OrderRefusedError
-from resilience.fallback import FallbackConfig
-from resilience.ledger import Fill, Position, fill_from_order
+from resilience.ledger import Fill, Position
+from resilience.order_lists import (
+    CANCEL_LIST_ENDPOINT,
+    EXECUTING,
+    FRESH,
+    MAX_ROUNDS,
+    OCO_ENDPOINT,
+    Leg,
+    market_id,
+    order_list,
+    position_order_id,
+    protection_ids,
+    protection_round,
+    read_legs,
+)
 from resilience.order_request import OrderRequest, order_mode
 
 if TYPE_CHECKING:
@@ -43,47 +59,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OCO_ENDPOINT = "POST /api/v3/orderList/oco"
-CANCEL_LIST_ENDPOINT = "DELETE /api/v3/orderList"
-#: Account state: never from the cache.
-FRESH = FallbackConfig(cache_enabled=False, timeout=15.0)
-
-
-def _identity(position: Position) -> str:
-    return f"{position.opened_at}|{position.run_id}"
-
-
-def _cid(client: ResilientAPIClient, position: Position, action: str) -> str:
-    length = client.profile(position.exchange).client_order_length
-    return client_order_id(_identity(position), position.exchange, position.symbol, action, length)
-
 
 def exit_order_id(client: ResilientAPIClient, position: Position) -> str:
     """Return the client order id that closes ``position`` (the same for every worker)."""
-    return _cid(client, position, "exit")
-
-
-def protection_ids(client: ResilientAPIClient, position: Position) -> list[str]:
-    """Return the client order ids of the OCO protecting ``position`` as it is now.
-
-    ``[list, take-profit leg, stop leg]``, named by the position and its latest fill, so an
-    add (a new fill) names a new list and a redelivery the same one.
-    """
-    version = position.fills[-1] if position.fills else ""
-    return [_cid(client, position, f"protect|{version}|{leg}") for leg in ("list", "tp", "sl")]
-
-
-def expired(position: Position, now: datetime | None = None) -> bool:
-    """Return True when the position has outlived its plan's horizon."""
-    seconds = horizon_seconds(position.horizon)
-    if seconds is None or not position.opened_at:
-        return False
-    opened = datetime.fromisoformat(position.opened_at)
-    return (now or datetime.now(UTC)) >= opened + timedelta(seconds=seconds)
-
-
-def _market_id(symbol: str) -> str:
-    return symbol.split(":", maxsplit=1)[0].replace("/", "")
+    return position_order_id(client, position, "exit")
 
 
 async def close_position(
@@ -176,10 +155,14 @@ def _native(client: ResilientAPIClient, position: Position) -> bool:
     )
 
 
-async def protect(client: ResilientAPIClient, exchange: str, symbol: str) -> dict[str, Any] | None:
+async def protect(
+    client: ResilientAPIClient, exchange: str, symbol: str, *, gone: bool = False
+) -> dict[str, Any] | None:
     """Protect the open position of ``symbol`` (see the module docstring); return how.
 
     None when there is nothing to protect (no position, or a plan without exits).
+    ``gone``: the position's exchange list is no longer on the exchange (cancelled,
+    expired, no such list): a new one is placed under the next round's names.
     """
     ledger = client.orders.ledger
     position = await ledger.aposition(exchange, symbol)
@@ -187,27 +170,45 @@ async def protect(client: ResilientAPIClient, exchange: str, symbol: str) -> dic
         return None
     current = position.protection or {}
     if not _native(client, position):
-        if current.get("kind") == "exchange":
+        if current.get("kind") == "exchange" and not gone:
             await cancel_protection(client, position)
-        if current.get("kind") != "watch":
-            await ledger.aset_protection(exchange, symbol, "watch")
-        return {"kind": "watch"}
-    ids = protection_ids(client, position)
-    if current.get("kind") == "exchange" and list(current.get("order_ids") or [])[:1] == ids[:1]:
+        return await _watched(client, position)
+    round_ = protection_round(client, position)
+    if round_ is not None and not gone:
         return current  # this amount is protected already
-    if current.get("kind") == "exchange":
+    if current.get("kind") == "exchange" and not gone:
         await cancel_protection(client, position)  # the position grew: replace it whole
+    next_round = round_ + 1 if gone and round_ is not None else 0
+    ids = protection_ids(client, position, next_round)
+    if next_round > MAX_ROUNDS:
+        log.warning("%s %s: %d lists gone; the watch protects it", exchange, symbol, round_)
+        placed: bool | None = False
+    else:
+        placed = await _placed(client, position, ids)
+    if placed is None:
+        return None
+    return {"kind": "exchange", "order_ids": ids} if placed else await _watched(client, position)
+
+
+async def _placed(client: ResilientAPIClient, position: Position, ids: list[str]) -> bool | None:
+    """Place the list ``ids`` and record it; False when it is not placed, None for dust."""
     try:
         placed = await _place_oco(client, position, ids)
     except CryptoAIError as error:
-        log.warning("%s %s: OCO not placed (%s); the watch protects it", exchange, symbol, error)
-        placed = False
-    if placed is None:
-        return None
+        name = f"{position.exchange} {position.symbol}"
+        log.warning("%s: OCO not placed (%s); the watch protects it", name, error)
+        return False
     if placed:
-        await ledger.aset_protection(exchange, symbol, "exchange", ids)
-        return {"kind": "exchange", "order_ids": ids}
-    await ledger.aset_protection(exchange, symbol, "watch")
+        await client.orders.ledger.aset_protection(
+            position.exchange, position.symbol, "exchange", ids
+        )
+    return placed
+
+
+async def _watched(client: ResilientAPIClient, position: Position) -> dict[str, Any]:
+    """Record that the fleet watch protects ``position``; return that protection."""
+    if (position.protection or {}).get("kind") != "watch":
+        await client.orders.ledger.aset_protection(position.exchange, position.symbol, "watch")
     return {"kind": "watch"}
 
 
@@ -224,7 +225,7 @@ async def _place_oco(client: ResilientAPIClient, position: Position, ids: list[s
     stop, target = float(position.stop_loss or 0), float(position.take_profit or 0)
     below = stop * (1 - client.config.trading.protection.stop_limit_bps / 10_000)
     params = {
-        "symbol": _market_id(symbol),
+        "symbol": market_id(symbol),
         "side": "SELL",
         "quantity": ex.amount_to_precision(symbol, amount),
         "listClientOrderId": ids[0],
@@ -257,21 +258,6 @@ async def _place_oco(client: ResilientAPIClient, position: Position, ids: list[s
     return answer.approved
 
 
-async def order_list(
-    client: ResilientAPIClient, exchange: str, list_cid: str
-) -> dict[str, Any] | None:
-    """Return the exchange's order list with this client id (Binance), or None."""
-    try:
-        answer = await client.resilient_request(
-            exchange, "privateGetOrderList", {"params": {"origClientOrderId": list_cid}}, FRESH
-        )
-    except CryptoAIError as error:
-        if client.gateway.not_found(exchange, error):
-            return None
-        raise
-    return dict(answer.data) if answer.data else None
-
-
 async def cancel_protection(client: ResilientAPIClient, position: Position) -> None:
     """Cancel the position's exchange protection and mark it gone.
 
@@ -282,7 +268,7 @@ async def cancel_protection(client: ResilientAPIClient, position: Position) -> N
     ids = list(protection.get("order_ids") or [])
     ledger = client.orders.ledger
     if protection.get("kind") == "exchange" and ids:
-        params = {"symbol": _market_id(position.symbol), "listClientOrderId": ids[0]}
+        params = {"symbol": market_id(position.symbol), "listClientOrderId": ids[0]}
         try:
             await client.resilient_request(position.exchange, CANCEL_LIST_ENDPOINT, params, FRESH)
         except CryptoAIError as error:
@@ -300,128 +286,119 @@ def _names(position: Position) -> tuple[str, str, str]:
 async def settle_list(client: ResilientAPIClient, position: Position) -> str | None:
     """Apply the fills of a finished protection list; return the leg that filled.
 
-    Returns None while the list is still open (or unknown to the exchange: nothing filled),
-    ``take_profit``/``stop_loss`` for the leg that filled, ``expired`` if none did.
+    Returns None while the list is still open, ``take_profit``/``stop_loss`` for the leg
+    that filled, ``expired`` if none did, ``missing`` when the exchange has no such list.
     """
     ids = list((position.protection or {}).get("order_ids") or [])
     if len(ids) < 3:
         return None
     listed = await order_list(client, position.exchange, ids[0])
-    if listed is None or listed.get("listOrderStatus") != "ALL_DONE":
+    if listed is None:
+        return "missing"
+    if listed.get("listOrderStatus") in EXECUTING:
         return None
-    ledger, filled = client.orders.ledger, "expired"
-    for leg, name in ((ids[1], "take_profit"), (ids[2], "stop_loss")):
-        order = await client.find_order(position.exchange, position.symbol, leg)
-        fill = fill_from_order(position.symbol, order or {})
-        if fill is None:
+    legs = await _settle_legs(client, position, ids)
+    return next((leg.name for leg in legs if leg.fill is not None), "expired")
+
+
+async def _settle_legs(client: ResilientAPIClient, position: Position, ids: list[str]) -> list[Leg]:
+    """Read both legs of a finished list; apply the fill of the one that filled (once)."""
+    ledger, exchange, symbol = client.orders.ledger, position.exchange, position.symbol
+    legs = await read_legs(client, position, ids)
+    for leg in legs:
+        if leg.fill is None:
             continue
-        filled = name
-        await ledger.aapply_fill(position.exchange, position.symbol, fill)
-        await _write_off_dust(client, position.exchange, position.symbol, fill.average, leg)
-        await ledger.arecord_exit(
-            position.exchange,
-            position.symbol,
-            {"reason": name, "client_order_id": leg, "origin": "exchange", "price": fill.average},
-        )
-    return filled
+        price = leg.fill.average
+        await ledger.aapply_fill(exchange, symbol, leg.fill)
+        await _write_off_dust(client, exchange, symbol, price, leg.client_order_id)
+        if await ledger.aposition(exchange, symbol) is None:
+            record = {"reason": leg.name, "client_order_id": leg.client_order_id}
+            await ledger.arecord_exit(
+                exchange, symbol, {**record, "origin": "exchange", "price": price}
+            )
+    return legs
 
 
-@dataclass
-class WatchPass:
-    """What one pass of the fleet watch did, per ``exchange symbol``."""
+async def repair(
+    client: ResilientAPIClient, position: Position, open_ids: Collection[str] | None = None
+) -> dict[str, Any] | None:
+    """Make sure ``position`` is protected; return what was done (None: nothing needed).
 
-    actions: dict[str, str]
-    errors: dict[str, str]
-
-
-async def watch(client: ResilientAPIClient) -> WatchPass:
-    """Run one pass of the fleet watch over every exchange's open positions."""
-    done = WatchPass({}, {})
-    ledger = client.orders.ledger
-    for exchange in client.config.exchanges:
-        for position in await ledger.apositions(exchange):
-            name = f"{exchange} {position.symbol}"
-            try:
-                action = await watch_one(client, position)
-            except CryptoAIError as error:
-                log.warning("protection watch: %s: %s", name, error)
-                done.errors[name] = f"{type(error).__name__}: {error}"
-                continue
-            if action:
-                done.actions[name] = action
-    return done
-
-
-async def watch_one(client: ResilientAPIClient, position: Position) -> str | None:
-    """Check one open position; return what was done (None: nothing)."""
+    ``open_ids``: the client order ids open on the exchange for the position's symbol, when
+    the caller has read them (a list whose legs are open then costs no request); otherwise
+    the list is read by its client order id (Binance ``GET /api/v3/orderList``, weight 4).
+    The answer's ``action``: ``protected`` (there was no protection), ``replaced`` (the
+    amount changed, or the list is gone without a fill), ``settled`` (a leg filled: its fill
+    is applied to the ledger once, ``other`` is the other leg's status; what is left of the
+    position, if anything, is protected again); ``legs``: both legs as the exchange has them.
+    """
+    if not (position.stop_loss or position.take_profit):
+        return None
     exchange, symbol = position.exchange, position.symbol
-    kind = (position.protection or {}).get("kind")
-    if expired(position):
-        await close_position(client, exchange, symbol, "horizon", origin="watch")
-        action: str | None = "horizon"
-    elif not (position.stop_loss or position.take_profit):
-        action = None
-    elif kind is None or (kind == "exchange" and _stale_ids(client, position)):
-        # unprotected (a crash after the fill), or the amount changed: protect it whole
+    protection = position.protection or {}
+    if not protection.get("kind"):
         how = await protect(client, exchange, symbol)
-        action = f"protected:{(how or {}).get('kind')}"
-    else:
-        action = await _check_price(client, position, str(kind))
-    return action
-
-
-async def _check_price(client: ResilientAPIClient, position: Position, kind: str) -> str | None:
-    """Close a watched position whose price crossed an exit; check an exchange's legs."""
-    last = await _last(client, position.exchange, position.symbol)
-    if last is None:
+        return _repaired(position, "protected", how, "no protection recorded")
+    ids = list(protection.get("order_ids") or [])
+    if protection["kind"] != "exchange" or len(ids) < 3:
         return None
-    crossed = _crossed(position, last)
-    if kind != "watch":
-        return await _check_exchange(client, position, crossed is not None)
-    if crossed is not None:
-        origin = "watch"
-        await close_position(client, position.exchange, position.symbol, crossed, origin=origin)
-    return crossed
-
-
-def _stale_ids(client: ResilientAPIClient, position: Position) -> bool:
-    stored = list((position.protection or {}).get("order_ids") or [])
-    return stored[:1] != protection_ids(client, position)[:1]
-
-
-def _crossed(position: Position, last: float) -> str | None:
-    if position.stop_loss and last <= position.stop_loss:
-        return "stop_loss"
-    if position.take_profit and last >= position.take_profit:
-        return "take_profit"
-    return None
-
-
-async def _last(client: ResilientAPIClient, exchange: str, symbol: str) -> float | None:
-    """Return the last price, fresh (shared by the fleet for a moment), or None if stale."""
-    fresh = min(1.0, client.config.trading.protection.watch_seconds / 2)
-    answer = await client.resilient_request(
-        exchange, "fetch_ticker", {"symbol": symbol}, FallbackConfig(fresh_ttl=fresh)
-    )
-    if answer.stale or not answer.data:
+    if protection_round(client, position) is None:
+        how = await protect(client, exchange, symbol)
+        return _repaired(position, "replaced", how, "the position's amount changed")
+    if open_ids is not None and all(cid in open_ids for cid in ids[1:]):
         return None
-    return float(answer.data["last"])
+    return await _repair_list(client, position, ids)
 
 
-async def _check_exchange(
-    client: ResilientAPIClient, position: Position, crossed: bool
-) -> str | None:
-    """Read the protection list when a leg may have filled; settle it when done."""
-    redis = client.clients.aio()
-    key = client.keys.protection_checked(position.exchange)
-    raw = await redis.hget(key, position.symbol)
-    due = time.time() - float(raw or 0) >= client.config.trading.protection.list_check_seconds
-    if not (crossed or due):
+async def _repair_list(
+    client: ResilientAPIClient, position: Position, ids: list[str]
+) -> dict[str, Any] | None:
+    """Read the position's list: settle it if a leg filled, replace it if it is gone."""
+    listed = await order_list(client, position.exchange, ids[0])
+    status = str((listed or {}).get("listOrderStatus") or "not on the exchange")
+    if status in EXECUTING:
         return None
-    await redis.hset(key, position.symbol, repr(time.time()))
-    filled = await settle_list(client, position)
-    if filled is None:
-        return None
-    if await client.orders.ledger.aposition(position.exchange, position.symbol) is not None:
-        await client.orders.ledger.aset_protection(position.exchange, position.symbol, None)
-    return f"exchange:{filled}"
+    legs = await _settle_legs(client, position, ids) if listed is not None else []
+    filled = next((leg for leg in legs if leg.fill is not None), None)
+    if filled is not None:
+        return await _settled(client, position, filled, legs)
+    how = await protect(client, position.exchange, position.symbol, gone=True)
+    states = ", ".join(f"{leg.name} {leg.as_dict()['status']}" for leg in legs)
+    why = f"list {ids[0]} {status}" + (f": {states}" if states else "")
+    return {**_repaired(position, "replaced", how, why), "legs": [x.as_dict() for x in legs]}
+
+
+async def _settled(
+    client: ResilientAPIClient, position: Position, filled: Leg, legs: list[Leg]
+) -> dict[str, Any]:
+    """Return the summary of a settled list; protect what is left of the position."""
+    ledger, exchange, symbol = client.orders.ledger, position.exchange, position.symbol
+    how: dict[str, Any] | None = None
+    if await ledger.aposition(exchange, symbol) is not None:  # a partial fill: the rest
+        await ledger.aset_protection(exchange, symbol, None)
+        how = await protect(client, exchange, symbol)
+    other = next(leg.as_dict() for leg in legs if leg is not filled)
+    fill = filled.fill
+    return {
+        **_repaired(position, "settled", how, f"{filled.name} filled on the exchange"),
+        "leg": filled.name,
+        "client_order_id": filled.client_order_id,
+        "filled": fill.filled if fill else 0.0,
+        "price": fill.average if fill else 0.0,
+        "other": {"client_order_id": other["client_order_id"], "status": other["status"]},
+        "legs": [leg.as_dict() for leg in legs],
+    }
+
+
+def _repaired(
+    position: Position, action: str, how: dict[str, Any] | None, why: str
+) -> dict[str, Any]:
+    old = list((position.protection or {}).get("order_ids") or [])
+    return {
+        "symbol": position.symbol,
+        "action": action,
+        "kind": (how or {}).get("kind"),
+        "order_ids": list((how or {}).get("order_ids") or []),
+        "list": old[0] if old else "",
+        "why": why,
+    }

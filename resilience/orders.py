@@ -60,6 +60,7 @@ from core.errors import (
     CryptoAIError,
     GiveUpError,
     OrderRefusedError,
+    OutcomeUnknownError,
     RetryableError,
 )
 from core.events import emit
@@ -499,7 +500,8 @@ class OrderGate:
         try:
             symbol_lease = await self._symbol_lease(request, cid)
             try:
-                answer = await self._protective_send(request, endpoint, params, find, mode)
+                leases = (claim, symbol_lease)
+                answer = await self._protective_send(request, endpoint, params, find, leases)
             finally:
                 await asyncio.shield(symbol_lease.release())
         except OrderRefusedError as refused:
@@ -522,8 +524,16 @@ class OrderGate:
         endpoint: str,
         params: dict[str, Any],
         find: Callable[[], Awaitable[dict[str, Any] | None]],
-        mode: Mode,
+        leases: tuple[Lease, Lease],
     ) -> GateAnswer:
+        """Send a protective write once; an unknown outcome is looked up before any resend.
+
+        ``find`` (the write's own lookup by its client order id: Binance's list client
+        order id) runs before the first send and after every unknown outcome (a timeout, a
+        reset, a lost answer); only when the exchange has nothing is the write sent again,
+        at most the retry policy's attempts in all.
+        """
+        mode = order_mode(self.client, request.exchange)
         position = await self.ledger.aposition(request.exchange, request.symbol)
         amount = float(request.amount or 0.0)
         if position is None or position.side != "long" or amount > position.amount * (1 + 1e-9):
@@ -535,8 +545,30 @@ class OrderGate:
         if found is not None:
             return GateAnswer(True, found, "found", mode, ["protection"], amount)
         sent = self.client.request(request.exchange, endpoint, params, self.send_seconds + 1.0)
-        data, source = await self.client.writes.send(sent)
-        return GateAnswer(True, dict(data), source, mode, ["protection"], amount)
+        writes = self.client.writes
+
+        async def still_ours() -> None:
+            # a lease that lapsed meanwhile may be another delivery's now: send nothing
+            if not all([await lease.extend() for lease in leases]):
+                raise RetryableError(f"lost the claim of {request.client_order_id}; not sent")
+
+        for attempt in range(1, writes.retry.max_attempts + 1):
+            await still_ours()
+            try:
+                data = await writes.send_once(sent)
+                return GateAnswer(True, dict(data), "exchange", mode, ["protection"], amount)
+            except OutcomeUnknownError as error:
+                log.warning(
+                    "%s %s: outcome unknown (%s); looking it up", request.exchange, endpoint, error
+                )
+                await still_ours()
+                found = await find()
+                if found is not None:
+                    return GateAnswer(True, found, "reconciled", mode, ["protection"], amount)
+                if attempt == writes.retry.max_attempts:
+                    raise
+                await self.client._sleep(writes.retry.backoff(attempt - 1))
+        raise AssertionError("unreachable")
 
     async def _apply_fill(
         self, request: OrderRequest, answer: GateAnswer, plan: PlanRef | None

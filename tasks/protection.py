@@ -1,6 +1,6 @@
 """The fleet watch of open positions: ``protection.watch``, every few seconds on ``high``.
 
-A shell over :func:`resilience.exits.watch`: one pass at a time fleet-wide (a lease), so a
+A shell over :func:`resilience.watch.watch`: one pass at a time fleet-wide (a lease), so a
 slow pass and the next beat do not both act; each action is idempotent anyway (an exit is
 named by its position, a protection by its position and amount).
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import shared_task
 
-from resilience.exits import watch
+from resilience.watch import watch
 from tasks import context
 
 

@@ -1,5 +1,6 @@
-"""Reconciliation: compare the fleet's orders with the exchange's view, reading only what can
-have changed since the last run, so its cost does not grow with the fleet's history.
+"""Reconciliation: compare the fleet's orders, fills and positions with the exchange's view,
+reading only what can have changed since the last run, so its cost does not grow with the
+fleet's history.
 
 One run on one exchange account:
 
@@ -9,50 +10,68 @@ One run on one exchange account:
 2. **Open orders** of the watched symbols: one request per symbol, or one for all symbols
    where the exchange offers it and it weighs less (``ALL_SYMBOLS_OPEN_ORDERS``). An open
    order the index does not hold is ``unknown`` if it carries our ``cai`` prefix (placed by
-   the fleet but never recorded: a crash between placing and recording), else ``foreign``;
-   a leg of an open position's exchange protection (the ledger's OCO ids) is ``protective``.
+   the fleet but never recorded: a crash between placing and recording, a lost answer;
+   also a ``drift`` item, and its fill, if any, applied to the ledger), else ``foreign``;
+   a leg of an open position's exchange protection (the ledger's OCO ids) is
+   ``protective``; an open leg of a list no open position holds is ``drift``.
 3. **Orders not final** in the index (open, partially filled, outcome unknown): one still
    open on the exchange is confirmed by step 2 for free; any other is asked for by client
    order id (``checked``), and its answer becomes its last known status. An order that
    reached a final status (closed, canceled, rejected, expired, or ``missing``: the exchange
    had none) is never asked again.
-4. **Fills** since the last check: ``fetch_my_trades(symbol, since=...)`` per watched
+4. **Protection** of the ledger's open positions (``resilience/exits.py`` ``repair``): a
+   position with exits and no protection (a crash between its fill and its protection) is
+   protected; a list whose legs are not among the open orders is read by its client order
+   id: a leg that filled is settled (its fill applied to the ledger once, by the leg's
+   client order id; the other leg's cancel confirmed), a list gone without a fill
+   (cancelled, expired, rejected) is replaced. Each is reported under ``protection``.
+   Only the open positions' lists are read, never the account's list history.
+5. **Fills** since the last check: ``fetch_my_trades(symbol, since=...)`` per watched
    symbol, from the last fill seen (kept fleet-wide); each reported once, named by its
-   client order id where the fleet knows it (an order id the index lacks is looked up once).
-5. **Balances**: one ``fetch_balance``; a ledger position its asset's balance does not cover
-   is ``drift`` (the fleet counted a fill the account does not show, or coins left it).
+   client order id where the fleet knows it (an order id the index lacks is looked up once;
+   when it is ours and the records lack it, its fill is applied to the ledger: ``drift``).
+6. **Balances**: one ``fetch_balance``; a ledger position its asset's balance does not cover
+   is ``drift``.
+7. **Ledger fills** of the open positions: each must be covered by an exchange answer the
+   index holds (the gate's, or an earlier run's); one that is not is asked once by client
+   order id. A fill the exchange does not have, or has less of, is ``drift``; the ledger
+   is left as it is.
 
 The summary (also stored under ``fleet:reconcile:<x>``) has ``matched`` (orders newly
 indexed with a final status from the exchange's own answer, and orders not final that the
 exchange confirmed with the recorded side: still open, or asked), ``missing`` (asked, and
 the exchange has no such order, or one of the other side), ``unknown``, ``foreign``,
-``checked`` (orders asked by id), ``fills``, ``balances``, ``drift``, ``weight`` and ``requests``
-(what the run spent in the exchange's main limit, as the fleet's limiter prices it;
-``weight_by_scope`` itemises it).
+``protective``, ``checked`` (orders asked by id), ``protection``, ``fills``, ``balances``,
+``drift`` (``tasks/reconcile_drift.py`` describes every kind), ``errors`` (checks that could
+not be made this run), ``weight`` and ``requests`` (what the run spent in the exchange's main
+limit, as the fleet's limiter prices it; ``weight_by_scope`` itemises it).
 
 Warning: at most one page of fills per symbol per run (the exchange's default page); a
-larger backlog is reported over the following runs.
+larger backlog is reported over the following runs. A filled order of ours that the
+records lack is found through its fills, so only on a watched symbol.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any
 
 from celery import shared_task
 
-from core import events
+from core.errors import CryptoAIError
 from resilience import FallbackConfig, ResilientAPIClient
-from resilience.ledger import Ledger, fill_from_order
+from resilience.exits import repair
+from resilience.ledger import Ledger, Position, fill_from_order
+from resilience.order_request import order_mode
 from tasks import context
+from tasks import reconcile_drift as drift
 from tasks.context import Runtime
-from tasks.reconcile_index import Known, OrderIndex, from_order, normal_status
+from tasks.reconcile_index import Known, OrderIndex, from_order, legs_of, normal_status
+from tasks.reconcile_meter import WeightMeter, metering
 
 #: Exchanges (ccxt id) that answer every symbol's open orders in one request, with the
 #: limiter scope that prices both forms (by whether a ``symbol`` is sent). The form is used
@@ -63,58 +82,6 @@ OUR_PREFIX = "cai"
 LOCK_SECONDS = 300
 #: Reads here are account state: never served from (or kept in) the cache.
 FRESH = FallbackConfig(cache_enabled=False, timeout=30.0)
-
-
-#: How much of a position the account's balance may lack before it is drift (rounding of
-#: fees and lot steps: the ledger and the exchange round differently).
-DRIFT_TOLERANCE = 0.001
-
-
-class WeightMeter:
-    """Sum what the limiter admitted for this run's requests, priced by the fleet's table.
-
-    The limiter reports each admitted request (``limiter.admitted``: exchange and scope);
-    requests made in this run's context (and the tasks it starts) are counted, priced with
-    the parameters the run passed (``calling``), which decide e.g. Binance's open-orders
-    weight (6 for one symbol, 80 for all).
-    """
-
-    def __init__(self, client: ResilientAPIClient, exchange: str) -> None:
-        self.client, self.exchange = client, exchange
-        self.weight, self.requests = 0.0, 0
-        self.by_scope: dict[str, float] = {}
-        self.params: dict[str, Any] = {}
-
-    def admitted(self, exchange: str, scope: str) -> None:
-        """Count one admitted request."""
-        if exchange != self.exchange:
-            return
-        try:
-            charges = self.client.limiter.charges(exchange, scope, self.params)
-        except ValueError:
-            return
-        weight = charges[0].weight if charges else 0.0
-        self.weight += weight
-        self.requests += 1
-        self.by_scope[scope] = self.by_scope.get(scope, 0.0) + weight
-
-    @contextlib.contextmanager
-    def calling(self, params: Mapping[str, Any]) -> Iterator[None]:
-        """Price the requests made inside the block with ``params``."""
-        before, self.params = self.params, dict(params)
-        try:
-            yield
-        finally:
-            self.params = before
-
-
-_meter: ContextVar[WeightMeter | None] = ContextVar("crypto_ai_reconcile_meter", default=None)
-
-
-def _listener(event: str, fields: Mapping[str, Any]) -> None:
-    meter = _meter.get()
-    if meter is not None and event == "limiter.admitted":
-        meter.admitted(str(fields.get("exchange")), str(fields.get("scope")))
 
 
 def open_orders_in_one(client: ResilientAPIClient, exchange: str, symbols: list[str]) -> bool:
@@ -137,6 +104,8 @@ class Run:
         self.symbols = symbols
         self.meter = WeightMeter(client, self.exchange)
         self.ledger = Ledger(client.clients, client.keys)
+        #: The client order ids open on the exchange for the watched symbols (this run).
+        self.open_cids: set[str] = set()
 
     async def ask(self, endpoint: str, params: dict[str, Any]) -> Any:
         """Make one fresh read, priced with its parameters."""
@@ -182,16 +151,36 @@ class Run:
                 await self.ledger.aapply_fill(self.exchange, known.symbol, filled)
             answers.append(record or Known(cid, known.symbol, known.side, "missing", known.id))
         await self.index.learn(answers, exchange_said=True)
-        held = await self.index.get(c for c in by_cid if c)
-        guarding = await self.protective_ids()
-        for cid, order in by_cid.items():
-            if cid in guarding:
-                summary["protective"].append(cid)  # a leg of a position's exchange protection
-            elif cid not in held:
-                kind = "unknown" if cid.startswith(OUR_PREFIX) else "foreign"
-                summary[kind].append(cid or str(order["id"]))
+        self.open_cids = {c for c in by_cid if c}
+        await self.open_ones(by_cid, summary)
         await self.index.name({str(o["id"]): c for c, o in by_cid.items() if c and o.get("id")})
         return {str(o["id"]): o for o in opened if o.get("id")}
+
+    async def open_ones(
+        self, by_cid: Mapping[str, dict[str, Any]], summary: dict[str, Any]
+    ) -> None:
+        """Sort the open orders: the positions' protection, the fleet's unknown, foreign."""
+        held = await self.index.get(self.open_cids)
+        guarding = await self.protective_ids()
+        for cid, order in by_cid.items():
+            known = held.get(cid)
+            if cid in guarding:
+                summary["protective"].append(cid)  # a leg of a position's exchange protection
+            elif known is not None and known.list_cid:
+                summary["drift"].append(drift.orphan_leg(self.exchange, order, known))
+            elif known is None and cid.startswith(OUR_PREFIX):
+                summary["unknown"].append(cid)
+                applied = await self.apply_ours(str(order.get("symbol") or ""), order)
+                summary["drift"].append(drift.unknown_order(self.exchange, order, applied))
+            elif known is None:
+                summary["foreign"].append(cid or str(order["id"]))
+
+    async def apply_ours(self, symbol: str, order: Mapping[str, Any]) -> bool:
+        """Apply the fill of an order of ours the records lack; return whether it was new."""
+        filled = fill_from_order(symbol, dict(order))
+        if filled is None or not symbol:
+            return False
+        return (await self.ledger.aapply_fill(self.exchange, symbol, filled)).applied
 
     async def protective_ids(self) -> set[str]:
         """Return the client order ids of the open positions' exchange protection (OCO legs)."""
@@ -202,6 +191,28 @@ class Run:
             if p.protection and p.protection.get("kind") == "exchange"
             for cid in p.protection.get("order_ids") or []
         }
+
+    async def protection(self, summary: dict[str, Any]) -> None:
+        """Protect, settle or replace the open positions' protection (``exits.repair``).
+
+        A position of a watched symbol whose legs are among the open orders costs nothing;
+        any other exchange-protected position costs one read of its list (and of its two
+        legs when the list is done). The legs' final statuses go to the index. A paper
+        position on an account that is not in paper mode is the paper wallet's: left alone.
+        """
+        paper = order_mode(self.client, self.exchange) == "paper"
+        for position in await self.ledger.apositions(self.exchange):
+            if position.mode == "paper" and not paper:
+                continue
+            open_ids = self.open_cids if position.symbol in self.symbols else None
+            try:
+                done = await repair(self.client, position, open_ids)
+            except CryptoAIError as error:
+                why = f"{type(error).__name__}: {error}"
+                done = {"symbol": position.symbol, "action": "failed", "why": why}
+            if done is not None:
+                summary["protection"].append(done)
+                await self.index.learn(legs_of(position.symbol, done), exchange_said=True)
 
     async def fills(self, summary: dict[str, Any]) -> None:
         """Report the fills since the last check, once each."""
@@ -226,16 +237,72 @@ class Run:
         summary["fills"] = [fill(t, names.get(str(t.get("order") or ""), "")) for t in fresh]
 
     async def name_order(self, order_id: str, symbol: str, summary: dict[str, Any]) -> str:
-        """Return the client order id of an order the index does not know (asked once)."""
+        """Return the client order id of an order the index does not know (asked once).
+
+        An order of ours the records lack (a lost answer) is reported ``unknown``, its fill
+        applied to the ledger (drift ``fill``), and it is indexed with the exchange's answer.
+        """
         summary["checked"] += 1
         order = await self.ask("fetch_order", {"id": order_id, "symbol": symbol})
         cid = str(order.get("clientOrderId") or "")
-        if cid:
-            await self.index.name({order_id: cid})
-            held = await self.index.get([cid])
-            if cid not in held and cid.startswith(OUR_PREFIX) and cid not in summary["unknown"]:
-                summary["unknown"].append(cid)
+        if not cid:
+            return cid
+        await self.index.name({order_id: cid})
+        held = await self.index.get([cid])
+        if cid in held or not cid.startswith(OUR_PREFIX) or cid in summary["unknown"]:
+            return cid
+        summary["unknown"].append(cid)
+        before = (await self.applied([cid]))[cid]
+        applied = await self.apply_ours(symbol, order)
+        if applied or drift.differs(float(order.get("filled") or 0.0), before):
+            item = drift.unknown_fill(self.exchange, symbol, order, before, applied)
+            summary["drift"].append(item)
+        known = from_order(order, symbol)
+        if known is not None and known.final:  # an open one stays unknown while open
+            await self.index.learn([known], exchange_said=True)
         return cid
+
+    async def applied(self, cids: list[str]) -> dict[str, float]:
+        """Return how much of each order's fill the ledger has applied."""
+        redis = self.client.clients.aio()
+        return await drift.ledger_applied(redis, self.client.keys, self.exchange, cids)
+
+    async def ledger_fills(self, summary: dict[str, Any]) -> None:
+        """Report the open positions' fills the exchange does not show (``drift``).
+
+        Confirmed for free when the index holds the exchange's answer covering the fill
+        (the gate's settled answer, an earlier reconciliation); otherwise asked once by
+        client order id, and the answer (``missing`` too) kept in the index.
+        """
+        positions = [p for p in await self.ledger.apositions(self.exchange) if p.mode != "paper"]
+        owner: dict[str, Position] = {
+            cid: p for p in positions for cid in p.fills if not cid.endswith("-dust")
+        }
+        have, records = await self.applied(list(owner)), await self.index.get(owner)
+        for cid, position in sorted(owner.items()):
+            if have[cid] <= 0:
+                continue
+            record = records.get(cid)
+            if drift.unconfirmed(record, have[cid]):
+                record = await self.confirm(cid, position.symbol, summary)
+            if record is not None and drift.differs(have[cid], record.filled):
+                summary["drift"].append(
+                    drift.ledger_fill(self.exchange, position, record, have[cid])
+                )
+
+    async def confirm(self, cid: str, symbol: str, summary: dict[str, Any]) -> Known | None:
+        """Ask the exchange for one order by client order id; keep its answer in the index."""
+        summary["checked"] += 1
+        try:
+            found = await self.find(Known(cid, symbol, "", "unknown"))
+        except CryptoAIError as error:
+            summary["errors"].append(f"{symbol} {cid}: {type(error).__name__}: {error}")
+            return None
+        record = from_order(found, symbol) if found else None
+        if record is None:
+            record = Known(cid, symbol, "", "missing", filled=0.0)
+        await self.index.learn([record], exchange_said=True)
+        return record
 
     async def balances(self, summary: dict[str, Any]) -> None:
         """Report the account's balances (the currencies it holds)."""
@@ -250,35 +317,8 @@ class Run:
             }
             for c in held
         }
-        summary["drift"] = await self.drift(total)
-
-    async def drift(self, total: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Return the positions the ledger holds that the account's balance does not cover.
-
-        The account may hold more than the fleet bought (coins of its own): that is no drift.
-        A ledger position larger than the balance of its asset (beyond ``DRIFT_TOLERANCE`` of
-        it) is: a fill the fleet counted that the exchange does not show, or coins moved out
-        behind the fleet's back. Paper positions are the paper wallet's, not the account's.
-        """
-        positions = await asyncio.to_thread(self.ledger.positions, self.exchange)
-        held: dict[str, float] = {}
-        for position in positions:
-            if position.mode != "paper" and position.amount > 0:
-                asset = position.symbol.split("/")[0]
-                held[asset] = held.get(asset, 0.0) + position.amount
-        found = []
-        for asset, amount in sorted(held.items()):
-            balance = float(total.get(asset) or 0.0)
-            if amount - balance > amount * DRIFT_TOLERANCE:
-                found.append(
-                    {
-                        "asset": asset,
-                        "ledger": amount,
-                        "exchange": balance,
-                        "short": amount - balance,
-                    }
-                )
-        return found
+        positions = await self.ledger.apositions(self.exchange)
+        summary["drift"] += drift.balances(self.exchange, positions, total)
 
     async def summary(self) -> dict[str, Any]:
         """Run every step; return the summary."""
@@ -293,16 +333,16 @@ class Run:
             "checked": 0,
             "fills": [],
             "balances": {},
+            "protection": [],
             "drift": [],
+            "errors": [],
         }
-        token = _meter.set(self.meter)
-        events.subscribe(_listener)
-        try:
+        with metering(self.meter):
             await self.orders(summary)
+            await self.protection(summary)
             await self.fills(summary)
             await self.balances(summary)
-        finally:
-            _meter.reset(token)
+            await self.ledger_fills(summary)
         summary["weight"] = self.meter.weight
         summary["requests"] = self.meter.requests
         summary["weight_by_scope"] = dict(sorted(self.meter.by_scope.items()))

@@ -13,6 +13,12 @@ partially filled, outcome unknown). It is fed from what the fleet writes anyway:
   settled claim of its client order id (the exchange's order id and status);
 - the exchange's own answers during reconciliation (``tasks/reconcile.py``).
 
+The legs of a position's protective order list (Binance OCO) are indexed too, from the
+list's audit entry, with the list's client order id (``list_cid``): their fills are then
+the fleet's when the fills are read, and an open leg no open position guards is reported.
+They are never in the set of orders not final: reconciliation follows them through their
+position (``resilience/exits.py`` ``repair``), not one by one.
+
 A final status is never replaced by a non-final one (an older answer seen late); the
 exchange's own answer replaces anything.
 
@@ -59,22 +65,41 @@ class Known:
     side: str
     status: str
     id: str = ""
+    #: How much of the order the exchange said was filled (None: no answer said).
+    filled: float | None = None
+    #: The client order id of the order list (OCO) this order is a leg of, if any.
+    list_cid: str = ""
 
     @property
     def final(self) -> bool:
         """Return True when the order can no longer change."""
         return is_final(self.status)
 
+    @property
+    def followed(self) -> bool:
+        """Return True when reconciliation asks about it by itself (not final, no list leg)."""
+        return not self.final and not self.list_cid
+
     def to_json(self) -> str:
         """Return the JSON stored in the index."""
         fields = {"symbol": self.symbol, "side": self.side, "status": self.status, "id": self.id}
-        return json.dumps({**fields, "at": time.time()})
+        extra = {"filled": self.filled, "list": self.list_cid}
+        return json.dumps({**fields, **extra, "at": time.time()})
 
     @classmethod
     def from_json(cls, cid: str, raw: bytes | str) -> Known:
         """Return the record stored under ``cid``."""
         data = json.loads(raw)
-        return cls(cid, data["symbol"], data["side"], data["status"], data.get("id") or "")
+        filled = data.get("filled")
+        return cls(
+            cid,
+            data["symbol"],
+            data["side"],
+            data["status"],
+            data.get("id") or "",
+            None if filled is None else float(filled),
+            data.get("list") or "",
+        )
 
 
 def merge(old: Known | None, new: Known, *, exchange_said: bool = False) -> Known:
@@ -90,12 +115,17 @@ def merge(old: Known | None, new: Known, *, exchange_said: bool = False) -> Know
         status = old.status
     if new.status == "unknown" and not exchange_said:
         status = old.status
+    filled = new.filled if new.filled is not None else old.filled
+    if not exchange_said and None not in (new.filled, old.filled):
+        filled = max(float(new.filled or 0.0), float(old.filled or 0.0))
     return Known(
         new.cid,
         new.symbol or old.symbol,
         new.side or old.side,
         status,
         new.id or old.id,
+        filled,
+        new.list_cid or old.list_cid,
     )
 
 
@@ -104,13 +134,44 @@ def from_order(order: Mapping[str, Any], symbol: str = "") -> Known | None:
     cid = str(order.get("clientOrderId") or "")
     if not cid or order.get("status") == "simulated":
         return None
+    filled = order.get("filled")
     return Known(
         cid,
         str(order.get("symbol") or symbol),
         str(order.get("side") or ""),
         normal_status(order.get("status")),
         str(order.get("id") or ""),
+        None if filled is None else float(filled),
     )
+
+
+def legs_from_audit(
+    entry: Mapping[str, str], exchange: str, claim: Mapping[str, Any] | None
+) -> list[Known]:
+    """Return the legs of the order list (OCO) one ``orders:audit`` entry placed, if any.
+
+    The legs are read from the gate's settled claim of the list (its answer: Binance's list
+    report, ``orders`` with each leg's ``orderId`` and ``clientOrderId``).
+    """
+    if entry.get("exchange") != exchange or entry.get("mode") == "paper":
+        return []
+    if "/orderList" not in entry.get("endpoint", "") or entry.get("outcome") not in PLACED:
+        return []
+    listed = ((claim or {}).get("answer") or {}).get("order") or {}
+    if not isinstance(listed, dict) or not entry.get("client_order_id"):
+        return []
+    return [
+        Known(
+            str(leg["clientOrderId"]),
+            entry.get("symbol", ""),
+            entry.get("side", ""),
+            "open",
+            str(leg.get("orderId") or ""),
+            list_cid=entry["client_order_id"],
+        )
+        for leg in listed.get("orders") or []
+        if isinstance(leg, dict) and leg.get("clientOrderId")
+    ]
 
 
 def from_audit(
@@ -140,8 +201,25 @@ def from_audit(
     if known is not None and known.cid == cid:
         # the claim's order is the create's answer; a later cancel's entry knows better
         status = status if status != "unknown" else known.status
-        return Known(cid, known.symbol, known.side, status, known.id)
+        return Known(cid, known.symbol, known.side, status, known.id, known.filled)
     return Known(cid, entry.get("symbol", ""), entry.get("side", ""), status)
+
+
+def legs_of(symbol: str, done: Mapping[str, Any]) -> list[Known]:
+    """Return the records of the legs a protection repair read from the exchange (its
+    ``legs``: ``resilience/exits.py`` ``repair``)."""
+    return [
+        Known(
+            str(leg["client_order_id"]),
+            symbol,
+            "sell",
+            normal_status(leg.get("status")),
+            str(leg.get("id") or ""),
+            float(leg.get("filled") or 0.0),
+            str(done.get("list") or ""),
+        )
+        for leg in done.get("legs") or []
+    ]
 
 
 def symbol_of_key(key: str) -> str:
@@ -190,10 +268,10 @@ class OrderIndex:
                 continue
             changed.append(record)
             pipe.hset(self.orders_key, cid, record.to_json())
-            if record.final:
-                pipe.srem(self.pending_key, cid)
-            else:
+            if record.followed:
                 pipe.sadd(self.pending_key, cid)
+            else:
+                pipe.srem(self.pending_key, cid)
             if record.id:
                 pipe.hset(self.ids_key, record.id, cid)
         if changed:
@@ -253,14 +331,11 @@ class OrderIndex:
                 (i.decode(), {k.decode(): v.decode() for k, v in e.items()}) for i, e in page
             ]
             claims = await self._claims(e.get("client_order_id", "") for _, e in entries)
-            news = [
-                known
-                for _, e in entries
-                for known in [
-                    from_audit(e, self.exchange, claims.get(e.get("client_order_id", "")))
-                ]
-                if known is not None
-            ]
+            news: list[Known] = []
+            for _, e in entries:
+                claim = claims.get(e.get("client_order_id", ""))
+                known = from_audit(e, self.exchange, claim)
+                news += [known] if known is not None else legs_from_audit(e, self.exchange, claim)
             changed += await self.learn(news)
             cursor = entries[-1][0]
             await self.redis.hset(self.cursor_key, "audit", cursor)

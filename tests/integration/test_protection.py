@@ -230,3 +230,67 @@ def test_two_workers_closing_one_position_at_once_sell_it_once(
     sold = [e for e in exits_audited(redis_client, namespace) if e["outcome"] == "paper"]
     assert len(sold) == 1, sold
     assert first is not None and (second is None or second["id"] == first["id"])
+
+
+def all_lists(url: str) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        ex = ccxt_client(url)
+        try:
+            found: list[dict[str, Any]] = await ex.privateGetAllOrderList()
+            return found
+        finally:
+            await ex.close()
+
+    return asyncio.run(read())
+
+
+def protect_here(config: dict[str, Any], client: redis.Redis) -> Any:
+    """Protect the ledger's ETH position from this process (as the watch or a reconcile)."""
+    from core.config import AppConfig
+    from resilience import ResilientAPIClient
+    from resilience.exits import protect
+
+    async def call() -> Any:
+        api = ResilientAPIClient(client, AppConfig.model_validate(config))
+        try:
+            return await protect(api, "binance", SYMBOL)
+        finally:
+            await api.close()
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize(
+    ("kind", "seconds"),
+    [("response_lost", 0.2), ("reset", 0.1), ("hang", 3.5)],  # hang: past the 3 s read timeout
+)
+def test_an_oco_whose_outcome_is_unknown_is_looked_up_by_its_list_id_before_any_resend(
+    namespace: str, redis_client: redis.Redis, kind: str, seconds: float
+) -> None:
+    ledger = Ledger(redis_client, KeySpace(namespace))
+    with running_sandbox(starting_balances={"USDT": 100000, "ETH": 1}) as sb:
+        config = settings(sb.url, namespace)
+        price = eth_price(config, redis_client)
+        plan = PlanRef("unknown-oco", price * 0.97, price * 1.05, "4h")
+        fill = Fill(f"cai-unknown-oco-{kind}", "buy", 0.01, price)
+        ledger.apply_fill("binance", SYMBOL, fill, plan=plan, mode="sandbox")
+        oco = "POST /api/v3/orderList/oco"
+        admin(
+            sb.url,
+            "faults",
+            "PUT",
+            [{"kind": kind, "seconds": seconds, "count": 1, "endpoint": oco}],
+        )
+        how = protect_here(config, redis_client)
+        while sum(sb.sandbox.in_flight.values()):  # a hung request is answered late
+            time.sleep(0.1)
+        lists = all_lists(sb.url)
+        counts = admin(sb.url, "stats")["requests_by_endpoint"]
+    position = ledger.position("binance", SYMBOL)
+    assert how is not None and how["kind"] == "exchange", how
+    assert position is not None and position.protection == {**position.protection, **how}
+    assert [x["listClientOrderId"] for x in lists] == how["order_ids"][:1], lists
+    # found by its list client order id: never sent again when the first one made it
+    if kind == "response_lost":
+        assert counts[oco] == 1, counts
+    assert counts["GET /api/v3/orderList"] >= 2, "looked up before sending and after the fault"
