@@ -3,7 +3,9 @@ of symbols x walk-forward windows x seeds, in this process or on the Celery flee
 
 This package imports no Celery (pyproject's import contract): ``--fleet`` runs through the
 :class:`~backtest.grid.FleetRunner` the ``crypto-ai`` command hands to :func:`make_app`
-(``workers/grid.py``); ``python -m backtest.cli`` has none and says so.
+(``workers/grid.py``); ``python -m backtest.cli`` has none and says so. With ``--llm``, a
+single run keeps one record file; a grid keeps a directory of them, one per cell
+(``backtest/grid_records.py``), which the command creates before any cell runs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ PROGRESS_STEP = 0.1
 FLEET_TIMEOUT = 1800.0
 #: The record of LLM answers in --out when --llm is given without --llm-record.
 LLM_RECORD = "llm_record.jsonl"
+#: A grid's directory of records (one per cell) in --out, when --llm-record is not given.
+LLM_RECORDS = "llm_records"
 
 
 def _ms(text: str | None, name: str) -> int | None:
@@ -89,11 +93,19 @@ class Options:
     llm_record: Path | None = None
 
     @property
+    def grid(self) -> bool:
+        """Return whether this is a grid (``--symbols`` or ``--fleet``), not one replay."""
+        return self.symbols is not None or self.fleet
+
+    @property
     def record(self) -> Path | None:
-        """Return the record of LLM answers (None: no --llm): --llm-record, or in --out."""
+        """Return the record of LLM answers (None: no --llm): --llm-record, or in --out;
+        for a grid, the directory of its cells' records."""
         if self.llm_record is not None:
             return self.llm_record
-        return self.out / LLM_RECORD if self.llm else None
+        if not self.llm:
+            return None
+        return self.out / (LLM_RECORDS if self.grid else LLM_RECORD)
 
 
 def make_app(fleet: FleetRunner | None = None, connect: Connect | None = None) -> typer.Typer:
@@ -153,7 +165,10 @@ def make_app(fleet: FleetRunner | None = None, connect: Connect | None = None) -
             Path | None,
             typer.Option(
                 "--llm-record",
-                help=f"LLM answers to replay and add to (default: OUT/{LLM_RECORD}); implies --llm",
+                help=(
+                    f"LLM answers to replay and add to (default: OUT/{LLM_RECORD}; a grid: a "
+                    f"directory, one file per cell, default OUT/{LLM_RECORDS}); implies --llm"
+                ),
             ),
         ] = None,
     ) -> None:
@@ -187,9 +202,7 @@ def run(opts: Options, fleet: FleetRunner | None, connect: Connect | None = None
         end_ms=_ms(opts.end, "--end"),
         limits=_limits(opts.config),
     )
-    if opts.fleet and opts.record is not None:
-        _fail("--llm runs in this process only: a --fleet grid's cells replay the rules")
-    if opts.symbols is not None or opts.fleet:
+    if opts.grid:
         _grid(opts, source, settings, names, fleet, connect)
     else:
         _single(opts, source, settings, connect)
@@ -243,11 +256,13 @@ class _Source:
 
 
 def _single(opts: Options, source: _Source, settings: Settings, connect: Connect | None) -> None:
-    from backtest.grid import variants
     from backtest.metrics import summary
     from backtest.replay import replay
     from backtest.report import FILES, write
+    from backtest.variants import variants
 
+    if opts.record is not None:
+        _directory(opts.record.parent, "--llm-record")
     candles = source.candles(0)
     items = _news(opts.news)
     with _strategy(opts, connect) as strategy:
@@ -294,11 +309,25 @@ def _say_llm(usage: dict[str, Any] | None) -> None:
     if usage is None:
         return
     cost = "no price configured" if usage["cost"] is None else f"cost {usage['cost']:.4f}"
+    where = (
+        f"record {usage['record']}"
+        if "record" in usage
+        else f"records in {usage['records']} (one per cell)"
+    )
     typer.echo(
         f"llm: {usage['requests']} requests, {usage['recorded']} answers recorded, "
-        f"{usage['replayed']} replayed at no cost; {usage['tokens']:,} tokens ({cost}); "
-        f"record {usage['record']}"
+        f"{usage['replayed']} replayed at no cost; {usage['tokens']:,} tokens ({cost}); {where}"
     )
+
+
+def _directory(path: Path, option: str, note: str = "") -> None:
+    """Create ``path`` (and its parents) or stop with one line saying why it cannot be."""
+    if path.exists() and not path.is_dir():
+        _fail(f"{option}: {path} is a file, not a directory{note}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"{option}: cannot create {path}: {exc.strerror or exc}")
 
 
 def _news(path: Path | None) -> list[NewsItem]:
@@ -374,8 +403,10 @@ def _grid(  # noqa: PLR0917 - one grid run's whole description
     if opts.fleet and fleet is None:
         _fail("--fleet runs from the crypto-ai command (it holds the fleet's Celery app)")
     items = _news(opts.news)
+    if opts.record is not None:
+        _directory(opts.record, "--llm-record", ": a grid keeps one record per cell in it")
     where: dict[str, Any] = {"files": source.paths, "synthetic": source.synthetic}
-    where.update(llm_record=opts.record, llm_config=opts.config)
+    where.update(llm_records=opts.record, llm_config=opts.config)
     cells = _or_fail(
         lambda: plan(
             names, windows=opts.walk_forward, seeds=opts.seeds, settings=settings,
@@ -390,15 +421,21 @@ def _grid(  # noqa: PLR0917 - one grid run's whole description
         err=True,
     )
     outcomes = _run_cells(opts, cells, fleet) if opts.fleet else run_here(cells, _Lines(), connect)
+    llm = None
+    if opts.record is not None:
+        # the assumption's words: where each cell's answers are and which sampling it replays
+        llm = {"record": f"{opts.record}/<symbol>_w<window>_s<seed>.jsonl (one per cell)"}
+        llm["sampling"] = "the cell's seed"
     gathered = gather(
         outcomes,
         ran=ran,
         random=random_note(source.synthetic is not None, llm=opts.record is not None),
-        assumptions=assumptions_for(settings, news=len(items)),
+        assumptions=assumptions_for(settings, news=len(items), llm=llm),
     )
     write_grid(gathered, opts.out)
     for symbol, block in gathered["symbols"].items():
         typer.echo(f"{symbol}: {block['cells']} cells, {_spread_text(block['spread'])}")
+    _say_llm(gathered.get("llm"))
     typer.echo(f"wrote {', '.join(GRID_FILES)} to {opts.out}")
     if gathered["failed"]:
         typer.echo(f"{len(gathered['failed'])} of {len(cells)} cells failed:", err=True)

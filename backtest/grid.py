@@ -13,6 +13,12 @@ A window cell replays what :func:`backtest.replay.walk_forward` replays for that
 (the candles up to the window's end, the span cut to the window); a cell without a window
 replays the whole span. A cell that fails is an :class:`Outcome` with its one-line error:
 :func:`gather` lists it by name and leaves it out of every spread, never drops it.
+
+With ``--llm`` each cell of a grid has a record of its own in one directory
+(``backtest/grid_records.py``), replays (or asks and records) sampling ``seed`` of every
+answer, and returns its ``llm`` usage; :func:`gather` adds them up. The LLM it asks is the
+one its process holds: in this process the one ``connect`` builds from the cell's config,
+on a fleet worker the worker's own (:class:`~backtest.llm_replay.HostLLM`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from pydantic import ValidationError
 from agents.types import Candle, NewsItem
 from backtest import data as data_lib
 from backtest.data import DataError
-from backtest.llm_replay import Connect, llm_strategy
+from backtest.grid_records import check_record, record_file, totals
+from backtest.llm_replay import Connect, HostLLM, llm_strategy
 from backtest.metrics import spread, summary
 from backtest.replay import Result, Settings, Strategy, base_step, replay, rules, windows
 from core.config import RiskLimits
@@ -61,7 +68,8 @@ class Cell:
     walk: int = 0
     news: str | None = None
     news_digest: str | None = None
-    #: The record of LLM answers (``backtest.llm_record``) and the config naming the LLM;
+    #: The cell's record of LLM answers (``backtest.llm_record``; in a grid, its own file)
+    #: and the config naming the LLM in this process (a fleet worker asks its own LLM);
     #: no record: the rules replay. A cell replays (or asks) sampling ``seed`` of each answer.
     llm_record: str | None = None
     llm_config: str | None = None
@@ -148,15 +156,21 @@ def plan(
     synthetic: int | None = None,
     news: Path | None = None,
     llm_record: Path | None = None,
+    llm_records: Path | None = None,
     llm_config: Path | None = None,
 ) -> list[Cell]:
     """Return the grid's cells: per symbol, per seed, per window (or the whole span).
 
     ``files`` gives each symbol's candle file; ``synthetic`` instead replays seeded walks,
     the walk of seed k of the i-th symbol being ``i * seeds + k`` (one symbol: walk k).
+    With an LLM, ``llm_record`` is one record every cell shares (a single run's windows and
+    seeds, run one after the other) or ``llm_records`` a directory holding one record per
+    cell (:func:`~backtest.grid_records.record_file`).
     """
     if (files is None) == (synthetic is None):
         raise ValueError("a grid takes candle files or synthetic bars, not both or neither")
+    if llm_record is not None and llm_records is not None:
+        raise ValueError("a grid's cells share one LLM record or have one each, not both")
     if windows < 0 or seeds < 1:
         raise ValueError("--walk-forward takes 0 or more windows and --seeds 1 or more")
     news_at = str(news.resolve()) if news is not None else None
@@ -175,8 +189,25 @@ def plan(
         for seed in range(seeds):
             for window in range(1, windows + 1) if windows else [None]:
                 walk = i * seeds + seed
-                out.append(dataclasses.replace(first, seed=seed, window=window, walk=walk))
+                own = None
+                if llm_records is not None:
+                    own = str(record_file(llm_records.resolve(), symbol, window, seed))
+                cell = dataclasses.replace(first, seed=seed, window=window, walk=walk)
+                out.append(cell if own is None else dataclasses.replace(cell, llm_record=own))
+    if llm_records is not None:
+        _distinct_records(out)
     return out
+
+
+def _distinct_records(cells: Sequence[Cell]) -> None:
+    """Raise ValueError if two cells would append to one record (``A/B`` and ``A-B``)."""
+    seen: dict[str | None, str] = {}
+    for cell in cells:
+        other = seen.setdefault(cell.llm_record, cell.name)
+        if other != cell.name:
+            raise ValueError(
+                f"{other} and {cell.name} would share the LLM record {cell.llm_record}"
+            )
 
 
 def random_note(synthetic: bool, *, llm: bool = False) -> str:
@@ -253,26 +284,35 @@ def window_replay(
 
 
 @contextlib.contextmanager
-def strategy_of(cell: Cell, connect: Connect | None = None) -> Iterator[Strategy]:
-    """Yield the cell's strategy: the rules, or the LLM ladder over its record."""
+def strategy_of(
+    cell: Cell, connect: Connect | None = None, host: HostLLM | None = None
+) -> Iterator[Strategy]:
+    """Yield the cell's strategy: the rules, or the LLM ladder over its record (sampling
+    ``seed``), asking ``host``'s LLM when given, else the one ``connect`` builds from the
+    cell's config. RecordError if the record's directory is not here or not writable."""
     if cell.llm_record is None:
         yield rules
         return
     config = None if cell.llm_config is None else Path(cell.llm_config)
     record = Path(cell.llm_record)
-    with llm_strategy(record, config=config, sampling=cell.seed, connect=connect) as strategy:
+    check_record(record)
+    with llm_strategy(
+        record, config=config, sampling=cell.seed, connect=connect, host=host
+    ) as strategy:
         yield strategy
 
 
-def run_cell(cell: Cell, connect: Connect | None = None) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, connect: Connect | None = None, host: HostLLM | None = None
+) -> dict[str, Any]:
     """Return the cell's name, window, seed and figures (summary.json's, no assumptions);
-    with an LLM record, its ``llm`` usage too."""
+    with an LLM record, its ``llm`` usage too (``host``, ``connect``: :func:`strategy_of`)."""
     candles = candles_of(cell)
     settings = settings_of(cell)
     news: Sequence[NewsItem] = ()
     if cell.news is not None and cell.news_digest is not None:
         news = _news_items(cell.news, cell.news_digest)
-    with strategy_of(cell, connect) as strategy:
+    with strategy_of(cell, connect, host) as strategy:
         if cell.window is None:
             result = replay(candles, settings, news=news, strategy=strategy)
         else:
@@ -357,10 +397,11 @@ def entry(outcome: Outcome) -> dict[str, Any]:
 def gather(
     outcomes: Sequence[Outcome], *, ran: str, random: str, assumptions: list[str]
 ) -> dict[str, Any]:
-    """Return the grid's summary: every cell, per symbol, the spreads, the failed cells."""
+    """Return the grid's summary: every cell, per symbol, the spreads, the failed cells;
+    with an LLM, ``llm``: the cells' usage added up (:func:`~backtest.grid_records.totals`)."""
     symbols = list(dict.fromkeys(o.cell.symbol for o in outcomes))
     failed = [{"cell": o.cell.name, "error": o.error} for o in outcomes if o.figures is None]
-    return {
+    gathered: dict[str, Any] = {
         "grid": {
             "symbols": symbols,
             "walk_forward": outcomes[0].cell.windows if outcomes else 0,
@@ -374,59 +415,10 @@ def gather(
         "symbols": {s: _per_symbol([o for o in outcomes if o.cell.symbol == s]) for s in symbols},
         "cells": [entry(o) for o in outcomes],
         "failed": failed,
-        "assumptions": assumptions,
     }
-
-
-def variants(
-    settings: Settings,
-    main: dict[str, Any],
-    *,
-    windows: int,
-    seeds: int,
-    progress: Progress,
-    files: Mapping[str, Path] | None = None,
-    synthetic: int | None = None,
-    news: Path | None = None,
-    llm_record: Path | None = None,
-    llm_config: Path | None = None,
-    connect: Connect | None = None,
-) -> dict[str, Any]:
-    """Return a single run's ``windows``/``windows_spread`` and ``seeds`` blocks.
-
-    ``main`` is the figures of seed 0's whole span (the replay made already). Every other
-    window and seed is a cell run here, so a single run and a grid give the same figures.
-    """
-    where: dict[str, Any] = {"files": files, "synthetic": synthetic, "news": news}
-    where.update(llm_record=llm_record, llm_config=llm_config)
-    todo = plan([settings.symbol], windows=windows, seeds=seeds, settings=settings, **where)
-    if not windows:
-        todo = todo[1:]  # seed 0's whole span is ``main``
-    elif seeds > 1:
-        todo += plan([settings.symbol], windows=0, seeds=seeds, settings=settings, **where)[1:]
-    found: dict[tuple[int, int | None], dict[str, Any]] = {(0, None): main}
-    for n, cell in enumerate(todo, start=1):
-        found[cell.seed, cell.window] = measured(run_cell(cell, connect))
-        progress.done(Outcome(cell, figures=found[cell.seed, cell.window]), n, len(todo))
-    per_seed = [[found[s, k] for k in range(1, windows + 1)] for s in range(seeds)]
-    extra: dict[str, Any] = {}
-    if windows:
-        extra["windows"] = per_seed[0]
-        extra["windows_spread"] = spread(per_seed[0])
-    if seeds > 1:
-        runs = [{"seed": s, **found[s, None]} for s in range(seeds)]
-        for s, run in enumerate(runs):
-            if windows:
-                run["windows"], run["windows_spread"] = per_seed[s], spread(per_seed[s])
-        extra["seeds"] = {
-            "random": random_note(synthetic is not None, llm=llm_record is not None),
-            "runs": runs,
-            "spread": spread([found[s, None] for s in range(seeds)]),
-        }
-        if windows:
-            extra["seeds"]["windows"] = [
-                {"window": k, "start": first["start"], "end": first["end"],
-                 "spread": spread([per_seed[s][k - 1] for s in range(seeds)])}
-                for k, first in enumerate(per_seed[0], start=1)
-            ]  # fmt: skip
-    return extra
+    records = [Path(o.cell.llm_record) for o in outcomes if o.cell.llm_record is not None]
+    if records:
+        usages = [o.figures["llm"] for o in outcomes if o.figures and "llm" in o.figures]
+        gathered["llm"] = totals(usages, records[0].parent)
+    gathered["assumptions"] = assumptions
+    return gathered

@@ -91,7 +91,9 @@ class Entry:
 
 
 class RecordError(ValueError):
-    """A record file with a line that is not an entry (other than a torn last line)."""
+    """A record that cannot be used: a line that is not an entry (other than a torn last
+    line), or, for a grid cell, a record this process cannot see or write where the grid
+    put it (``backtest/grid.py``)."""
 
 
 class Record:

@@ -11,10 +11,13 @@ Every question goes through a :class:`Record`, keyed by the prompt's hash, the d
 and the sampling index:
 
 - in the record: the answer is served from it, with no request (``replayed``);
-- not in it, an LLM configured: it is asked through the port the composition root connects
-  (``crypto-ai backtest``: the fleet's adapter, ``llm/openai_compatible.py``, without the
-  fleet's Redis limiter, like ``crypto-ai llm check``) and written to the record with the
-  model and the tokens the server reported (``llm.usage`` events, ``llm/usage.py``). An
+- not in it, an LLM configured: it is asked through the port the composition root hands in
+  and written to the record with the model and the tokens the server reported
+  (``llm.usage`` events, ``llm/usage.py``). In ``crypto-ai backtest`` that port is the
+  fleet's adapter (``llm/openai_compatible.py``) without the fleet's Redis limiter, like
+  ``crypto-ai llm check`` (``connect``); in a grid cell on a fleet worker it is the worker's
+  own adapter, behind the fleet's shared LLM limiter, run on the worker's event loop
+  (:class:`HostLLM`). An
   answer off the schema or cut at the length limit is recorded as that failure, so a rerun
   falls to the rules the same way, for the same reason, at no cost;
 - not in it and no LLM configured: the rules answer, and the decision says why.
@@ -33,11 +36,11 @@ import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -62,7 +65,10 @@ from backtest.replay import Decided, Moment
 from core import events
 from core.config import LLMConfig
 
-__all__ = ["Connect", "Entry", "LLMStrategy", "Record", "RecordError", "llm_strategy"]
+__all__ = [
+    "Connect", "Entry", "HostLLM", "LLMStrategy", "Record", "RecordError", "Runner",
+    "llm_strategy",
+]  # fmt: skip
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -156,12 +162,35 @@ def _run(coro: Coroutine[Any, Any, R]) -> R:
     return asyncio.run_coroutine_threadsafe(coro, _loop[0]).result()
 
 
+class Runner(Protocol):
+    """Runs a coroutine to its end from synchronous code and returns its result."""
+
+    def __call__(self, coro: Coroutine[Any, Any, R], /) -> R:
+        """Return ``coro``'s result (raise what it raised)."""
+        ...
+
+
+@dataclass(frozen=True)
+class HostLLM:
+    """The LLM of the process a replay runs in, already built: its ``llm`` config, its port
+    (None: no LLM configured) and the runner of its event loop.
+
+    A fleet worker hands its own (``tasks/backtest.py``): the adapter behind the fleet's
+    Redis-shared LLM limiter, on the worker's loop, where the adapter's connections live.
+    """
+
+    config: LLMConfig
+    port: LLMPort | None
+    run: Runner
+
+
 class LLMStrategy:
     """The replay's strategy with the live LLM ladder and a record of its answers.
 
     ``port`` is the LLM (None: only recorded answers, the rules otherwise); ``sampling``
     picks which of K recorded samplings of every answer this run replays or asks; ``priced``
-    says a price is configured, so a run that asks nothing costs 0 rather than None.
+    says a price is configured, so a run that asks nothing costs 0 rather than None; ``run``
+    runs each decision's coroutine (None: on this process's backtest loop, :func:`_run`).
     Use it as a context manager (or call :meth:`close`): it counts the LLM's calls until then.
     """
 
@@ -173,10 +202,12 @@ class LLMStrategy:
         sampling: int = 0,
         model: str | None = None,
         priced: bool = False,
+        run: Runner | None = None,
     ) -> None:
         if sampling < 0:
             raise ValueError(f"sampling {sampling} is not 0 or more")
         self.record, self.port, self.sampling, self.model = record, port, sampling, model
+        self._runner: Runner = run or _run
         self._counts: dict[str, Any] = dict.fromkeys(
             (
                 "requests", "failed", "unmetered", "recorded", "replayed", "fallbacks",
@@ -194,7 +225,7 @@ class LLMStrategy:
 
     def __call__(self, moment: Moment) -> Decided:
         """Return the plan for ``moment`` and the rung of each agent (module docstring)."""
-        return _run(self.decide(moment))
+        return self._runner(self.decide(moment))
 
     def tally(self) -> LLMTally:
         """Return the requests, recorded and replayed answers and tokens counted so far."""
@@ -417,7 +448,7 @@ def _plus(total: float | None, more: float | None) -> float | None:
 
 
 #: Build the LLM port from the ``llm`` config: the composition root's (``workers/cli.py``
-#: hands ``llm.openai_compatible.OpenAICompatibleLLM``; a fleet worker may hand its own).
+#: hands ``workers.grid.connect_llm``, the adapter without the fleet's limiter).
 Connect = Callable[[LLMConfig], LLMPort]
 
 
@@ -428,27 +459,33 @@ def llm_strategy(
     sampling: int = 0,
     env: Mapping[str, str] | None = None,
     connect: Connect | None = None,
+    host: HostLLM | None = None,
 ) -> LLMStrategy:
     """Return the LLM strategy over the record at ``record`` (created on the first answer).
 
-    The LLM is ``config``'s ``llm`` (None: $CRYPTO_AI_CONFIG or ./config.yaml; ``env`` is
-    the environment it reads, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` among it, None:
-    the process's), built by ``connect``. No LLM configured: only recorded answers, the
-    rules otherwise. Raises ConfigError for a config that does not validate, RecordError
-    for a bad record, ValueError for an LLM configured with nothing to ``connect`` it.
+    The LLM is ``host``'s when given (``config`` and ``env`` are then not read); otherwise
+    ``config``'s ``llm`` (None: $CRYPTO_AI_CONFIG or ./config.yaml; ``env`` is the
+    environment it reads, ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` among it, None: the
+    process's), built by ``connect``. No LLM configured: only recorded answers, the rules
+    otherwise. Raises ConfigError for a config that does not validate, RecordError for a
+    bad record, ValueError for an LLM configured with nothing to ``connect`` it.
     """
     from core.config_loader import load_config
 
-    llm = load_config(config, env).llm
+    llm = host.config if host is not None else load_config(config, env).llm
+    run = host.run if host is not None else None
     store = Record(record)
     len(store)  # a bad record stops the run before its first question
-    if not llm.configured:
-        return LLMStrategy(store, None, sampling=sampling)
-    if connect is None:
-        raise ValueError(
-            "an LLM is configured but this command cannot connect to it (the replay's package "
-            "imports no network client): run crypto-ai backtest, or replay a record without an "
-            "LLM configured"
-        )
+    port = host.port if host is not None else None
+    if not llm.configured or (host is not None and port is None):
+        return LLMStrategy(store, None, sampling=sampling, run=run)
+    if port is None:
+        if connect is None:
+            raise ValueError(
+                "an LLM is configured but this command cannot connect to it (the replay's "
+                "package imports no network client): run crypto-ai backtest, or replay a "
+                "record without an LLM configured"
+            )
+        port = connect(llm)
     priced = llm.price_per_1k_tokens is not None
-    return LLMStrategy(store, connect(llm), sampling=sampling, model=llm.model, priced=priced)
+    return LLMStrategy(store, port, sampling=sampling, model=llm.model, priced=priced, run=run)

@@ -4,8 +4,14 @@
 A cell is small JSON (``backtest/grid.py``): a worker loads the cell's candles itself, from
 the file at the path the planner saw (checked by its SHA-256) or from the seeded synthetic
 walk, so no candle travels in a message. Cells go to ``low`` (``tasks/routing.py``): a grid
-never delays execution, analysts or strategy. A cell is pure (a replay of files), so a
-redelivery under ``acks_late`` computes the same figures again.
+never delays execution, analysts or strategy. A rules cell is pure (a replay of files),
+so a redelivery under ``acks_late`` computes the same figures again.
+
+An ``--llm`` cell asks the worker's own LLM (``tasks.context``: the adapter behind the
+fleet's Redis-shared LLM limiter and daily budget, on the worker's event loop), never one
+of its own, and appends to its own record file in the grid's record directory, which must
+be at the same path on every worker; a redelivered cell replays what it recorded before and
+asks only the rest.
 
 Why a group polled from the caller, not a chord: a chord's body runs once every cell has
 succeeded; with one failed cell Celery hands the body a ChordError only after all the other
@@ -26,6 +32,8 @@ from celery import Task, group, shared_task, states
 from celery.exceptions import TimeoutError as ResultTimeoutError
 
 from backtest.grid import Cell, Outcome, Progress, failure_line, run_cell
+from backtest.llm_replay import HostLLM
+from tasks import context
 from tasks.runs import release
 
 #: How often the caller reads the cells' results.
@@ -39,15 +47,24 @@ def cell(self: Task, cell: dict[str, Any]) -> dict[str, Any]:
     """Replay one grid cell; return its figures, the worker and the queue it ran on.
 
     Bad data (a file that differs from the planned one, a bad row, too few bars for the
-    windows) fails the task with that error: an expected failure, logged without a traceback.
+    windows, an LLM record this worker cannot see or write) fails the task with that error:
+    an expected failure, logged without a traceback.
     """
-    figures = run_cell(Cell.from_json(cell))
+    item = Cell.from_json(cell)
+    figures = run_cell(item, host=_worker_llm() if item.llm_record is not None else None)
     delivery = self.request.delivery_info or {}
     return {
         "figures": figures,
         "worker": self.request.hostname,
         "queue": delivery.get("routing_key") or "unknown",
     }
+
+
+def _worker_llm() -> HostLLM:
+    """Return this worker's LLM for a cell: its config's ``llm``, its adapter (behind the
+    fleet's limiter), and its event loop to run the cell's questions on."""
+    rt = context.current()
+    return HostLLM(config=rt.config().llm, port=rt.llm(), run=rt.run_async)
 
 
 def _outcome(item: Cell, meta: dict[str, Any]) -> Outcome:

@@ -5,6 +5,10 @@ process's runtime (its Redis: the config's, ``$REDIS_URL``, or the embedded serv
 the shared tasks to the fleet's app; ``tasks.backtest.run_grid`` then sends the cells and
 waits. ``workers/cli.py`` hands :func:`run_on_fleet` to ``backtest.cli.make_app``, since the
 replay's package imports no Celery.
+
+The LLM: on the fleet, an ``--llm`` cell asks its worker's own LLM (``workers/runtime.py``
+``llm()``: the worker's config, behind the fleet's shared LLM limiter; ``tasks/backtest.py``
+hands it in); in this process the command asks the one :func:`connect_llm` builds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """``crypto-ai backtest --fleet``: a grid of symbols x windows x seeds as ``backtest.cell``
 tasks on real workers (on ``low``), gathered into one summary that matches the same grid
-run in this process; a failed cell is named at once, a cell nobody takes at the timeout."""
+run in this process; a failed cell is named at once, a cell nobody takes at the timeout.
+With ``--llm``, each cell asks its worker's own LLM behind the fleet's limiter and writes a
+record of its own; a rerun replays every cell at no cost, on the fleet or in this process."""
 
 from __future__ import annotations
 
@@ -93,3 +95,76 @@ def test_cells_no_worker_takes_are_each_reported_at_the_timeout(
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert [f["cell"] for f in summary["failed"]] == names
     assert summary["symbols"]["BTC/USDT"]["spread"] is None
+
+
+def cell_files(records: Path) -> dict[str, Path]:
+    """Return the record file of each cell of the 2 x 2 x 2 LLM grid, by cell name."""
+    return {
+        f"{symbol} window {k}/2 seed {s}": records / f"{symbol.replace('/', '-')}_w{k}_s{s}.jsonl"
+        for symbol in ("BTC/USDT", "ETH/USDT")
+        for s in (0, 1)
+        for k in (1, 2)
+    }
+
+
+def test_the_llm_grid_on_the_fleet_records_per_cell_then_replays_at_no_cost(
+    redis_client: redis.Redis, redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    from backtest.llm_record import Record
+    from tests.integration.fake_openai import FakeOpenAI
+    from tests.integration.test_backtest_llm import CASE, PLAN, config_file
+
+    records = tmp_path / "records"
+    args = [CLI, "backtest", "--synthetic", "100", "--symbols", "BTC/USDT,ETH/USDT"]
+    args += ["--walk-forward", "2", "--seeds", "2", "--llm", "--llm-record", str(records)]
+    limits = "  requests_per_minute: 100000\n  tokens_per_minute: 100000000\n"
+    with FakeOpenAI(profile="vllm") as server:
+        server.behaviour.by_schema = {"CaseAnswer": CASE, "PlanAnswer": PLAN}
+        # the workers read the fake server's URL from the config the fleet starts with
+        config = config_file(tmp_path, server.url, name="llm.yaml", more=limits)
+        with worker_fleet(redis_url, namespace, tmp_path, config=config) as fleet:
+            fleet.start("grid", queues="low", concurrency=2)
+
+            def grid(out: str, *more: str) -> dict[str, Any]:
+                done = subprocess.run(
+                    [*args, *more, "--out", str(tmp_path / out)],
+                    env=fleet.env(), capture_output=True, text=True, timeout=240,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                summary: dict[str, Any] = json.loads((tmp_path / out / "summary.json").read_text())
+                return summary
+
+            first = grid("first", "--fleet", "--timeout", "200")
+            asked = len(server.behaviour.requests)
+            pools = list(redis_client.scan_iter(match=f"{namespace}{{rl:llm}}:pool:*"))
+            again = grid("again", "--fleet", "--timeout", "200")
+            here = grid("here")  # this process, replaying the records the workers wrote
+        assert len(server.behaviour.requests) == asked  # the reruns asked the server nothing
+    assert asked > 0 and first["llm"]["requests"] == asked
+    # each cell asked through its worker's own adapter, behind the fleet's LLM limiter
+    assert pools
+    assert all(c["ran_on"].startswith("grid@") for c in first["cells"])
+    files = cell_files(records)
+    assert sorted(records.iterdir()) == sorted(files.values())
+    for cell in first["cells"]:
+        entries = Record(files[cell["cell"]]).entries()
+        assert entries and {e.sampling for e in entries} == {cell["seed"]}  # seed k: sampling k
+        assert cell["llm"]["recorded"] == len(entries) and cell["llm"]["record"] == str(
+            files[cell["cell"]]
+        )
+    assert sum(c["llm"]["requests"] for c in first["cells"]) == asked
+    assert first["llm"]["recorded"] == first["llm"]["requests"]
+    assert first["llm"]["tokens"] == sum(c["llm"]["tokens"] for c in first["cells"]) > 0
+    # the rerun replays every cell from its record: the same decisions, at no cost
+    assert again["llm"]["requests"] == 0 and again["llm"]["tokens"] == 0
+    assert again["llm"]["replayed"] == first["llm"]["recorded"]
+    assert again["llm"]["replayed_tokens"] == first["llm"]["tokens"]
+
+    def unpriced(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "llm"} for c in figures(cells)]
+
+    assert unpriced(again["cells"]) == unpriced(first["cells"])
+    # this process replaying the same records gives the fleet's figures, cell by cell
+    assert here["grid"]["ran"] == "this process"
+    assert figures(here["cells"]) == figures(again["cells"])
+    assert here["symbols"] == again["symbols"] and here["llm"] == again["llm"]

@@ -1,5 +1,6 @@
 """The grid in this process: walk-forward windows per seed, cells that replay exactly what the
-single run does, one gathered summary, and a failed cell named, never dropped."""
+single run does, one gathered summary, and a failed cell named, never dropped; with --llm,
+a record per cell, their usage added up, and a record directory that is not there named."""
 
 from __future__ import annotations
 
@@ -146,3 +147,91 @@ def test_a_failed_cell_is_named_and_the_rest_still_gathered(tmp_path: Path) -> N
         "BTC/USDT seed 0", "BTC/USDT seed 1",
     ]  # fmt: skip
     assert figures["symbols"]["ETH/USDT"]["failed"] == 2
+
+
+def test_an_llm_grid_keeps_a_record_per_cell_and_adds_up_their_usage(tmp_path: Path) -> None:
+    from backtest.cli import make_app
+    from backtest.llm_record import Record
+    from tests.unit.test_backtest_llm import FakePort
+
+    config = tmp_path / "llm.yaml"
+    config.write_text("llm:\n  base_url: http://127.0.0.1:9/v1\n  model: m\n")
+    ports: list[FakePort] = []
+
+    def connect(llm: Any) -> FakePort:
+        ports.append(FakePort())
+        return ports[-1]
+
+    args = ["--synthetic", "60", "--symbols", "BTC/USDT,ETH/USDT", "--walk-forward", "2"]
+    args += ["--seeds", "2", "--llm", "--config", str(config)]
+    app_ = make_app(None, connect)
+
+    def grid(out: str) -> dict[str, Any]:
+        done = CliRunner().invoke(app_, [*args, "--out", str(tmp_path / out)])
+        assert done.exit_code == 0, done.output
+        figures: dict[str, Any] = json.loads((tmp_path / out / "summary.json").read_text())
+        return figures
+
+    first = grid("o")
+    records = tmp_path / "o" / "llm_records"  # the default: a directory in --out
+    names = sorted(p.name for p in records.iterdir())
+    assert names == sorted(
+        f"{s}_w{k}_s{seed}.jsonl"
+        for s in ("BTC-USDT", "ETH-USDT")
+        for k in (1, 2)
+        for seed in (0, 1)
+    )
+    for cell in first["cells"]:
+        entries = Record(Path(cell["llm"]["record"])).entries()
+        assert len(entries) == cell["llm"]["recorded"] > 0
+        assert {e.sampling for e in entries} == {cell["seed"]}
+    asked = sum(len(p.calls) for p in ports)
+    assert first["llm"]["recorded"] == asked == sum(c["llm"]["recorded"] for c in first["cells"])
+    assert first["llm"]["cells"] == 8 and first["llm"]["records"] == str(records.resolve())
+    assert first["llm"]["fallbacks"] == sum(c["llm"]["fallbacks"] for c in first["cells"])
+    assert "(one per cell)" in " ".join(first["assumptions"])
+    # the same records replayed: no question asked, the same figures
+    again = CliRunner().invoke(
+        app_, [*args, "--llm-record", str(records), "--out", str(tmp_path / "a")]
+    )
+    assert again.exit_code == 0, again.output
+    assert "llm: 0 requests, 0 answers recorded" in again.output
+    assert sum(len(p.calls) for p in ports) == asked
+    replayed = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert replayed["llm"]["replayed"] == asked
+    strip = [{k: v for k, v in c.items() if k != "llm"} for c in first["cells"]]
+    assert [{k: v for k, v in c.items() if k != "llm"} for c in replayed["cells"]] == strip
+
+
+def test_an_llm_cell_whose_record_directory_is_not_here_fails_naming_it(tmp_path: Path) -> None:
+    from backtest.grid import HERE, run_here
+    from backtest.llm_record import RecordError
+
+    config = tmp_path / "none.yaml"
+    config.write_text("{}\n")
+    records = tmp_path / "records"  # the command creates it; a worker on another host has none
+    cells = plan(["BTC/USDT"], synthetic=60, windows=0, seeds=1, settings=SETTINGS,
+                 llm_records=records, llm_config=config)  # fmt: skip
+    with pytest.raises(RecordError, match="every worker needs the LLM record directory"):
+        run_cell(cells[0])
+
+    class Quiet:
+        def done(self, *_: Any) -> None: ...
+        def waiting(self, *_: Any) -> None: ...
+
+    (outcome,) = run_here(cells, Quiet())
+    assert outcome.ran_on == HERE and outcome.error is not None
+    assert outcome.error.startswith(f"failed: RecordError: {records}: no such LLM record directory")
+    records.mkdir()
+    assert run_cell(cells[0])["llm"]["sampling"] == 0
+    assert (records / "BTC-USDT_s0.jsonl").is_file()
+
+
+def test_an_llm_grid_refuses_records_two_cells_would_share(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="would share the LLM record"):
+        plan(["BTC/USDT", "BTC-USDT"], synthetic=60, windows=0, seeds=1, settings=SETTINGS,
+             llm_records=tmp_path)  # fmt: skip
+    (tmp_path / "file").write_text("")
+    args = ["--synthetic", "60", "--symbols", "BTC/USDT", "--llm-record", str(tmp_path / "file")]
+    done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert done.exit_code == 2 and "is a file, not a directory" in done.output

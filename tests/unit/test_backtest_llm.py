@@ -4,6 +4,7 @@ walk-forward window, and a rules-only replay that says nothing of an LLM."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -153,3 +154,31 @@ def test_an_llm_configured_with_nothing_to_connect_it_is_refused(tmp_path: Path)
     config.write_text("{}\n")
     with llm_strategy(tmp_path / "r.jsonl", config=config, env={}) as strategy:
         assert strategy.port is None
+
+
+def test_a_host_llm_is_asked_on_the_hosts_runner_and_no_config_is_read(tmp_path: Path) -> None:
+    from backtest.llm_replay import HostLLM
+    from core.config import LLMConfig
+
+    ran: list[str] = []
+
+    def runner(coro: Any) -> Any:
+        ran.append(coro.__qualname__)
+        return asyncio.run(coro)
+
+    port = FakePort()
+    llm = LLMConfig(base_url="http://127.0.0.1:9/v1", model="host-model", price_per_1k_tokens=1)
+    missing = tmp_path / "nowhere.yaml"  # read, it would stop the run: a host's LLM is its own
+    host = HostLLM(config=llm, port=port, run=runner)
+    with llm_strategy(tmp_path / "r.jsonl", config=missing, sampling=1, host=host) as strategy:
+        result = replay(synthetic(40, seed=1), SETTINGS, strategy=strategy)
+    assert ran == ["LLMStrategy.decide"] * len(result.decisions)
+    assert result.llm_usage is not None and result.llm_usage["recorded"] == len(port.calls) > 0
+    assert result.llm_usage["model"] == "host-model" and result.llm_usage["sampling"] == 1
+    assert result.llm_usage["cost"] == 0  # priced, and nothing was metered by a fake port
+    assert {e.sampling for e in Record(tmp_path / "r.jsonl").entries()} == {1}
+    # a host without an LLM: only the record's answers, the rules where it has none
+    bare = HostLLM(config=LLMConfig(), port=None, run=runner)
+    with llm_strategy(tmp_path / "other.jsonl", config=missing, host=bare) as strategy:
+        alone = replay(synthetic(40, seed=1), SETTINGS, strategy=strategy)
+    assert all("llm off: no llm.base_url" in d.fallback_reason for d in alone.decisions)
