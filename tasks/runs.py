@@ -10,6 +10,10 @@ as a ChordError only once every header task has finished, and the Redis backend 
 the chain's last task, so whoever waits for the chain would wait out its timeout. Every
 stage therefore carries an errback (``analysis.failed``) that fails the chain's last result
 with the run's recorded error (``tasks/failures.py``) as soon as the stage fails.
+
+A stage that can no longer run fails nothing: its message lost with Redis, never sent, or
+fetched by a worker that died. The waiters watch each chain's frontier (``tasks/stalls.py``)
+and report such a chain, naming the stage, about :data:`STALL_SECONDS` after it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from celery import chain, group, shared_task, states
@@ -27,12 +32,22 @@ from celery.result import AsyncResult, GroupResult
 
 from core.config import AppConfig
 from core.tracing import traceparent
-from tasks import agents, context, failures
+from tasks import agents, context, failures, stalls
 
 
 def new_run_id() -> str:
     """Return a sortable run id (UTC time plus a random suffix)."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+#: The tasks of a symbol's chain, stage by stage, as :func:`symbol_chain` builds it: what a
+#: waiter names a stage by (a name's first word is the task's).
+CHAIN_STAGES = (
+    ("news.collect", "market.snapshot"),
+    ("analysis.case long", "analysis.case short"),
+    ("strategy.decide",),
+    ("execution.execute",),
+)
 
 
 def symbol_chain(
@@ -158,8 +173,8 @@ class SymbolOutcome:
 #: How often a waiter looks at the chains' results (and their stages' every 8th time).
 POLL_SECONDS = 0.25
 _STAGES_EVERY = 8
-#: How long a chain may stand with a stage group finished and its next stage never sent
-#: (Redis answering all along) before a waiter reports it stopped; see :func:`_unsent_stage`.
+#: How long a chain's next stage may be out of every queue, held by no live worker, with
+#: Redis answering, before a waiter reports the chain stopped there (``tasks/stalls.py``).
 STALL_SECONDS = 20.0
 
 
@@ -168,8 +183,11 @@ def wait_submitted(result: Any, timeout: float) -> list[SymbolOutcome]:
 
     Waits until every chain has ended (a failed stage ends its chain at once; so does a
     stage revoked or cancelled for good) or the timeout has passed; a chain still running
-    then is reported as such. The results are polled, not subscribed to, so a Redis
-    restart while waiting only delays the answer; Redis still away at the timeout raises
+    then is reported as such. A chain whose next stage no worker will run (its message
+    lost with Redis, never sent, or fetched by a worker that died) is reported stopped in
+    that stage about :data:`STALL_SECONDS` after it stopped; so is a lost submission. The
+    results are polled, not subscribed to, so a Redis restart while waiting only delays
+    the answer; Redis still away at the timeout raises
     :class:`~celery.exceptions.TimeoutError` with one line saying so.
     """
     deadline = time.monotonic() + timeout
@@ -177,7 +195,8 @@ def wait_submitted(result: Any, timeout: float) -> list[SymbolOutcome]:
     try:
         sent = _poll_value(result, deadline)
         runs = _poll_group(result, sent["group"], deadline)
-        ended = _poll_chains(result.backend, runs.results, deadline)
+        exchanges = [exchange for exchange, _ in sent["symbols"]]
+        ended = _poll_chains(result.backend, runs.results, deadline, exchanges)
         return [
             _outcome(child, sent["run_id"], exchange, symbol, timeout, stopped=ended.get(child.id))
             for child, (exchange, symbol) in zip(runs.results, sent["symbols"], strict=True)
@@ -202,17 +221,32 @@ class _Away:
 
 
 def _poll_value(result: AsyncResult, deadline: float) -> Any:
-    """Return ``result``'s value once ready (raising its error), polling through outages."""
+    """Return ``result``'s value once ready (raising its error), polling through outages.
+
+    A submission no worker will run (see :func:`wait_submitted`) raises
+    :class:`~tasks.failures.StageFailedError` saying so.
+    """
     away = _Away(result.backend)
+    locator = stalls.RedisLocator(result.app)
+    watch = stalls.Watch(locator, STALL_SECONDS)
+    polls = 0
     while True:
         try:
             if result.state in states.READY_STATES:
                 return result.get(timeout=max(1.0, deadline - time.monotonic()), propagate=True)
             away.last = None
+            if polls % _STAGES_EVERY == _STAGES_EVERY - 1:
+                name = str(submit_run.name)
+                task = stalls.waiting(result, name, locator.queue_of(name))
+                line = watch.check({result.id: [task] if task else []}).get(result.id)
+                if line is not None:
+                    raise failures.StageFailedError(f"the run was not published: {line}")
         except away.errors as exc:
             away.last = exc
+            watch.reset()
         if time.monotonic() >= deadline:
             raise away.timeout("the run was not published")
+        polls += 1
         time.sleep(POLL_SECONDS)
 
 
@@ -231,111 +265,52 @@ def _poll_group(result: AsyncResult, group_id: str, deadline: float) -> GroupRes
         time.sleep(POLL_SECONDS)
 
 
-def _poll_chains(backend: Any, chains: list[Any], deadline: float) -> dict[str, str]:
+def _poll_chains(
+    backend: Any, chains: list[Any], deadline: float, exchanges: list[str] | None = None
+) -> dict[str, str]:
     """Wait for every chain to end; return the chains that ended without a final result.
 
-    A chain ends with its final result, or when one of its stages was revoked or failed
-    without its errback ending the chain (a stage cancelled for good: the chain waits for
-    nothing any more). The value is the line saying which stage and why.
+    A chain ends with its final result; when one of its stages was revoked or failed
+    without its errback ending the chain (a stage cancelled for good); or when its next
+    stage can no longer run (``tasks/stalls.py``). The value is the line saying which stage
+    and why. ``exchanges``: each chain's exchange, for the queues of its stages.
     """
     away = _Away(backend)
+    locator = stalls.RedisLocator(backend.app)
+    exchange_of = dict(zip([c.id for c in chains], exchanges or [], strict=False))
     pending = {child.id: child for child in chains}
     stopped: dict[str, str] = {}
-    stalled = _Stalls(STALL_SECONDS)
+    watch = stalls.Watch(locator, STALL_SECONDS)
+    done: set[str] = set()
     polls = 0
     while pending and time.monotonic() < deadline:
         try:
+            frontiers: dict[str, list[stalls.Waiting]] = {}
             for key, child in list(pending.items()):
                 if child.state in states.READY_STATES:
                     del pending[key]
                 elif polls % _STAGES_EVERY == _STAGES_EVERY - 1:
-                    line = _stopped_stage(child) or stalled.check(key, _unsent_stage(child))
-                    if line is not None:
-                        stopped[key] = line
+                    found = stalls.standing(
+                        child,
+                        CHAIN_STAGES,
+                        partial(locator.queue_of, exchange=exchange_of.get(key)),
+                        done,
+                    )
+                    if isinstance(found, str):
+                        stopped[key] = found
                         del pending[key]
+                    else:
+                        frontiers[key] = found
+            if frontiers:
+                for key, line in watch.check(frontiers).items():
+                    stopped[key] = line
+                    del pending[key]
         except away.errors as exc:
             away.last = exc
-            stalled.reset()  # a stage's next one may be waiting for Redis too
+            watch.reset()  # a stage's next one may be waiting for Redis too
         polls += 1
         time.sleep(POLL_SECONDS)
     return stopped
-
-
-class _Stalls:
-    """When each chain was first seen stalled; a stall counts once it lasted ``seconds``."""
-
-    def __init__(self, seconds: float, clock: Any = time.monotonic) -> None:
-        self.seconds = seconds
-        self.clock = clock
-        self.since: dict[str, float] = {}
-
-    def check(self, key: str, line: str | None) -> str | None:
-        """Return ``line`` once this chain has been stalled for ``seconds`` in a row."""
-        if line is None:
-            self.since.pop(key, None)
-            return None
-        first = self.since.setdefault(key, self.clock())
-        return line if self.clock() - first >= self.seconds else None
-
-    def reset(self) -> None:
-        """Forget every stall seen so far (Redis was away: time it stood does not count)."""
-        self.since.clear()
-
-
-def _stopped_stage(chain_result: Any) -> str | None:
-    """Return the line of a stage of this chain that ended it unfinished, if one did."""
-    seen: set[int] = set()
-    todo: list[Any] = [getattr(chain_result, "parent", None)]
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        todo.extend(getattr(node, "results", None) or ())
-        todo.append(getattr(node, "parent", None))
-        if isinstance(node, AsyncResult) and node.state in (states.REVOKED, states.FAILURE):
-            error = node.result
-            text = failures.one_line(str(error)) if error is not None else node.state
-            return f"stopped: {node.state.lower()} stage ({type(error).__name__}: {text})"
-    return None
-
-
-def _unsent_stage(chain_result: Any) -> str | None:
-    """Return a line when a stage group of this chain finished but its next stage was never sent.
-
-    The group is a chord header: its last task to finish counts itself in the chord's
-    bookkeeping and sends the next stage. When Redis goes away between a task's result and
-    that count (or between the count and the send), every task of the group has succeeded,
-    the next stage stays pending and the chord never completes (its ``.c`` key never
-    reads ``done``): nothing would ever send the next stage.
-    """
-    later: list[Any] = [chain_result]
-    node = getattr(chain_result, "parent", None)
-    while node is not None:
-        members = list(node.results) if isinstance(node, GroupResult) else [node]
-        if (
-            isinstance(node, GroupResult)
-            and any(r.state == states.PENDING for r in later)
-            and all(r.state == states.SUCCESS for r in members)
-            and _chord_unfinished(node)
-        ):
-            return (
-                f"stopped: the next stage after {len(members)} finished tasks was never sent "
-                f"(the chord of group {node.id} lost its count or its send in a Redis outage)"
-            )
-        later, node = members, getattr(node, "parent", None)
-    return None
-
-
-def _chord_unfinished(header: GroupResult) -> bool:
-    """Return True when the Redis backend holds this chord's data but never completed it."""
-    backend = header.backend
-    key_of = getattr(backend, "get_key_for_group", None)
-    client = getattr(backend, "client", None)
-    if key_of is None or client is None:
-        return False
-    done = client.get(key_of(header.id, ".c"))
-    return done != b"done" and bool(client.exists(key_of(header.id, ".j")))
 
 
 def _outcome(

@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 _TIERS = {"high": "high", "medium": "high,medium", "low": "high,medium,low"}
 #: Seconds a sandbox has to exit on SIGTERM before its process group is killed.
 SANDBOX_GRACE = 10.0
+#: The line a worker prints once it consumes (``ready_line`` in ``workers/app.py``).
+READY_LINE = re.compile(r"^crypto-ai worker (?P<node>\S+) ready: ")
+#: How long the health rounds wait for every worker's ready line before probing anyway.
+READY_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -143,11 +148,13 @@ class Fleet:
         self.config = config
         self.config_path = config_path
         self.state_dir = state_dir
-        self.echo = echo or (lambda name, line: print(f"[{name}] {line}", flush=True))
+        self.echo = echo or _print_line
         self.redis_url = ""
         self._embedded: EmbeddedRedis | None = None
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping = threading.Event()
+        self._ready: set[str] = set()
+        self._probed = threading.Event()  # the first health round is over
         self.services = services
         self.specs = specs
 
@@ -250,7 +257,14 @@ class Fleet:
     def _pump(self, name: str, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
-            self.echo(name, raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            if name.startswith("worker-") and READY_LINE.match(line):
+                self._ready.add(name)
+            self.echo(name, line)
+
+    def unready_workers(self) -> list[str]:
+        """Return the workers the fleet started that have not printed their ready line yet."""
+        return [n for n in self._processes if n.startswith("worker-") and n not in self._ready]
 
     def exited(self) -> dict[str, int]:
         """Return the processes that have exited, with their exit codes."""
@@ -261,8 +275,14 @@ class Fleet:
         self._stopping.set()
 
     def wait(self, health_every: float = 30.0) -> int:
-        """Block until Ctrl-C or a process dies; return 0 for a requested stop, else 1."""
-        next_health = time.monotonic() + 5.0
+        """Block until Ctrl-C or a process dies; return 0 for a requested stop, else 1.
+
+        Health rounds (one ping per queue, echoed as ``[health]`` lines) start as soon as
+        every worker has printed its ready line, then run every ``health_every`` seconds; a
+        worker still not ready after :data:`READY_WAIT` seconds is named, and probed anyway.
+        """
+        waiting_since = time.monotonic()
+        next_health: float | None = None
         seen: set[Path] = set(Path(self.config.reports.dir).glob("*/*.json"))
         while not self._stopping.wait(0.5):
             self._echo_decisions(seen)
@@ -270,10 +290,25 @@ class Fleet:
             if dead:
                 self.echo("fleet", f"stopping: {dead} exited unexpectedly")
                 return 1
-            if time.monotonic() >= next_health:
+            if next_health is None:
+                next_health = self._first_health(waiting_since)
+            if next_health is not None and time.monotonic() >= next_health:
                 threading.Thread(target=self._health_round, daemon=True).start()
                 next_health = time.monotonic() + health_every
         return 0
+
+    def _first_health(self, waiting_since: float) -> float | None:
+        """Return when the first health round is due: now once every worker is ready."""
+        unready = self.unready_workers()
+        if not unready:
+            return time.monotonic()
+        if time.monotonic() - waiting_since < READY_WAIT:
+            return None
+        self.echo(
+            "health",
+            f"{', '.join(unready)} not ready after {READY_WAIT:.0f} s; probing the queues anyway",
+        )
+        return time.monotonic()
 
     def _echo_decisions(self, seen: set[Path]) -> None:
         for path in sorted(set(Path(self.config.reports.dir).glob("*/*.json")) - seen):
@@ -293,11 +328,16 @@ class Fleet:
             )
 
     def first_analysis(self) -> None:
-        """Start an analysis run as soon as the workers answer, not one interval later."""
+        """Start an analysis run as soon as the workers answer, not one interval later.
+
+        It waits for the first health round too (:meth:`wait` runs it once every worker is
+        ready), so that round's pings do not queue behind the run's tasks.
+        """
         entry = self.config.schedules.get("analysis")
         if entry is None or not entry.enabled or not self.config.watchlist:
             return
         if self.wait_until_ready(timeout=180):
+            self._probed.wait(READY_WAIT)
             from workers.app import app
 
             app.send_task(entry.task, kwargs=dict(entry.kwargs), queue=entry.queue or "low")
@@ -333,6 +373,7 @@ class Fleet:
                 )
             except Exception as exc:
                 self.echo("health", f"{queue}: no answer ({type(exc).__name__}: {exc})")
+        self._probed.set()
 
     def stop(self, grace: float | None = None) -> None:
         """Stop every process: workers, beat and Flower, then the sandboxes, then Redis.
@@ -371,6 +412,16 @@ class Fleet:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+_print_lock = threading.Lock()
+
+
+def _print_line(name: str, line: str) -> None:
+    """Print ``[name] line`` whole: every process's output is pumped by its own thread."""
+    with _print_lock:
+        sys.stdout.write(f"[{name}] {line}\n")
+        sys.stdout.flush()
 
 
 def _pinged(app: Any, queue: str, timeout: float) -> bool:

@@ -116,14 +116,21 @@ OKX_REAL = OKX_TABLE // 4  # what the sandbox allows
 
 
 def poll_okx(redis_url: str, config: dict[str, Any], seconds: float, go: str, out: str) -> None:
-    """Say ready, wait for the start time in ``go``, then ask for tickers back to back."""
+    """Say ready, wait for the start time in ``go``, then ask for tickers back to back.
+
+    Records every call it made (when it started and ended, answered or not) and each
+    change of the ticker pool's limit this process priced with, with the time it saw it.
+    """
     client = ResilientAPIClient(
         redis.Redis.from_url(redis_url), AppConfig.model_validate(config), coalesce=False
     )
     fc = FallbackConfig(timeout=10, cache_enabled=False)
 
+    def limit() -> float:
+        return float(client.limiter.table("okx").pool("MARKET_TICKER").limit)
+
     async def run() -> dict[str, Any]:
-        ok = errors = 0
+        calls: list[tuple[float, float, bool]] = []
         await client.resilient_request("okx", "fetch_ticker", {"symbol": "BTC/USDT"}, fc)
         Path(out + ".ready").touch()
         while not Path(go).exists() or not Path(go).read_text():
@@ -131,19 +138,22 @@ def poll_okx(redis_url: str, config: dict[str, Any], seconds: float, go: str, ou
         start_at = float(Path(go).read_text())
         while time.time() < start_at:
             await asyncio.sleep(0.005)
+        limits = [(time.time(), limit())]
         try:
             end = time.time() + seconds
             while time.time() < end:
+                began, answered = time.time(), True
                 try:
-                    symbol = SYMBOLS[(ok + errors) % len(SYMBOLS)]
+                    symbol = SYMBOLS[len(calls) % len(SYMBOLS)]
                     await client.resilient_request("okx", "fetch_ticker", {"symbol": symbol}, fc)
-                    ok += 1
                 except Exception:  # counted; the test reads the sandbox
-                    errors += 1
-            limit = client.limiter.table("okx").pool("MARKET_TICKER").limit
+                    answered = False
+                calls.append((began, time.time(), answered))
+                if limit() != limits[-1][1]:
+                    limits.append((time.time(), limit()))
         finally:
             await client.close()
-        return {"ok": ok, "errors": errors, "limit": limit}
+        return {"calls": calls, "limits": limits}
 
     Path(out).write_text(json.dumps(asyncio.run(run())))
 
@@ -190,17 +200,30 @@ def test_an_okx_fleet_configured_four_times_too_high_learns_the_limit_from_its_4
     per_window = [at(w)[2] - at(w - WINDOW_SECONDS)[2] for w in range(2, int(seconds) + 1, 2)]
     admitted = (end[1] - end[2]) - (settled[1] - settled[2])
     budget = OKX_REAL * (end[0] - settled[0]) / WINDOW_SECONDS
-    print(f"429s per 2 s window: {per_window}; lockouts {last[3]}; learned {results}")
-    print(f"tickers admitted after {settled[0]:.1f} s: {admitted} of {budget:.1f} allowed")
+    # the calls the pollers started after convergence, and those the exchange answered
+    after = [c for r in results for c in r["calls"] if settled[0] <= c[0] - start < end[0]]
+    offered, answered = len(after), sum(1 for _, _, ok in after if ok)
+    learned = {r["limits"][-1][1] for r in results}
+    changes = sorted((round(t - start, 1), v) for r in results for t, v in r["limits"])
+    print(f"429s per 2 s window: {per_window}; lockouts {last[3]}; learned {learned}")
+    print(f"ticker limit seen by the pollers (s after start, limit): {changes}")
+    print(
+        f"after {settled[0]:.1f} s: {offered} calls offered, {answered} answered; "
+        f"{admitted} tickers admitted by the sandbox of the {budget:.1f} it allows"
+    )
     assert last[3] == 0, "no lockout"
     assert last[2] > 0, "the table was too high: the exchange refused some at first"
     # the fleet converged: no 429 in the last two thirds of the run
     assert last[2] == settled[2], per_window
-    # every process prices the ticker pool below the real limit, learned fleet-wide
-    assert all(r["limit"] <= OKX_REAL for r in results), results
-    # and still uses a fair share of the real budget: the medium-priority share (80%) of
-    # the learned limit, 3 of every 5 with the table's 18 halved twice to 4.5
-    assert admitted >= 0.5 * budget, (admitted, budget)
+    # every process prices the ticker pool with one limit learned fleet-wide, below the
+    # real one, cut once per overrun (not once per 429): no lower than a quarter of it
+    assert len(learned) == 1 and OKX_REAL / 4 <= min(learned) <= OKX_REAL, learned
+    # what the pollers offered after convergence got through: the limiter holds calls
+    # back to the learned rate instead of sending them to be refused. Not the share of the
+    # exchange's budget used: a starved CPU offers fewer calls (measured beside other
+    # tests: 7 of 25 admitted; alone 15 of 25, which is 3 of every 5 as designed: the
+    # medium-priority share of 4.5, the table's 18 halved twice)
+    assert answered >= 0.8 * offered, (answered, offered)
 
 
 HTX_OPEN = "GET /v1/order/openOrders"
