@@ -8,6 +8,8 @@ keys get the same prefix through kombu's ``global_keyprefix``):
     <p><queue>                             kombu's list of a queue's messages at priority
                                            step 0; step ``<n>`` (3, 6, 9) is the list
                                            ``<p><queue>\\x06\\x16<n>`` (read for queue depths)
+    <p>unacked                             kombu's hash of fetched, unacknowledged messages
+                                           (read by a run's waiter for stalled stages)
 
 Analysis runs (``<r>`` a run id, ``<x>`` exchange, ``<s>`` symbol without the slash):
 
@@ -131,6 +133,14 @@ class KeySpace:
     """Build the fleet's Redis keys under one optional prefix."""
 
     prefix: str = ""
+
+    def broker_queue(self, queue: str, step: int = 0, sep: str = "\x06\x16") -> str:
+        """Return kombu's Redis list of ``queue`` at priority ``step`` (0: the queue's name)."""
+        return self.prefix + (f"{queue}{sep}{step}" if step else queue)
+
+    def broker_unacked(self, name: str = "unacked") -> str:
+        """Return kombu's hash of fetched, not yet acknowledged messages."""
+        return f"{self.prefix}{name}"
 
     def logs_system(self) -> str:
         """Return the capped list that mirrors recent log records."""

@@ -34,6 +34,7 @@ from celery.result import AsyncResult, GroupResult
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
+from core.keys import KeySpace
 from tasks import failures
 
 #: How long an asking of the live workers waits for their answers.
@@ -215,7 +216,10 @@ class RedisLocator:
         self.prefix = str(options.get("global_keyprefix") or "")
         self.sep = str(options.get("sep", RedisChannel.sep))
         self.steps = list(options.get("priority_steps", PRIORITY_STEPS))
-        self.unacked = self.prefix + str(options.get("unacked_key", RedisChannel.unacked_key))
+        self.keys = KeySpace(self.prefix)
+        self.unacked = self.keys.broker_unacked(
+            str(options.get("unacked_key", RedisChannel.unacked_key))
+        )
         broker, backend = app.conf.broker_url, app.conf.result_backend
         same = bool(broker) and broker == backend and str(broker).startswith("redis")
         self.client: Any = getattr(app.backend, "client", None) if same else None
@@ -246,7 +250,7 @@ class RedisLocator:
         return found
 
     def _list(self, queue: str, step: int) -> str:
-        return self.prefix + (f"{queue}{self.sep}{step}" if step else queue)
+        return self.keys.broker_queue(queue, step, self.sep)
 
     def fetched(self) -> set[str]:
         """Return the ids of the messages in the broker's unacked set."""
