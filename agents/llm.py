@@ -250,6 +250,24 @@ async def climb(
     return climbed
 
 
+#: How long an analyst's LLM answer stands in for a failed ask (the cache rung), seconds.
+LLM_CACHE_SECONDS = 900.0
+#: Why the LLM rung did not answer when no LLM is configured: the report says so too.
+NO_LLM = "llm off: no llm.base_url or llm.api_key is configured"
+#: Why the strategist is not asked before an ATR exists to size the plan by.
+NO_ATR = "llm skipped: too few candles for an ATR to size the plan by"
+
+
+def answer_of(report: AnalystReport) -> CaseAnswer:
+    """Return the LLM answer an analyst's LLM report was made from (what the cache keeps)."""
+    return CaseAnswer(
+        thesis=report.thesis,
+        evidence=report.evidence,
+        confidence=report.confidence,
+        invalidation=report.invalidation,
+    )
+
+
 def case_from_answer(
     side: Literal["long", "short"],
     answer: CaseAnswer,

@@ -47,11 +47,15 @@ from pydantic import BaseModel
 from agents import news as news_lib
 from agents.analysts import analyse
 from agents.llm import (
+    LLM_CACHE_SECONDS,
+    NO_ATR,
+    NO_LLM,
     CaseAnswer,
     LLMAnswerError,
     LLMError,
     LLMPort,
     LLMUnavailableError,
+    answer_of,
     ask_case,
     ask_plan,
     case_from_answer,
@@ -72,14 +76,6 @@ __all__ = [
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
-
-#: How long an analyst's LLM answer stands in for a failed ask, in data time: the live
-#: analyst stage's cache (``tasks/stages.py``, ``LLM_CACHE_SECONDS``).
-LLM_CACHE_SECONDS = 900.0
-#: Why the LLM did not answer when none is configured (the live stages' ``NO_LLM``).
-NO_LLM = "llm off: no llm.base_url or llm.api_key is configured"
-#: Why the strategist is not asked before an ATR exists (the live strategy stage's words).
-NO_ATR = "llm skipped: too few candles for an ATR to size the plan by"
 
 
 class _Said(LLMError):
@@ -292,13 +288,7 @@ class LLMStrategy:
             return case_from_answer(side, held[1], Rung.CACHE)
 
         def remember(report: AnalystReport) -> None:
-            answer = CaseAnswer(
-                thesis=report.thesis,
-                evidence=report.evidence,
-                confidence=report.confidence,
-                invalidation=report.invalidation,
-            )
-            self._cache[side] = (data_ms, answer)
+            self._cache[side] = (data_ms, answer_of(report))
 
         def rules() -> AnalystReport:
             return analyse(side, moment.features, score, count)

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from agents import news as news_lib
-from agents.llm import LLM_FAILURES, fallback_reason, score_headlines
+from agents.llm import LLM_FAILURES, NO_LLM, fallback_reason, score_headlines
 from agents.types import NewsItem
 from core.config import AppConfig, NewsAPIConfig
 from core.errors import CryptoAIError, RetryableError
@@ -25,7 +25,7 @@ from llm.usage import stage_scope
 from resilience.cache import request_digest
 from resilience.retry import RetryConfig, retry_async
 from tasks.context import Runtime
-from tasks.stages import NO_LLM, save
+from tasks.stages import save
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,17 @@ from typing import Any, Literal
 from agents import features as feature_lib
 from agents import news as news_lib
 from agents.analysts import analyse
-from agents.llm import CaseAnswer, ask_case, ask_plan, case_from_answer, climb
+from agents.llm import (
+    LLM_CACHE_SECONDS,
+    NO_ATR,
+    NO_LLM,
+    CaseAnswer,
+    answer_of,
+    ask_case,
+    ask_plan,
+    case_from_answer,
+    climb,
+)
 from agents.strategy import aim, decide
 from agents.types import (
     AnalystReport,
@@ -119,11 +129,6 @@ async def market_snapshot(rt: Runtime, run_id: str, exchange: str, symbol: str) 
     return snapshot.last
 
 
-LLM_CACHE_SECONDS = 900.0
-#: Why the LLM rung did not answer when no LLM is configured: the report says so too.
-NO_LLM = "llm off: no llm.base_url or llm.api_key is configured"
-
-
 async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: str) -> float:
     """Write the long or short case (LLM -> cache -> rules); return its confidence."""
     snapshot = MarketSnapshot.model_validate(load(rt, run_id, exchange, symbol, "snapshot"))
@@ -156,13 +161,7 @@ async def analyst(rt: Runtime, run_id: str, exchange: str, symbol: str, side: st
             return case_from_answer(case_side, CaseAnswer.model_validate(hit.value), Rung.CACHE)
 
         def remember(report: AnalystReport) -> None:
-            answer = CaseAnswer(
-                thesis=report.thesis,
-                evidence=report.evidence,
-                confidence=report.confidence,
-                invalidation=report.invalidation,
-            )
-            learned.append(answer.model_dump(mode="json"))
+            learned.append(answer_of(report).model_dump(mode="json"))
 
         with stage_scope(run_id, exchange, symbol, side):
             report, _, reason = await climb(
@@ -206,7 +205,7 @@ async def strategy(rt: Runtime, run_id: str, exchange: str, symbol: str) -> str:
     if model is None:
         plan, reason = rules(), NO_LLM
     elif feats.atr is None:
-        plan, reason = rules(), "llm skipped: too few candles for an ATR to size the plan by"
+        plan, reason = rules(), NO_ATR
     else:
 
         async def ask() -> TradePlan:
