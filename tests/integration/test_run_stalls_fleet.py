@@ -40,40 +40,7 @@ RUN_TIMEOUT = 60
 
 def start_worker(fleet: WorkerFleet, name: str, queues: str, concurrency: int) -> WorkerProcess:
     """Start a test worker that also loads the stall hooks; wait until it is ready."""
-    log = fleet.tmp / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        queues,
-        "-n",
-        f"{name}@%h",
-        "-c",
-        str(concurrency),
-        "-I",
-        "tests.integration.slow_tasks,tests.integration.stall_hooks",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=fleet.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    worker = WorkerProcess(name, process, log)
-    fleet.workers.append(worker)
-    worker.wait_ready()
-    return worker
+    return fleet.start(name, queues, concurrency, imports=("tests.integration.stall_hooks",))
 
 
 def analyse(fleet: WorkerFleet, config: Path) -> subprocess.Popen[str]:

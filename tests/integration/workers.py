@@ -83,9 +83,18 @@ class WorkerFleet:
         return env
 
     def start(
-        self, name: str, queues: str = "high,medium,low", concurrency: int = 1, ready: bool = True
+        self,
+        name: str,
+        queues: str = "high,medium,low",
+        concurrency: int = 1,
+        ready: bool = True,
+        *,
+        imports: tuple[str, ...] = (),
     ) -> WorkerProcess:
-        """Start ``celery -A workers worker`` consuming ``queues``; wait until it is ready."""
+        """Start ``celery -A workers worker`` consuming ``queues``; wait until it is ready.
+
+        ``imports``: test task modules loaded besides ``tests.integration.slow_tasks``.
+        """
         log = self.tmp / f"{name}.log"
         command = [
             sys.executable,
@@ -101,7 +110,7 @@ class WorkerFleet:
             "-c",
             str(concurrency),
             "-I",
-            "tests.integration.slow_tasks",
+            ",".join(("tests.integration.slow_tasks", *imports)),
             "--loglevel",
             "INFO",
             "--without-gossip",
