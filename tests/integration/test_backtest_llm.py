@@ -25,6 +25,7 @@ from backtest.llm_replay import llm_strategy
 from backtest.replay import Decision, Result, Settings, replay
 from llm.openai_compatible import OpenAICompatibleLLM
 from tests.integration.fake_openai import FakeOpenAI, _completion
+from tests.unit.test_backtest_llm import CASE
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +33,6 @@ HOUR = 3_600_000
 SETTINGS = Settings(symbol="BTC/USDT")
 BARS = 240
 
-#: A case every moment's data bears out: the spread is 0 (bid = ask = the close) and no
-#: invalidation is given, so the checks against the data pass at any price.
-CASE = {
-    "thesis": "the market is calm and the spread is flat",
-    "confidence": 0.6,
-    "evidence": [{"name": "spread", "value": 0.0, "meaning": "no spread"}],
-    "invalidation": None,
-}
 #: A buy with fixed exits: inside the ATR bands near a price of 100 (an LLM answer that
 #: trades), refused by the checks far from it or while a position's plan is live (the rules).
 PLAN = {

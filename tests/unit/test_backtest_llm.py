@@ -20,6 +20,8 @@ from backtest.replay import Decided, Moment, Settings, replay, walk_forward
 
 T = TypeVar("T", bound=BaseModel)
 SETTINGS = Settings(symbol="BTC/USDT")
+#: A case every moment's data bears out: the spread is 0 (bid = ask = the close) and no
+#: invalidation is given, so the checks against the data pass at any price.
 CASE = {
     "thesis": "the market is calm and the spread is flat",
     "confidence": 0.6,
