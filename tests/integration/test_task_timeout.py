@@ -251,3 +251,47 @@ def test_an_order_cancelled_in_flight_is_looked_up_by_a_later_delivery_never_res
     assert answer.approved and answer.source == "found", answer
     assert (answer.order or {}).get("clientOrderId") == cid, answer.order
     assert sum(stats["orders"].values()) == 1, stats["orders"]
+
+
+@pytest.mark.timeout(90)
+def test_a_timed_out_bare_order_payload_delivered_again_never_places_its_order(
+    redis_url: str, namespace: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The same through a PriorityQueueManager payload with no client order id of its own.
+
+    The order is named by its delivery (resilience/delivery.py), so the second delivery of the
+    message finds the first one's abandoned claim instead of a fresh random id.
+    """
+    with running_sandbox(starting_balances={"USDT": 100000}) as sb:
+        config = settings(sb.url, namespace)
+        config["celery"] = {"task_soft_time_limit": 1, "task_time_limit": 30}
+        amount = round(20 / eth_price(config, redis_client), 4)
+        order = {"symbol": SYMBOL, "type": "market", "side": "buy", "amount": amount}
+        body = {"action": "exchange_request", "exchange": "binance", "endpoint": "create_order"}
+        args = [{**body, "params": order}]
+        task_id = f"payload-{uuid.uuid4().hex[:8]}"
+        with (
+            symbol_lease_held(redis_client, namespace) as release,
+            fleet_on(redis_url, namespace, tmp_path, config) as fleet,
+        ):
+            app = fleet.client_app()
+            first = app.send_task("fleet.payload", args=args, queue="high", task_id=task_id)
+            with pytest.raises(Exception) as timed_out:
+                first.get(timeout=30)
+            first.forget()
+            again = app.send_task(
+                "fleet.payload",
+                args=args,
+                queue="high",
+                task_id=task_id,
+                soft_time_limit=60,
+                time_limit=70,
+            )
+            with pytest.raises(Exception) as refused:
+                again.get(timeout=30)
+            assert release(), "the lease lapsed before the second delivery was answered"
+            time.sleep(AFTERWARDS)
+            sent = orders_at(sb.url)
+    assert type(timed_out.value).__name__ == "SoftTimeLimitExceeded", timed_out.value
+    assert "cancelled before it was sent" in str(refused.value), refused.value
+    assert sent == 0, "a second delivery placed the order of a timed-out payload"
