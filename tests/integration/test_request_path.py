@@ -54,8 +54,20 @@ def breaker_fields(client: redis.Redis, namespace: str, klass: str) -> dict[str,
     return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
 
 
-async def spend_budget(client: ResilientAPIClient) -> float:
-    """Spend what is left of the REQUEST_WEIGHT window; return the seconds until it refills."""
+async def spend_budget(client: ResilientAPIClient, margin: float = 0.0) -> float:
+    """Spend what is left of the REQUEST_WEIGHT window; return the seconds until it refills.
+
+    A window on the clock that refills within ``margin`` seconds could refill while the
+    test's callers wait: then wait for the next window and spend that one instead.
+    """
+    refill = await _spend(client)
+    if refill < margin:
+        await asyncio.sleep(refill + 0.02)
+        refill = await _spend(client)
+    return refill
+
+
+async def _spend(client: ResilientAPIClient) -> float:
     limiter = client.limiter
     left = limiter.decide("binance", "public", charge=False).remaining["REQUEST_WEIGHT"]
     if left > 0:  # at high priority: the reserve goes too
@@ -84,7 +96,7 @@ def test_sixty_callers_giving_up_while_waiting_for_budget_leave_every_breaker_cl
         async def scenario() -> list[BaseException | None]:
             try:
                 await client.resilient_request("binance", "load_markets", {})
-                await spend_budget(client)
+                await spend_budget(client, margin=10.0)  # the callers wait 0.3 s at most
                 return list(await asyncio.gather(*(give_up(i) for i in range(60))))
             finally:
                 await client.close()
@@ -136,10 +148,8 @@ def test_a_half_open_trial_waiting_for_budget_never_lets_a_second_trial_out(
                 await client.resilient_request("binance", "load_markets", {})
                 await client.breaker("binance", "public").record(RetryableError("down"))
                 await asyncio.sleep(1.1)  # the recovery time has passed: a trial is due
-                refill = await spend_budget(client)
-                if refill < 2.6:  # start right after a window edge: 3 s of waiting ahead
-                    await asyncio.sleep(refill + 0.02)
-                    await spend_budget(client)
+                # start right after a window edge: 3 s of waiting ahead
+                await spend_budget(client, margin=2.6)
                 # callers arrive while the budget is spent, over longer than a trial lasts
                 return list(await asyncio.gather(*(ask(i) for i in range(6))))
             finally:
@@ -218,10 +228,7 @@ def test_time_waiting_for_budget_is_not_reported_as_exchange_latency(
         async def scenario() -> float:
             try:
                 await client.resilient_request("binance", "load_markets", {})
-                refill = await spend_budget(client)
-                if refill < 1.0:
-                    await asyncio.sleep(refill + 0.02)
-                    await spend_budget(client)
+                await spend_budget(client, margin=1.0)
                 started = time.monotonic()
                 await client.resilient_request(
                     "binance", "fetch_order_book", {"symbol": SYMBOL}, FallbackConfig(timeout=10)
